@@ -1,0 +1,153 @@
+"""Small shared utilities: user-facing errors, devices, seeding, atomic artifacts.
+
+Everything in the framework that touches the file system or a device goes through
+these helpers so that every package (``condense``, ``graphs``, ``synth``) validates
+inputs and writes artifacts the same way.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "UserError",
+    "resolve_device",
+    "seed_everything",
+    "make_generator",
+    "atomic_save",
+    "safe_load",
+    "package_versions",
+    "check_positive",
+    "check_probability",
+]
+
+
+class UserError(ValueError):
+    """An error caused by user input (bad flag, missing file, foreign artifact).
+
+    Command-line entry points catch it and print one line instead of a traceback.
+    """
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Turn ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``None`` (auto) into a device.
+
+    Raises :class:`UserError` if the requested device is not available here.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or mps)") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {device!r} requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise UserError(f"device {device!r} requested but MPS is not available on this machine")
+    elif dev.type != "cpu":
+        raise UserError(f"unsupported device {device!r}")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and all GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A dedicated, seeded :class:`torch.Generator` (keeps randomness local and resumable)."""
+    gen = torch.Generator(device=torch.device(device))
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the target directory, then rename over ``path``.
+
+    A crash mid-write never leaves a truncated artifact behind, and an existing file is only
+    replaced once the new one is complete.
+    """
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def safe_load(path: str | os.PathLike, *, expected_format: str | None = None, what: str = "artifact") -> dict:
+    """Load a dict saved by :func:`atomic_save` with ``weights_only=True``.
+
+    If ``expected_format`` is given the dict must carry ``{"format": expected_format}``.
+    Any failure (missing, corrupt, foreign file) becomes a one-line :class:`UserError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} is not a readable {what} (corrupt or foreign file: {first[:200]})") from exc
+    if expected_format is not None:
+        fmt = obj.get("format") if isinstance(obj, dict) else None
+        if fmt != expected_format:
+            raise UserError(f"{path} is not a {what}: expected format {expected_format!r}, found {fmt!r}")
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is not a {what} (expected a dict, found {type(obj).__name__})")
+    return obj
+
+
+def package_versions(packages: Iterable[str] = ("torch", "torch-geometric", "numpy", "scikit-learn", "condense")) -> dict[str, str]:
+    """Versions of the packages that influence results (stored in every artifact)."""
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """Validate a finite positive number (learning rates, temperatures, ...)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{name} must be a number, got {value!r}") from exc
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise UserError(f"{name} must be a finite number {bound}, got {value!r}")
+    return v
+
+
+def check_probability(name: str, value: float) -> float:
+    """Validate a number in [0, 1]."""
+    v = check_positive(name, value, allow_zero=True)
+    if v > 1:
+        raise UserError(f"{name} must lie in [0, 1], got {value!r}")
+    return v

@@ -1,0 +1,1 @@
+"""Reproduction runs: ``python -m experiments.<name>``; results are written to ``experiments/results/``."""

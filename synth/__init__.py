@@ -1,0 +1,1 @@
+"""Synthetic-data teachers: generator KD (DAFL, DFAD, ZSKT), meta-learned generators, HARD, random teachers."""

@@ -1,0 +1,53 @@
+"""Shared fixtures: the offline ``shared/data`` directory and a writable copy of parts of it."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """``$CONDENSE_SHARED_DATA`` or ``../shared/data`` next to the checkout, if present."""
+    env = os.environ.get("CONDENSE_SHARED_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data", REPO / ".." / ".." / "shared" / "data"]:
+        if cand.is_dir() and (cand / "README.md").exists():
+            return cand.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to the read-only shared datasets; skips the test with a reason when absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("../shared/data is not present on this machine (set CONDENSE_SHARED_DATA to point at it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def writable_shared(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Copy a sub-directory of shared data to a writable temp root (loaders write ``processed/``)."""
+    cache: dict[str, Path] = {}
+
+    def copy(sub: str) -> Path:
+        if sub not in cache:
+            src = shared_data / sub
+            if not src.exists():
+                pytest.skip(f"shared data has no {sub!r}")
+            dst = tmp_path_factory.mktemp("shared") / sub
+            shutil.copytree(src, dst)
+            cache[sub] = dst
+        return cache[sub]
+
+    return copy
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    yield
