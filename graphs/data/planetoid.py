@@ -1,0 +1,80 @@
+"""Planetoid citation graphs (Cora, CiteSeer, PubMed) from local raw files, public split.
+
+Wraps :class:`torch_geometric.datasets.Planetoid` (Yang, Cohen & Salakhutdinov, ICML 2016) with a
+strict offline contract: the eight ``ind.<name>.*`` raw files must already exist under
+``root/<Name>/raw/``; if one is missing we raise :class:`~condense.utils.UserError` naming the
+dataset, the root and the missing files instead of letting PyG reach for the network.
+
+The split is the public GCN split (Kipf & Welling 2017): 20 labelled nodes per class for training,
+500 validation and 1000 test nodes. This is also the split the FF-G2M code uses (DGL's
+``CoraGraphDataset`` et al. carry the same masks).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch_geometric.data import Data
+
+from condense.utils import UserError
+
+__all__ = ["PLANETOID_NAMES", "RAW_SUFFIXES", "load_planetoid", "planetoid_available"]
+
+#: lower-case dataset name -> directory name PyG expects under ``root``.
+PLANETOID_NAMES = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
+RAW_SUFFIXES = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")
+
+
+def _canonical(name: str) -> str:
+    key = str(name).lower()
+    if key not in PLANETOID_NAMES:
+        raise UserError(f"unknown Planetoid dataset {name!r} (expected one of {', '.join(PLANETOID_NAMES)})")
+    return key
+
+
+def _missing_raw_files(name: str, root: Path) -> list[Path]:
+    raw = root / PLANETOID_NAMES[name] / "raw"
+    return [raw / f"ind.{name}.{suffix}" for suffix in RAW_SUFFIXES if not (raw / f"ind.{name}.{suffix}").is_file()]
+
+
+def planetoid_available(name: str, root: str | Path) -> bool:
+    """True when all raw files of ``name`` are present under ``root`` (used to skip PubMed)."""
+    return not _missing_raw_files(_canonical(name), Path(root))
+
+
+def load_planetoid(name: str, root: str | Path, *, normalize_features: bool = True) -> Data:
+    """Load ``name`` from ``root/<Name>/raw`` with the public split; never downloads.
+
+    Args:
+        name: ``"cora"``, ``"citeseer"`` or ``"pubmed"`` (case-insensitive).
+        root: writable directory holding ``<Name>/raw/ind.<name>.*``; PyG writes ``processed/``
+            next to ``raw/``.
+        normalize_features: row-normalise the bag-of-words features to sum 1 (what DGL's
+            citation datasets, and hence the FF-G2M and GLNN code, feed to the models).
+
+    Returns:
+        A :class:`~torch_geometric.data.Data` with ``x`` (float32), ``y``, an undirected
+        ``edge_index`` without self-loops, and ``train_mask``/``val_mask``/``test_mask``.
+    """
+    key = _canonical(name)
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"Planetoid root {str(root)!r} for dataset {key!r} is not a directory")
+    missing = _missing_raw_files(key, root)
+    if missing:
+        listed = ", ".join(p.name for p in missing)
+        raise UserError(
+            f"dataset {key!r}: raw files missing under {str(root / PLANETOID_NAMES[key] / 'raw')!r}: {listed} "
+            f"(expected ind.{key}.{{{','.join(RAW_SUFFIXES)}}}; copy them there, nothing is downloaded)"
+        )
+    from torch_geometric.datasets import Planetoid
+
+    try:
+        data = Planetoid(str(root), PLANETOID_NAMES[key], split="public")[0]
+    except Exception as exc:  # noqa: BLE001 - corrupt pickles raise many types
+        raise UserError(f"dataset {key!r} under {str(root)!r} could not be read: {exc}") from exc
+    data.x = data.x.float()
+    if normalize_features:
+        data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    data.name = key
+    return data

@@ -1,0 +1,129 @@
+"""``python -m graphs.g2m``: train a GNN teacher, distil it into an MLP, save both, print a table.
+
+Without arguments it runs FF-G2M from a GCN teacher on the embedded CSBM graph. Example::
+
+    python -m graphs.g2m --dataset cora --root DIR --teacher gcn --method ff-g2m --setting tran --out student.pt
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from condense.utils import UserError, atomic_save, package_versions, resolve_device, safe_load
+from graphs.data.node_splits import SETTINGS
+from graphs.g2m.pipeline import CSBM_DEFAULTS, load_task, make_task_split, run
+from graphs.g2m.presets import PROTOCOLS, TEACHERS, Preset, get_preset
+from graphs.g2m.student import METHODS
+from graphs.models.node import MLP, build_node_model
+
+__all__ = ["STUDENT_FORMAT", "TEACHER_FORMAT", "main", "load_student", "format_table"]
+
+STUDENT_FORMAT = "condense.g2m.student/v1"
+TEACHER_FORMAT = "condense.g2m.teacher/v1"
+SCORE_KEYS = ("val", "tran", "ind", "prod")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m graphs.g2m", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="csbm", help="csbm (default, generated) | cora | citeseer | pubmed")
+    p.add_argument("--root", default=None, help="Planetoid root holding <Name>/raw/ind.<name>.*")
+    p.add_argument("--teacher", default="gcn", choices=TEACHERS)
+    p.add_argument("--method", default="ff-g2m", choices=METHODS + ("all",), help="student loss; 'all' trains every method")
+    p.add_argument("--setting", default="tran", choices=SETTINGS)
+    p.add_argument("--preset", default="ff-g2m", choices=PROTOCOLS, help="official configuration to use")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-rate", type=float, default=0.2, help="fraction of test nodes held out (ind/prod)")
+    p.add_argument("--observed", default="all", choices=("all", "split"), help="observed graph: all non-held-out nodes (paper) or train+val+test only (FF-G2M code)")
+    p.add_argument("--lamb", type=float, default=None, help="override the preset's lambda")
+    p.add_argument("--tau", type=float, default=None, help="override the preset's HFD temperature")
+    p.add_argument("--max-epochs", type=int, default=None, help="override teacher and student max epochs")
+    p.add_argument("--nodes", type=int, default=CSBM_DEFAULTS["num_nodes"], help="CSBM nodes")
+    p.add_argument("--features", type=int, default=CSBM_DEFAULTS["num_features"], help="CSBM feature dimension")
+    p.add_argument("--degree", type=float, default=CSBM_DEFAULTS["avg_degree"], help="CSBM expected degree")
+    p.add_argument("--csbm-lambda", type=float, default=CSBM_DEFAULTS["lam"], help="CSBM graph signal (negative: heterophilous)")
+    p.add_argument("--csbm-mu", type=float, default=CSBM_DEFAULTS["mu"], help="CSBM feature signal")
+    p.add_argument("--out", default="condense_out/g2m/student.pt", help="student artifact path")
+    p.add_argument("--teacher-out", default=None, help="teacher artifact path (default: teacher.pt next to --out)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+    return p
+
+
+def format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
+    """A fixed-width accuracy table (percent), one row per model."""
+    keys = [k for k in SCORE_KEYS if any(k in s for _, s in rows)]
+    lines = [f"{'model':<16}" + "".join(f"{k:>9}" for k in keys)]
+    for name, scores in rows:
+        lines.append(f"{name:<16}" + "".join(f"{100 * scores[k]:>9.2f}" if k in scores else f"{'-':>9}" for k in keys))
+    return "\n".join(lines)
+
+
+def load_student(path: str | Path) -> MLP:
+    """Rebuild a saved student MLP (``weights_only`` load)."""
+    art = safe_load(path, expected_format=STUDENT_FORMAT, what="g2m student")
+    model = build_node_model("mlp", art["in_dim"], art["out_dim"], **art["model_kwargs"])
+    model.load_state_dict(art["state_dict"])
+    return model.eval()
+
+
+def _config(args: argparse.Namespace) -> Preset:
+    """The preset for the requested dataset/teacher/protocol with command-line overrides applied."""
+    preset = get_preset(args.dataset, args.teacher, args.preset)
+    overrides = {k: v for k, v in (("lamb", args.lamb), ("tau", args.tau)) if v is not None}
+    if args.max_epochs is not None:
+        if args.max_epochs < 1:
+            raise UserError(f"--max-epochs must be >= 1, got {args.max_epochs}")
+        overrides["teacher"] = replace(preset.teacher, max_epochs=args.max_epochs)
+        overrides["student"] = replace(preset.student, max_epochs=args.max_epochs)
+    return replace(preset, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        preset = _config(args)
+        csbm_kwargs = dict(num_nodes=args.nodes, num_features=args.features, avg_degree=args.degree, lam=args.csbm_lambda, mu=args.csbm_mu)
+        data, labelled = load_task(args.dataset, args.root, csbm_kwargs=csbm_kwargs)
+        split = make_task_split(data, labelled, args.setting, seed=args.seed, rate=args.split_rate, observed=args.observed)
+        methods = METHODS if args.method == "all" else (args.method,)
+        start = time.perf_counter()
+        result = run(data, split, args.teacher, preset, methods, seed=args.seed, device=device, progress=not args.no_progress)
+        elapsed = time.perf_counter() - start
+        out = Path(args.out)
+        teacher_out = Path(args.teacher_out) if args.teacher_out else out.with_name("teacher.pt")
+        meta = dict(dataset=args.dataset, setting=args.setting, seed=args.seed, preset=args.preset, versions=package_versions())
+        atomic_save(
+            dict(format=TEACHER_FORMAT, model=args.teacher, in_dim=data.num_features, out_dim=int(data.y.max()) + 1,
+                 model_kwargs=preset.teacher.model_kwargs(), state_dict=result.teacher_model.cpu().state_dict(),
+                 logits=result.teacher.logits, scores=result.teacher.scores, **meta),
+            teacher_out,
+        )
+        saved = []
+        for method, (student, res) in result.students.items():
+            path = out if len(methods) == 1 else out.with_name(f"{out.stem}_{method}{out.suffix}")
+            atomic_save(
+                dict(format=STUDENT_FORMAT, method=method, teacher=args.teacher, in_dim=data.num_features, out_dim=int(data.y.max()) + 1,
+                     model_kwargs=preset.student.model_kwargs(), state_dict=student.cpu().state_dict(), scores=res.scores,
+                     lamb=preset.lamb, tau=preset.tau, **meta),
+                path,
+            )
+            saved.append(path)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = [(f"teacher:{args.teacher}", result.teacher.scores)] + [(m, r.scores) for m, (_, r) in result.students.items()]
+    print(f"dataset={args.dataset} setting={args.setting} preset={args.preset} ({preset.source}) seed={args.seed} "
+          f"lamb={preset.lamb} tau={preset.tau} time={elapsed:.1f}s  accuracy (%) at best validation:")
+    print(format_table(rows))
+    print(f"saved teacher -> {teacher_out}")
+    for path in saved:
+        print(f"saved student -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
