@@ -1,0 +1,136 @@
+"""Shared pieces of the graph-classification data layer.
+
+A :class:`GraphDataset` is a plain list of PyG :class:`~torch_geometric.data.Data` graphs plus
+its split and a description of its features.  Categorical features are stored as integer
+columns (``LongTensor [N, k]``) with their cardinalities, so models can embed them
+(AtomEncoder-style embedding sum) and Mirage can discretise them exactly; continuous features
+stay ``float`` and ``node_cardinalities`` is ``None``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from condense.utils import UserError, make_generator
+
+__all__ = [
+    "GraphDataset",
+    "categorical_columns",
+    "random_split",
+    "graph_nbytes",
+    "graphs_nbytes",
+]
+
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class GraphDataset:
+    """Graphs, labels, split and feature description of one graph-classification dataset.
+
+    Attributes:
+        name: dataset name (``"MUTAG"``, ``"ogbg-molbace"``, ``"motifs"``, ...).
+        graphs: one :class:`Data` per graph with ``x``, ``edge_index``, optional ``edge_attr``
+            and a scalar ``y``.
+        num_classes: number of graph classes.
+        split: ``{"train", "valid", "test"} -> LongTensor`` of graph indices.
+        node_cardinalities: categories per integer ``x`` column, or ``None`` for float ``x``.
+        edge_cardinalities: categories per integer ``edge_attr`` column, ``None`` when the
+            graphs have no (categorical) edge features.
+        info: free-form provenance (root, seed, split kind).
+    """
+
+    name: str
+    graphs: list[Data]
+    num_classes: int
+    split: dict[str, Tensor]
+    node_cardinalities: tuple[int, ...] | None
+    edge_cardinalities: tuple[int, ...] | None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [s for s in SPLITS if s not in self.split]
+        if missing:
+            raise UserError(f"{self.name}: split is missing parts {missing}")
+
+    @property
+    def metric(self) -> str:
+        """ROC-AUC for binary tasks (as in the Mirage paper and OGB), accuracy otherwise."""
+        return "rocauc" if self.num_classes == 2 else "accuracy"
+
+    @property
+    def in_dim(self) -> int | tuple[int, ...]:
+        """What :func:`graphs.models.graph.get_graph_model` expects as ``in_dim``."""
+        if self.node_cardinalities is not None:
+            return self.node_cardinalities
+        return int(self.graphs[0].x.size(1))
+
+    @property
+    def edge_dim(self) -> tuple[int, ...] | None:
+        return self.edge_cardinalities
+
+    def subset(self, part: str) -> list[Data]:
+        """The graphs of one split part (``"train"``, ``"valid"`` or ``"test"``)."""
+        if part not in SPLITS:
+            raise UserError(f"unknown split part {part!r} (expected one of {SPLITS})")
+        return [self.graphs[i] for i in self.split[part].tolist()]
+
+    def labels(self, part: str | None = None) -> Tensor:
+        idx = range(len(self.graphs)) if part is None else self.split[part].tolist()
+        return torch.tensor([int(self.graphs[i].y) for i in idx], dtype=torch.long)
+
+    def summary(self) -> str:
+        sizes = "/".join(str(len(self.split[s])) for s in SPLITS)
+        feats = f"categorical {list(self.node_cardinalities)}" if self.node_cardinalities else f"float[{self.in_dim}]"
+        edges = f", edge categories {list(self.edge_cardinalities)}" if self.edge_cardinalities else ""
+        return f"{self.name}: {len(self.graphs)} graphs, {self.num_classes} classes, split {sizes}, node features {feats}{edges}"
+
+
+def categorical_columns(values: Tensor) -> tuple[Tensor, int] | None:
+    """One integer id per distinct row of ``values`` (``[N, d]``), or ``None`` if not integral.
+
+    This is the feature discretisation of Mirage (Section 3, "one label per distinct feature
+    tuple"): rows that are equal get the same id, ids are assigned in sorted row order so the
+    mapping does not depend on the order of the graphs.
+    """
+    if values.dim() == 1:
+        values = values.view(-1, 1)
+    if values.is_floating_point() and not bool(torch.all(values == values.round())):
+        return None
+    uniq, inverse = torch.unique(values.long(), dim=0, return_inverse=True)
+    return inverse.view(-1, 1), int(uniq.size(0))
+
+
+def random_split(num_graphs: int, seed: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> dict[str, Tensor]:
+    """Seeded random train/valid/test split (the usual 80/10/10 for TU datasets)."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise UserError(f"split fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
+    perm = torch.randperm(num_graphs, generator=make_generator(seed))
+    n_train = int(round(fractions[0] * num_graphs))
+    n_valid = int(round(fractions[1] * num_graphs))
+    return {
+        "train": perm[:n_train].sort().values,
+        "valid": perm[n_train:n_train + n_valid].sort().values,
+        "test": perm[n_train + n_valid:].sort().values,
+    }
+
+
+_COUNTED = ("x", "edge_index", "edge_attr", "root_mask")
+
+
+def graph_nbytes(data: Data) -> int:
+    """Bytes of the tensors that make up a training graph (x, edge_index, edge_attr, root mask)."""
+    total = 0
+    for key in _COUNTED:
+        t = getattr(data, key, None)
+        if isinstance(t, Tensor):
+            total += t.numel() * t.element_size()
+    return total
+
+
+def graphs_nbytes(graphs: Sequence[Data]) -> int:
+    return sum(graph_nbytes(g) for g in graphs)

@@ -1,0 +1,152 @@
+"""Graph-classification data layer: TU / OGB loaders, the embedded motif set, shared helpers."""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from condense.utils import UserError
+from graphs.data.graphsets import categorical_columns, graph_nbytes, random_split
+from graphs.data.motifs import make_motif_dataset
+from graphs.data.ogb import load_ogb
+from graphs.data.tu import load_tu
+
+
+# --- shared helpers -------------------------------------------------------------------------
+
+def test_random_split_is_seeded_disjoint_and_complete():
+    a, b = random_split(50, seed=3), random_split(50, seed=3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [len(a[k]) for k in ("train", "valid", "test")] == [40, 5, 5]
+    assert sorted(torch.cat(list(a.values())).tolist()) == list(range(50))
+    assert not torch.equal(a["train"], random_split(50, seed=4)["train"])
+    with pytest.raises(UserError):
+        random_split(10, 0, fractions=(0.5, 0.5, 0.5))
+
+
+def test_categorical_columns_one_id_per_distinct_row():
+    rows = torch.tensor([[1, 0], [0, 1], [1, 0], [1, 1]])
+    ids, k = categorical_columns(rows)
+    assert k == 3 and ids[0] == ids[2] and len({int(ids[0]), int(ids[1]), int(ids[3])}) == 3
+    assert categorical_columns(torch.tensor([[0.5], [1.0]])) is None
+
+
+def test_graph_nbytes_counts_tensors():
+    ds = make_motif_dataset(40, seed=0)
+    g = ds.graphs[0]
+    assert graph_nbytes(g) == g.x.numel() * 8 + g.edge_index.numel() * 8
+
+
+# --- embedded motifs ------------------------------------------------------------------------
+
+def test_motifs_deterministic_balanced_and_labelled():
+    a, b = make_motif_dataset(60, seed=1), make_motif_dataset(60, seed=1)
+    assert all(torch.equal(x.edge_index, y.edge_index) and torch.equal(x.x, y.x) for x, y in zip(a.graphs, b.graphs))
+    assert a.labels().bincount().tolist() == [30, 30]
+    assert a.metric == "rocauc" and a.in_dim == (3,)
+    c = make_motif_dataset(60, seed=2)
+    assert any(not torch.equal(x.x, y.x) for x, y in zip(a.graphs, c.graphs))
+
+
+def test_motifs_known_answer_majority_motif():
+    """Class 0 graphs carry 2 houses (+1 six-cycle), class 1 graphs 2 six-cycles (+1 house)."""
+    ds = make_motif_dataset(40, seed=0)
+    for g in ds.graphs:
+        motif_nodes = int((g.x.view(-1) == 2).sum())
+        assert motif_nodes == (2 * 5 + 6 if int(g.y) == 0 else 2 * 6 + 5)
+        edges = g.edge_index
+        assert torch.equal(torch.sort(edges.flip(0), dim=1).values, torch.sort(edges, dim=1).values)  # undirected
+
+
+def test_motifs_validation():
+    with pytest.raises(UserError):
+        make_motif_dataset(60, base="grid")
+    with pytest.raises(UserError):
+        make_motif_dataset(60, copies=1, distractors=1)
+
+
+# --- TU -------------------------------------------------------------------------------------
+
+def test_tu_missing_files_is_a_clear_error_and_never_downloads(tmp_path: Path):
+    (tmp_path / "MUTAG" / "raw").mkdir(parents=True)
+    (tmp_path / "MUTAG" / "raw" / "MUTAG_A.txt").write_text("1, 2\n")
+    with pytest.raises(UserError, match="MUTAG_graph_indicator.txt") as err:
+        load_tu("MUTAG", tmp_path)
+    assert str(tmp_path) in str(err.value)
+    assert sorted(p.name for p in (tmp_path / "MUTAG").iterdir()) == ["raw"]  # nothing processed/downloaded
+
+
+@pytest.mark.shared_data
+def test_tu_mutag_from_shared_data(writable_shared):
+    root = writable_shared("tu/MUTAG").parent
+    ds = load_tu("MUTAG", root, seed=0)
+    assert len(ds.graphs) == 188 and ds.labels().bincount().tolist() == [63, 125]
+    assert [len(ds.split[k]) for k in ("train", "valid", "test")] == [150, 19, 19]
+    assert ds.node_cardinalities == (7,) and ds.edge_cardinalities == (4,)
+    assert sum(g.num_nodes for g in ds.graphs) == 3371
+    assert sum(g.edge_index.size(1) for g in ds.graphs) == 7442
+    g = ds.graphs[0]
+    assert g.x.dtype == torch.long and g.edge_attr.size(0) == g.edge_index.size(1)
+
+
+# --- OGB ------------------------------------------------------------------------------------
+
+def _write_csv(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = np.asarray(rows)
+    rows = rows.reshape(-1, 1) if rows.ndim == 1 else rows
+    with gzip.open(path, "wt") as fh:
+        fh.writelines(",".join(str(v) for v in r) + "\n" for r in rows)
+
+
+def _fake_ogb(root: Path, name: str = "ogbg-molbbbp") -> Path:
+    """A two-molecule stand-in in OGB's unpacked layout (a triangle and a 2-atom chain)."""
+    base = root / name.replace("-", "_")
+    _write_csv(base / "raw" / "edge.csv.gz", [[0, 1], [1, 2], [2, 0], [0, 1]])
+    _write_csv(base / "raw" / "edge-feat.csv.gz", [[0, 0, 1], [1, 0, 0], [0, 2, 1], [3, 0, 0]])
+    _write_csv(base / "raw" / "node-feat.csv.gz", [[5, 0, 1, 5, 0, 0, 1, 0, 0]] * 3 + [[7, 0, 2, 5, 1, 0, 2, 1, 1]] * 2)
+    _write_csv(base / "raw" / "num-node-list.csv.gz", [3, 2])
+    _write_csv(base / "raw" / "num-edge-list.csv.gz", [3, 1])
+    _write_csv(base / "raw" / "graph-label.csv.gz", [1, 0])
+    for part, idx in (("train", [0]), ("valid", [1]), ("test", [1])):
+        _write_csv(base / "split" / "scaffold" / f"{part}.csv.gz", idx)
+    return base
+
+
+def test_ogb_reader_on_generated_standin(tmp_path: Path):
+    base = _fake_ogb(tmp_path)
+    ds = load_ogb("ogbg-molbbbp", tmp_path)
+    assert len(ds.graphs) == 2 and ds.labels().tolist() == [1, 0]
+    tri = ds.graphs[0]
+    # each bond listed once in the file -> both directions, bond features duplicated
+    assert tri.edge_index.tolist() == [[0, 1, 1, 2, 2, 0], [1, 0, 2, 1, 0, 2]]
+    assert tri.edge_attr.tolist() == [[0, 0, 1], [0, 0, 1], [1, 0, 0], [1, 0, 0], [0, 2, 1], [0, 2, 1]]
+    assert ds.graphs[1].x.tolist() == [[7, 0, 2, 5, 1, 0, 2, 1, 1]] * 2
+    assert ds.split["train"].tolist() == [0] and ds.node_cardinalities[0] == 119 and ds.edge_cardinalities == (5, 6, 2)
+    assert (base / "processed" / "condense_graphs.pt").is_file()
+    (base / "raw" / "edge.csv.gz").write_bytes(b"garbage")  # cached tensors are used from now on
+    again = load_ogb("ogbg-molbbbp", tmp_path)
+    assert torch.equal(again.graphs[0].edge_index, tri.edge_index)
+
+
+def test_ogb_missing_files_and_bad_name(tmp_path: Path):
+    base = _fake_ogb(tmp_path, "ogbg-molhiv")
+    (base / "split" / "scaffold" / "valid.csv.gz").unlink()
+    with pytest.raises(UserError, match="valid.csv.gz"):
+        load_ogb("ogbg-molhiv", tmp_path)
+    with pytest.raises(UserError, match="ogbg-"):
+        load_ogb("molhiv", tmp_path)
+
+
+@pytest.mark.shared_data
+def test_ogb_molbace_from_shared_data(writable_shared):
+    root = writable_shared("ogb/ogbg_molbace").parent
+    ds = load_ogb("ogbg-molbace", root)
+    assert len(ds.graphs) == 1513 and ds.labels().bincount().tolist() == [822, 691]
+    assert [len(ds.split[k]) for k in ("train", "valid", "test")] == [1210, 151, 152]
+    assert sum(g.num_nodes for g in ds.graphs) == 51577
+    assert sum(g.edge_index.size(1) for g in ds.graphs) == 2 * 55768
+    assert ds.graphs[0].x.shape[1] == 9 and ds.graphs[0].edge_attr.shape[1] == 3
