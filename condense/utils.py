@@ -28,6 +28,7 @@ __all__ = [
     "package_versions",
     "check_positive",
     "check_probability",
+    "markdown_table",
 ]
 
 
@@ -151,3 +152,11 @@ def check_probability(name: str, value: float) -> float:
     if v > 1:
         raise UserError(f"{name} must lie in [0, 1], got {value!r}")
     return v
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-markdown table (also readable in a terminal)."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in cells[1:]])

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,9 +44,3 @@ def writable_shared(shared_data: Path, tmp_path_factory: pytest.TempPathFactory)
         return cache[sub]
 
     return copy
-
-
-@pytest.fixture(autouse=True)
-def _deterministic_threads():
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    yield

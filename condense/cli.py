@@ -1,0 +1,252 @@
+"""Command line: ``python -m condense [demo|distill|evaluate|show] ...``.
+
+With no arguments the demo condenses the embedded digits dataset (10 images per class), evaluates
+the result against random real images of the same size and the full training set, prints the
+table and writes the synthetic set and a PNG grid of it. User errors print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .checkpoint import Checkpointer
+from .data import DATASETS, ImageDataset, load_dataset
+from .evaluate import Summary, evaluate_images, evaluate_synset
+from .methods import METHODS, get_method
+from .synset import SyntheticSet
+from .utils import UserError, check_positive, markdown_table, resolve_device
+
+__all__ = ["main", "build_parser", "config_from_args", "DEMO_PRESETS"]
+
+# The demo's scale: minutes on a laptop CPU. The methods' own defaults are the published settings.
+DEMO_PRESETS: dict[str, dict[str, Any]] = {
+    "dm": {"iterations": 200, "batch_real": 64},
+}
+DEMO_EVAL = {"num_evals": 3, "epochs": 300, "dsa": True}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, title: str) -> None:
+    """One ``--flag`` per field of a method's config dataclass (help text from field metadata)."""
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        helptext = f"{f.metadata.get('help', '')} (default: {f.default})"
+        if isinstance(f.default, bool):
+            group.add_argument(flag, dest=f"cfg_{f.name}", action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        else:
+            group.add_argument(flag, dest=f"cfg_{f.name}", type=type(f.default), default=None, metavar=f.name.upper(), help=helptext)
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace, preset: dict[str, Any] | None = None) -> Any:
+    """Config = dataclass defaults, overridden by ``preset``, overridden by explicit flags."""
+    values = dict(preset or {})
+    for f in dataclasses.fields(config_cls):
+        v = getattr(args, f"cfg_{f.name}", None)
+        if v is not None:
+            values[f.name] = v
+    return config_cls(**values)
+
+
+def _load(args: argparse.Namespace) -> ImageDataset:
+    return load_dataset(args.dataset, args.root, resize=args.resize, zca=args.zca, zca_eps=args.zca_eps)
+
+
+def _summary_cells(s: Summary) -> list[str]:
+    return [f"{100 * s.mean:.2f} ± {100 * s.std:.2f}", f"{100 * s.max_mean:.2f}"]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_distill(args: argparse.Namespace) -> int:
+    spec = get_method(args.method)
+    device = resolve_device(args.device)
+    config = config_from_args(spec.config_cls, args)
+    out = Path(args.out)
+    if out.exists() and out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name like {out / 'synset.pt'}")
+    dataset = _load(args)
+    ckpt = None
+    if args.checkpoint_every or args.resume:
+        path = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")
+        if args.resume and not path.exists():
+            raise UserError(f"--resume given but no checkpoint at {path}")
+        if not args.resume and path.exists():
+            path.unlink()
+        sig = {"method": args.method, "dataset": dataset.name, "ipc": args.ipc, "seed": args.seed, "config": dataclasses.asdict(config)}
+        ckpt = Checkpointer(path, args.checkpoint_every or 100, signature=sig)
+    start = time.perf_counter()
+    synset = spec.distill(dataset, args.ipc, config, device=device, seed=args.seed, progress=not args.no_progress, checkpoint=ckpt)
+    synset.save(out)
+    _log(f"wrote {out} ({len(synset)} images, method {args.method}) in {time.perf_counter() - start:.1f}s")
+    if args.png:
+        synset.to_png(args.png)
+        _log(f"wrote {args.png}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    synset = SyntheticSet.load(args.file)
+    device = resolve_device(args.device)
+    meta_ds = synset.meta.get("dataset", {})
+    name = args.dataset or meta_ds.get("name")
+    if not name:
+        raise UserError("the synthetic set does not name its dataset; pass --dataset")
+    size = meta_ds.get("image_size", [None])[0]
+    resize = args.resize if args.resize is not None else (size if name == "digits" and size != 8 else None)
+    dataset = load_dataset(name, args.root, resize=resize, zca=bool(meta_ds.get("zca")), zca_eps=meta_ds.get("zca_eps") or 0.1)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    dsa = args.dsa if args.dsa is not None else bool(synset.meta.get("train_dsa", False))
+    start = time.perf_counter()
+    res = evaluate_synset(
+        synset, dataset, models=models, num_evals=args.num_evals, epochs=args.epochs, dsa=dsa,
+        device=device, seed=args.seed, progress=not args.no_progress,
+    )  # fmt: skip
+    rows = [[m, *_summary_cells(s)] for m, s in res.items()]
+    print(markdown_table(["model", "final acc % (mean ± std)", "max-over-checkpoints %"], rows))
+    _log(f"evaluated {args.file} ({len(synset)} images, {args.num_evals} nets per model, dsa={dsa}) in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    synset = SyntheticSet.load(args.file)
+    synset.to_png(args.png, max_per_class=args.max_per_class)
+    m = synset.meta
+    print(f"{args.file}: {len(synset)} images {tuple(synset.images.shape[1:])}, method={m.get('method')}, "
+          f"dataset={m.get('dataset', {}).get('name')}, ipc={m.get('ipc')}, lr={synset.lr}, "
+          f"soft_labels={synset.soft}, wall_time={m.get('wall_time', 0):.1f}s")  # fmt: skip
+    _log(f"wrote {args.png}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Condense digits to ``ipc`` images per class; compare with random real images and full data."""
+    device = resolve_device(args.device)
+    spec = get_method(args.method)
+    config = config_from_args(spec.config_cls, args, DEMO_PRESETS.get(args.method, {}))
+    out_dir = Path(args.out_dir)
+    dataset = load_dataset("digits")
+    t0 = time.perf_counter()
+    _log(f"[1/4] distilling digits with {args.method} to {args.ipc} images per class on {device} ...")
+    synset = spec.distill(dataset, args.ipc, config, device=device, seed=args.seed, progress=not args.no_progress)
+    t_distill = time.perf_counter() - t0
+    random_set = get_method("random").distill(dataset, args.ipc, get_method("random").config_cls(), device=device, seed=args.seed)
+    ev = dict(DEMO_EVAL, device=device, seed=args.seed, progress=not args.no_progress)
+    _log("[2/4] evaluating the synthetic set ...")
+    syn_res = evaluate_synset(synset, dataset, **ev)["convnet"]
+    _log("[3/4] evaluating random real images of the same size ...")
+    rnd_res = evaluate_synset(random_set, dataset, **ev)["convnet"]
+    _log("[4/4] training on the full training set ...")
+    full_res = evaluate_images(dataset.train_x, dataset.train_y, dataset, **dict(ev, epochs=args.full_epochs))["convnet"]
+    rows = [
+        [f"{args.method} synthetic set", len(synset), *_summary_cells(syn_res)],
+        ["random real images", len(random_set), *_summary_cells(rnd_res)],
+        ["full training set", len(dataset.train_y), *_summary_cells(full_res)],
+    ]
+    print(f"\ndigits, ConvNet, {DEMO_EVAL['num_evals']} networks each, DSA training, seed {args.seed}:")
+    print(markdown_table(["training data", "images", "final test acc % (mean ± std)", "max-over-checkpoints %"], rows))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pt = synset.save(out_dir / f"digits_{args.method}_ipc{args.ipc}.pt")
+    png = synset.to_png(out_dir / f"digits_{args.method}_ipc{args.ipc}.png")
+    print(f"\nwrote {pt} and {png}; distillation {t_distill:.1f}s, total {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (default: cpu)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _dataset_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--dataset", default="digits" if required else None, help=f"one of {', '.join(DATASETS)} (default: digits)")
+    p.add_argument("--root", default=None, help="directory holding the dataset's files (not needed for digits)")
+    p.add_argument("--resize", type=int, default=None, help="resize images to RESIZE x RESIZE")
+    p.add_argument("--zca", action="store_true", help="ZCA-whiten images (fit on train), as in MTT")
+    p.add_argument("--zca-eps", type=float, default=0.1, help="ZCA regulariser (default: 0.1)")
+
+
+def build_parser(method: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m condense",
+        description="Dataset distillation. Without a command: the digits demo (distill, evaluate, compare, save).",
+    )
+    sub = parser.add_subparsers(dest="command")
+    demo = sub.add_parser("demo", help="the default run: condense digits and print a comparison table")
+    demo.add_argument("--method", default="dm", choices=sorted(METHODS), help="method to run (default: dm)")
+    demo.add_argument("--ipc", type=int, default=10, help="images per class (default: 10)")
+    demo.add_argument("--out-dir", default="condense_out", help="where the set and PNG go (default: condense_out)")
+    demo.add_argument("--full-epochs", type=int, default=100, help="epochs for the full-data row (default: 100)")
+    _common(demo)
+
+    d = sub.add_parser("distill", help="condense a dataset into a SyntheticSet file",
+                       description="Method flags: `python -m condense distill --method NAME --help`.")  # fmt: skip
+    d.add_argument("--method", required=True, help=f"one of {', '.join(sorted(METHODS))}")
+    d.add_argument("--ipc", type=int, required=True, help="images per class")
+    d.add_argument("--out", required=True, help="output file (.pt)")
+    d.add_argument("--png", default=None, help="also write a PNG grid of the set")
+    d.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every K iterations")
+    d.add_argument("--checkpoint", default=None, help="checkpoint path (default: OUT.ckpt)")
+    d.add_argument("--resume", action="store_true", help="continue from the checkpoint (bit-for-bit)")
+    _dataset_flags(d)
+    _common(d)
+    if method in METHODS:
+        for p in (demo, d):
+            add_config_flags(p, METHODS[method].config_cls, f"{method} options")
+
+    e = sub.add_parser("evaluate", help="train fresh networks on a SyntheticSet and test them")
+    e.add_argument("file", help="SyntheticSet file")
+    e.add_argument("--models", default="convnet", help="comma-separated architectures (default: convnet)")
+    e.add_argument("--num-evals", type=int, default=5, help="networks per architecture (default: 5)")
+    e.add_argument("--epochs", type=int, default=None, help="training epochs (default: 1000 with DSA, 300 without)")
+    e.add_argument("--dsa", action=argparse.BooleanOptionalAction, default=None, help="DSA while training (default: as the method)")
+    _dataset_flags(e, required=False)
+    _common(e)
+
+    s = sub.add_parser("show", help="write a PNG grid of a SyntheticSet and print its metadata")
+    s.add_argument("file", help="SyntheticSet file")
+    s.add_argument("--png", required=True, help="output PNG")
+    s.add_argument("--max-per-class", type=int, default=10, help="columns per class (default: 10)")
+    return parser
+
+
+def _method_from_argv(argv: Sequence[str]) -> str | None:
+    argv = list(argv)
+    for i, a in enumerate(argv):
+        if a == "--method" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--method="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["demo", *argv]
+    method = _method_from_argv(argv)
+    if argv[0] == "demo" and method is None:
+        method = "dm"
+    args = build_parser(method).parse_args(argv)
+    try:
+        if getattr(args, "ipc", 1) < 1:
+            raise UserError(f"--ipc must be >= 1, got {args.ipc}")
+        check_positive("--zca-eps", getattr(args, "zca_eps", 1.0))
+        handler = {"demo": cmd_demo, "distill": cmd_distill, "evaluate": cmd_evaluate, "show": cmd_show}[args.command]
+        return handler(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,304 @@
+"""Image datasets read from local files (no torchvision, no downloads) and a per-class sampler.
+
+Datasets
+--------
+``digits``         scikit-learn's 8x8 hand-written digits (embedded, needs no files), fixed 70/30 split.
+``mnist``          gzip IDX files (LeCun et al. 1998).
+``fashion_mnist``  gzip IDX files (Xiao et al. 2017).
+``cifar10``        ``cifar-10-batches-py`` pickle batches (Krizhevsky 2009).
+``cifar100``       ``cifar-100-python`` pickles, fine labels.
+
+Images are returned as float32 tensors ``(N, C, H, W)`` standardised with the per-channel
+constants used by the dataset-distillation literature (DC/DSA/DM/MTT ``utils.get_dataset``).
+ZCA whitening (as in MTT / KIP: Kornia's ``ZCAWhitening`` fitted on the standardised training
+images, ``eps=0.1``) is an option.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .utils import UserError
+
+__all__ = ["ImageDataset", "ZCA", "ClassSampler", "load_dataset", "DATASETS", "read_idx"]
+
+# Standardisation constants of the DC/DSA/DM/MTT code bases; digits: computed on our fixed train split.
+_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "digits": ((0.3061,), (0.3766,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2861,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+_FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+_CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+class ZCA:
+    """ZCA whitening ``x -> (x - mu) W`` with ``W = U (S + eps)^{-1/2} U^T`` of the train covariance.
+
+    Matches Kornia's ``ZCAWhitening(eps, compute_inv=True)`` used by MTT: unbiased covariance of the
+    flattened standardised images, ``eps`` added to the eigenvalues.
+    """
+
+    def __init__(self, eps: float = 0.1) -> None:
+        if not eps > 0:
+            raise UserError(f"zca_eps must be > 0, got {eps}")
+        self.eps = float(eps)
+        self.mean: torch.Tensor | None = None
+        self.transform: torch.Tensor | None = None
+        self.inverse: torch.Tensor | None = None
+
+    def fit(self, x: torch.Tensor) -> "ZCA":
+        flat = x.reshape(len(x), -1).double()
+        self.mean = flat.mean(0)
+        centred = flat - self.mean
+        cov = centred.T @ centred / (len(flat) - 1)
+        eigval, eigvec = torch.linalg.eigh(cov)
+        eigval = eigval.clamp_min(0)
+        self.transform = (eigvec * (eigval + self.eps).rsqrt()) @ eigvec.T
+        self.inverse = (eigvec * (eigval + self.eps).sqrt()) @ eigvec.T
+        return self
+
+    def _apply(self, x: torch.Tensor, matrix: torch.Tensor | None, forward: bool) -> torch.Tensor:
+        if matrix is None or self.mean is None:
+            raise RuntimeError("ZCA.fit must be called first")
+        flat = x.reshape(len(x), -1).to(matrix.dtype)
+        mean, mat = self.mean.to(x.device), matrix.to(x.device)
+        out = (flat - mean) @ mat if forward else flat @ mat + mean
+        return out.to(x.dtype).reshape(x.shape)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._apply(x, self.transform, True)
+
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        return self._apply(x, self.inverse, False)
+
+
+@dataclass
+class ImageDataset:
+    """A standardised image classification dataset held in memory."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: list[str] = field(default_factory=list)
+    zca: ZCA | None = None
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.train_x.shape[2]), int(self.train_x.shape[3])
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.train_y, minlength=self.num_classes).tolist()
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Map standardised (and possibly ZCA-whitened) images back to ``[0, 1]`` pixel space."""
+        if self.zca is not None:
+            x = self.zca.invert(x)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+
+    def describe(self) -> dict:
+        """JSON-friendly description stored in artifacts' metadata."""
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "channels": self.channels,
+            "image_size": list(self.image_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "zca": self.zca is not None,
+            "zca_eps": self.zca.eps if self.zca is not None else None,
+            "train_size": len(self.train_y),
+            "test_size": len(self.test_y),
+        }
+
+
+class ClassSampler:
+    """Class-balanced index of a label vector, for sampling real batches of one class."""
+
+    def __init__(self, labels: torch.Tensor, num_classes: int | None = None) -> None:
+        labels = labels.cpu()
+        self.num_classes = int(num_classes if num_classes is not None else labels.max().item() + 1)
+        self._index = [torch.nonzero(labels == c, as_tuple=True)[0] for c in range(self.num_classes)]
+
+    def count(self, c: int) -> int:
+        return len(self._index[c])
+
+    def indices(self, c: int) -> torch.Tensor:
+        return self._index[c]
+
+    def sample(self, c: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` indices of class ``c``: without replacement when possible, else with replacement."""
+        idx = self._index[c]
+        if len(idx) == 0:
+            raise UserError(f"class {c} has no examples")
+        if n <= len(idx):
+            return idx[torch.randperm(len(idx), generator=generator)[:n]]
+        return idx[torch.randint(len(idx), (n,), generator=generator)]
+
+
+# ----------------------------------------------------------------------------------- file readers
+def read_idx(path: Path) -> np.ndarray:
+    """Read a (optionally gzip-compressed) IDX file into a numpy array."""
+    opener: Callable = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise UserError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
+    ndim = raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise UserError(f"{path} is truncated: header says {dims}, found {data.size} values")
+    return data.reshape(dims)
+
+
+def _find(root: Path, subdirs: Sequence[str], files: Sequence[str], dataset: str) -> Path:
+    """The first of ``root/<sub>`` that holds all ``files``; else a :class:`UserError` naming them."""
+    if not root.is_dir():
+        raise UserError(f"dataset {dataset!r}: root directory {root} does not exist")
+    candidates = [root / s if s else root for s in subdirs]
+    for cand in candidates:
+        if all((cand / f).is_file() for f in files):
+            return cand
+    present = [c for c in candidates if c.is_dir()]
+    missing = [f for f in files if not any((c / f).is_file() for c in present)]
+    where = ", ".join(str(c) for c in candidates)
+    raise UserError(
+        f"dataset {dataset!r}: files missing under root {root}: expected {', '.join(files)} in one of [{where}]"
+        + (f"; missing: {', '.join(missing)}" if missing else "")
+    )
+
+
+def _idx_loader(dataset: str, subdirs: Sequence[str]) -> Callable[[Path], tuple[np.ndarray, ...]]:
+    files = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+
+    def load(root: Path) -> tuple[np.ndarray, ...]:
+        base = _find(root, subdirs, files, dataset)
+        xtr, ytr, xte, yte = (read_idx(base / f) for f in files)
+        if len(xtr) != len(ytr) or len(xte) != len(yte):
+            raise UserError(f"dataset {dataset!r} under {base}: image and label counts differ")
+        return xtr[:, None], ytr, xte[:, None], yte
+
+    return load
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        return pickle.load(fh, encoding="latin1")
+
+
+def _load_cifar10(root: Path) -> tuple[np.ndarray, ...]:
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    base = _find(root, ["", "cifar-10-batches-py", "cifar10/cifar-10-batches-py"], files, "cifar10")
+    batches = [_unpickle(base / f) for f in files]
+    xs = [np.asarray(b["data"], np.uint8).reshape(-1, 3, 32, 32) for b in batches]
+    ys = [np.asarray(b["labels"], np.int64) for b in batches]
+    return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5]
+
+
+def _load_cifar100(root: Path) -> tuple[np.ndarray, ...]:
+    base = _find(root, ["", "cifar-100-python", "cifar100/cifar-100-python"], ["train", "test"], "cifar100")
+    out = []
+    for split in ("train", "test"):
+        b = _unpickle(base / split)
+        out += [np.asarray(b["data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(b["fine_labels"], np.int64)]
+    return tuple(out)
+
+
+def _load_digits(_: Path | None) -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0 * 255.0).round().astype(np.uint8)[:, None]  # 0..16 -> 0..255 grey levels
+    y = d.target.astype(np.int64)
+    rng = np.random.RandomState(0)  # legacy RandomState: the split is fixed across numpy versions
+    test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: int(round(0.3 * (y == c).sum()))] for c in range(10)])
+    mask = np.ones(len(y), bool)
+    mask[test] = False
+    return x[mask], y[mask], x[~mask], y[~mask]
+
+
+_LOADERS: dict[str, tuple[Callable, int, list[str]]] = {
+    "digits": (_load_digits, 10, [str(i) for i in range(10)]),
+    "mnist": (_idx_loader("mnist", ["", "MNIST/raw", "mnist", "mnist/MNIST/raw"]), 10, [str(i) for i in range(10)]),
+    "fashion_mnist": (
+        _idx_loader("fashion_mnist", ["", "FashionMNIST/raw", "fashion_mnist", "fashion_mnist/FashionMNIST/raw"]),
+        10,
+        _FMNIST_CLASSES,
+    ),
+    "cifar10": (_load_cifar10, 10, _CIFAR10_CLASSES),
+    "cifar100": (_load_cifar100, 100, [str(i) for i in range(100)]),
+}
+DATASETS = tuple(_LOADERS)
+_ALIASES = {"fashionmnist": "fashion_mnist", "fmnist": "fashion_mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
+
+
+def _to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float], resize: int | None) -> torch.Tensor:
+    t = torch.from_numpy(np.array(x, dtype=np.uint8)).float().div_(255.0)
+    if resize is not None and tuple(t.shape[-2:]) != (resize, resize):
+        t = F.interpolate(t, size=(resize, resize), mode="bilinear", align_corners=False, antialias=True)
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return (t - m) / s
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    resize: int | None = None,
+    zca: bool = False,
+    zca_eps: float = 0.1,
+) -> ImageDataset:
+    """Load ``name`` from the local ``root`` (``digits`` needs none), standardised, optionally ZCA-whitened.
+
+    Raises :class:`UserError` for unknown names and missing/partial files, naming the exact files.
+    """
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _LOADERS:
+        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    loader, num_classes, class_names = _LOADERS[key]
+    if key != "digits":
+        if root is None:
+            raise UserError(f"dataset {key!r} needs --root pointing at its local files (nothing is downloaded)")
+        root = Path(root).expanduser()
+    if resize is not None and (int(resize) != resize or resize < 4):
+        raise UserError(f"resize must be an integer >= 4, got {resize!r}")
+    xtr, ytr, xte, yte = loader(root)
+    mean, std = _STATS[key]
+    ds = ImageDataset(
+        name=key,
+        train_x=_to_tensor(xtr, mean, std, resize),
+        train_y=torch.from_numpy(np.asarray(ytr, np.int64)),
+        test_x=_to_tensor(xte, mean, std, resize),
+        test_y=torch.from_numpy(np.asarray(yte, np.int64)),
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        class_names=list(class_names),
+    )
+    if zca:
+        ds.zca = ZCA(zca_eps).fit(ds.train_x)
+        ds.train_x, ds.test_x = ds.zca(ds.train_x), ds.zca(ds.test_x)
+    return ds

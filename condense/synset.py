@@ -1,0 +1,137 @@
+"""``SyntheticSet``: the one artifact every distillation method produces and every evaluator reads."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from .utils import UserError, atomic_save, package_versions, safe_load
+
+__all__ = ["SyntheticSet", "FORMAT"]
+
+FORMAT = "condense.SyntheticSet/1"
+
+
+@dataclass
+class SyntheticSet(Dataset):
+    """Synthetic images with hard (``(N,)`` int64) or soft (``(N, K)`` float) labels.
+
+    ``lr`` is the learned inner learning rate (MTT/AST) that evaluation uses when present.
+    ``meta`` holds JSON-like provenance: method, dataset description (normalisation, ZCA), ipc,
+    seed, the full config, package versions and wall time.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    lr: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.images = self.images.detach().cpu().float().contiguous()
+        self.labels = self.labels.detach().cpu()
+        if self.images.dim() != 4:
+            raise UserError(f"synthetic images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.labels.shape[0] != self.images.shape[0]:
+            raise UserError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+        if self.labels.dim() == 1:
+            self.labels = self.labels.long()
+        elif self.labels.dim() == 2:
+            self.labels = self.labels.float()
+        else:
+            raise UserError(f"labels must be (N,) class ids or (N, K) soft labels, got {tuple(self.labels.shape)}")
+        if not torch.isfinite(self.images).all():
+            raise UserError("synthetic images contain NaN or Inf")
+        if self.lr is not None:
+            if not math.isfinite(float(self.lr)) or float(self.lr) <= 0:
+                raise UserError(f"learned lr must be finite and > 0, got {self.lr}")
+            self.lr = float(self.lr)
+
+    # ---------------------------------------------------------------- Dataset protocol
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    @property
+    def soft(self) -> bool:
+        return self.labels.dim() == 2
+
+    @property
+    def num_classes(self) -> int:
+        if self.soft:
+            return int(self.labels.shape[1])
+        return int(self.meta.get("dataset", {}).get("num_classes", int(self.labels.max()) + 1))
+
+    def hard_labels(self) -> torch.Tensor:
+        return self.labels.argmax(1) if self.soft else self.labels
+
+    @property
+    def ipc(self) -> int:
+        return int(torch.bincount(self.hard_labels()).max())
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write one file atomically (temp file + rename); readable with ``weights_only=True``."""
+        meta = dict(self.meta)
+        meta.setdefault("versions", package_versions())
+        return atomic_save(
+            {"format": FORMAT, "images": self.images, "labels": self.labels, "lr": self.lr, "meta": meta}, path
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SyntheticSet":
+        """Load a file written by :meth:`save`; foreign or corrupt files raise :class:`UserError`."""
+        obj = safe_load(path, expected_format=FORMAT, what="SyntheticSet")
+        try:
+            return cls(images=obj["images"], labels=obj["labels"], lr=obj.get("lr"), meta=dict(obj.get("meta") or {}))
+        except KeyError as exc:
+            raise UserError(f"{path} is a damaged SyntheticSet (missing {exc})") from exc
+
+    # ---------------------------------------------------------------- visualisation
+    def pixels(self) -> torch.Tensor:
+        """Images mapped back to ``[0, 1]`` using the stored normalisation (ZCA sets: min-max per image)."""
+        ds = self.meta.get("dataset", {})
+        x = self.images
+        if ds.get("zca"):
+            lo = x.amin(dim=(1, 2, 3), keepdim=True)
+            hi = x.amax(dim=(1, 2, 3), keepdim=True)
+            return (x - lo) / (hi - lo).clamp_min(1e-8)
+        mean = torch.tensor(ds.get("mean", [0.0] * x.shape[1])).view(1, -1, 1, 1)
+        std = torch.tensor(ds.get("std", [1.0] * x.shape[1])).view(1, -1, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+
+    def to_png(self, path: str | Path, *, max_per_class: int = 10, title: str | None = None) -> Path:
+        """Save a grid (one row per class, up to ``max_per_class`` columns) as a PNG via matplotlib."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        pix = self.pixels()
+        labels = self.hard_labels()
+        classes = sorted(set(labels.tolist()))
+        cols = min(max_per_class, max(int((labels == c).sum()) for c in classes))
+        fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 0.9, len(classes) * 0.9), squeeze=False)
+        names = self.meta.get("class_names") or []
+        for r, c in enumerate(classes):
+            idx = torch.nonzero(labels == c, as_tuple=True)[0][:cols]
+            for k in range(cols):
+                ax = axes[r][k]
+                ax.axis("off")
+                if k < len(idx):
+                    img = pix[idx[k]].permute(1, 2, 0).numpy()
+                    ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+            axes[r][0].set_title(str(names[c]) if c < len(names) else str(c), fontsize=6, loc="left")
+        fig.suptitle(title or f"{self.meta.get('method', 'synthetic')} · {self.meta.get('dataset', {}).get('name', '')} · {len(self)} images", fontsize=8)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        tmp.replace(path)
+        return path

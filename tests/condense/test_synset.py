@@ -1,0 +1,75 @@
+import os
+
+import pytest
+import torch
+
+from condense.synset import SyntheticSet
+from condense.utils import UserError, atomic_save
+
+
+def _set(**kw):
+    meta = {"method": "dm", "dataset": {"name": "digits", "mean": [0.3], "std": [0.4], "image_size": [8, 8]}}
+    return SyntheticSet(torch.randn(6, 1, 8, 8), torch.tensor([0, 0, 1, 1, 2, 2]), meta=meta, **kw)
+
+
+def test_roundtrip_and_dataset_protocol(tmp_path):
+    s = _set(lr=0.02)
+    path = s.save(tmp_path / "s.pt")
+    t = SyntheticSet.load(path)
+    assert torch.equal(s.images, t.images) and torch.equal(s.labels, t.labels) and t.lr == 0.02
+    assert t.meta["method"] == "dm" and "torch" in t.meta["versions"]
+    assert len(t) == 6 and t[3][1] == 1 and t.ipc == 2
+    loader = torch.utils.data.DataLoader(t, batch_size=4)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (4, 1, 8, 8) and yb.shape == (4,)
+
+
+def test_soft_labels_roundtrip(tmp_path):
+    soft = torch.softmax(torch.randn(6, 3), 1)
+    s = SyntheticSet(torch.randn(6, 1, 8, 8), soft)
+    t = SyntheticSet.load(s.save(tmp_path / "soft.pt"))
+    assert t.soft and torch.allclose(t.labels, soft) and t.hard_labels().shape == (6,)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "s.pt"
+    _set().save(path)
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(RuntimeError):
+        _set().save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["s.pt"]  # no temp file left behind
+
+
+def test_corrupt_and_foreign_files(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="not a readable SyntheticSet"):
+        SyntheticSet.load(bad)
+    foreign = tmp_path / "foreign.pt"
+    atomic_save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(UserError, match="expected format"):
+        SyntheticSet.load(foreign)
+    with pytest.raises(UserError, match="not found"):
+        SyntheticSet.load(tmp_path / "missing.pt")
+
+
+def test_validation():
+    with pytest.raises(UserError):
+        SyntheticSet(torch.randn(3, 8, 8), torch.zeros(3))
+    with pytest.raises(UserError):
+        SyntheticSet(torch.randn(3, 1, 8, 8), torch.zeros(2))
+    with pytest.raises(UserError, match="NaN"):
+        SyntheticSet(torch.full((1, 1, 2, 2), float("nan")), torch.zeros(1))
+    with pytest.raises(UserError, match="lr"):
+        _set(lr=float("inf"))
+
+
+def test_png_grid(tmp_path):
+    out = _set().to_png(tmp_path / "grid.png")
+    assert out.exists() and out.read_bytes()[:4] == b"\x89PNG" and os.path.getsize(out) > 500
