@@ -16,6 +16,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import degree
 
+from condense.methods.coreset import herding
 from condense.utils import UserError, make_generator
 from graphs.data.graphsets import graph_nbytes
 from graphs.mirage.labels import graph_labels
@@ -70,23 +71,7 @@ def graph_descriptors(graphs: Sequence[Data]) -> Tensor:
     return torch.stack(rows)
 
 
-def _herding_order(feats: Tensor) -> Tensor:
-    """Greedy herding: each step adds the point that brings the running mean closest to the mean."""
-    mu = feats.mean(0)
-    remaining = torch.ones(len(feats), dtype=torch.bool)
-    total = torch.zeros_like(mu)
-    order = []
-    for k in range(1, len(feats) + 1):
-        dist = ((mu - (total + feats) / k) ** 2).sum(1)
-        dist[~remaining] = float("inf")
-        i = int(dist.argmin())
-        order.append(i)
-        remaining[i] = False
-        total += feats[i]
-    return torch.tensor(order, dtype=torch.long)
-
-
 def herding_subset(graphs: Sequence[Data], budget: int) -> list[int]:
     """Indices of herding-selected graphs per class within ``budget`` bytes (deterministic)."""
     feats = graph_descriptors(graphs)
-    return _per_class(graphs, budget, lambda idx: _herding_order(feats[idx]))
+    return _per_class(graphs, budget, lambda idx: herding(feats[idx], len(idx)))

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from condense.utils import UserError, atomic_save, package_versions, safe_load
 from graphs.data.graphsets import graphs_nbytes
 from graphs.mirage.labels import graph_labels
-from graphs.mirage.mining import fp_growth, support_threshold
+from graphs.mirage.mining import TooManyItemsets, fp_growth, support_threshold
 from graphs.mirage.trees import computation_tree, in_neighbours, tree_codes, tree_to_data
 from graphs.mirage.wl import wl_tree_items
 
@@ -50,6 +50,7 @@ class MirageConfig:
     coder: str = "wl"
     label_columns: tuple[int, ...] | None = None
     bins: int | None = None
+    max_itemsets: int = 20000  # per class; a guard against exponential output at too-low support
 
     def validate(self, num_classes: int) -> None:
         if int(self.hops) < 0:
@@ -182,7 +183,10 @@ def mirage_distill(graphs: Sequence[Data], num_classes: int, config: MirageConfi
         bar.set_postfix_str(f"mine class {c}")
         transactions = [set(items.tolist()) for items, yc in zip(dec.items, y) if yc == c]
         unique_trees.append(len(set().union(*transactions)) if transactions else 0)
-        mined.append(fp_growth(transactions, thresholds[c]) if transactions else {})
+        try:
+            mined.append(fp_growth(transactions, thresholds[c], max_itemsets=config.max_itemsets) if transactions else {})
+        except TooManyItemsets as exc:
+            raise UserError(f"class {c}: {exc}; raise the support (or max_itemsets)") from exc
         bar.update(1)
     t_mine = time.perf_counter() - t0 - t_dec
     if config.filter_shared:

@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from typing import Iterable, Sequence
 
-__all__ = ["fp_growth", "support_threshold"]
+__all__ = ["fp_growth", "support_threshold", "TooManyItemsets"]
 
 
 class _Node:
@@ -44,11 +44,17 @@ def _build(weighted: Sequence[tuple[Sequence[int], int]], min_support: int) -> t
     return header, support
 
 
-def _mine(weighted, min_support, suffix: frozenset, out: dict[frozenset, int], max_len: int | None) -> None:
+class TooManyItemsets(RuntimeError):
+    """Raised when mining would return more than ``max_itemsets`` sets (support set too low)."""
+
+
+def _mine(weighted, min_support, suffix: frozenset, out: dict[frozenset, int], max_len: int | None, max_itemsets: int | None) -> None:
     header, support = _build(weighted, min_support)
     for it in sorted(support, key=lambda i: (support[i], i)):  # least frequent first
         itemset = suffix | {it}
         out[itemset] = support[it]
+        if max_itemsets is not None and len(out) > max_itemsets:
+            raise TooManyItemsets(f"more than {max_itemsets} frequent itemsets at support {min_support}")
         if max_len is not None and len(itemset) >= max_len:
             continue
         conditional = []
@@ -60,16 +66,22 @@ def _mine(weighted, min_support, suffix: frozenset, out: dict[frozenset, int], m
             if path:
                 conditional.append((path, node.count))
         if conditional:
-            _mine(conditional, min_support, itemset, out, max_len)
+            _mine(conditional, min_support, itemset, out, max_len, max_itemsets)
 
 
-def fp_growth(transactions: Iterable[Iterable[int]], min_support: int, *, max_len: int | None = None) -> dict[frozenset[int], int]:
-    """All itemsets contained in at least ``min_support`` transactions, with their supports."""
+def fp_growth(
+    transactions: Iterable[Iterable[int]], min_support: int, *, max_len: int | None = None, max_itemsets: int | None = None
+) -> dict[frozenset[int], int]:
+    """All itemsets contained in at least ``min_support`` transactions, with their supports.
+
+    ``max_itemsets`` stops with :class:`TooManyItemsets` instead of enumerating an exponential
+    number of sets when the support is too low for the data.
+    """
     if int(min_support) < 1:
         raise ValueError(f"min_support must be >= 1, got {min_support}")
     weighted = [(list(set(t)), 1) for t in transactions]
     out: dict[frozenset[int], int] = {}
-    _mine(weighted, int(min_support), frozenset(), out, max_len)
+    _mine(weighted, int(min_support), frozenset(), out, max_len, max_itemsets)
     return out
 
 

@@ -88,6 +88,14 @@ class GraphClassifier(nn.Module):
         edge_dim: FeatureSpec | None = None,
         dropout: float = 0.0,
     ) -> None:
+        if conv not in GRAPH_MODELS:
+            raise UserError(f"unknown graph model {conv!r} (expected one of {', '.join(GRAPH_MODELS)})")
+        if pooling not in ("sum", "mean"):
+            raise UserError(f"pooling must be 'sum' or 'mean', got {pooling!r}")
+        if int(hidden) < 1 or int(layers) < 1 or int(num_classes) < 2:
+            raise UserError(f"need hidden >= 1, layers >= 1, num_classes >= 2 (got {hidden}, {layers}, {num_classes})")
+        if not 0 <= dropout < 1:
+            raise UserError(f"dropout must lie in [0, 1), got {dropout}")
         super().__init__()
         self.conv_name, self.pooling, self.dropout = conv, pooling, float(dropout)
         self.uses_edges = edge_dim is not None and conv in ("gin", "gat")
@@ -121,30 +129,12 @@ class GraphClassifier(nn.Module):
         return self.head(nn.functional.dropout(g, self.dropout, self.training))
 
 
-def get_graph_model(
-    name: str,
-    in_dim: FeatureSpec,
-    num_classes: int,
-    *,
-    hidden: int = 128,
-    layers: int = 3,
-    pooling: str = "sum",
-    edge_dim: FeatureSpec | None = None,
-    dropout: float = 0.0,
-) -> GraphClassifier:
+def get_graph_model(name: str, in_dim: FeatureSpec, num_classes: int, **kwargs) -> GraphClassifier:
     """Build a graph classifier by name (``gcn``, ``gin``, ``gat``, ``sage``).
 
     ``in_dim``/``edge_dim``: an ``int`` width for float features or a sequence of
     cardinalities for integer (categorical) columns; ``edge_dim=None`` ignores edge features.
+    Keyword arguments (``hidden``, ``layers``, ``pooling``, ``edge_dim``, ``dropout``) are
+    those of :class:`GraphClassifier`.
     """
-    name = name.lower()
-    if name not in GRAPH_MODELS:
-        raise UserError(f"unknown graph model {name!r} (expected one of {', '.join(GRAPH_MODELS)})")
-    if pooling not in ("sum", "mean"):
-        raise UserError(f"pooling must be 'sum' or 'mean', got {pooling!r}")
-    if int(hidden) < 1 or int(layers) < 1 or int(num_classes) < 2:
-        raise UserError(f"need hidden >= 1, layers >= 1, num_classes >= 2 (got {hidden}, {layers}, {num_classes})")
-    if not 0 <= dropout < 1:
-        raise UserError(f"dropout must lie in [0, 1), got {dropout}")
-    return GraphClassifier(name, in_dim, int(num_classes), hidden=int(hidden), layers=int(layers),
-                           pooling=pooling, edge_dim=edge_dim, dropout=dropout)
+    return GraphClassifier(name.lower(), in_dim, num_classes, **kwargs)

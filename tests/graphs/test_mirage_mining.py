@@ -51,3 +51,10 @@ def test_support_threshold_counts_and_fractions():
         support_threshold(0, 10)
     with pytest.raises(ValueError):
         fp_growth([[1]], 0)
+
+
+def test_max_itemsets_guard():
+    from graphs.mirage.mining import TooManyItemsets
+
+    with pytest.raises(TooManyItemsets):
+        fp_growth([list(range(12))] * 3, 1, max_itemsets=1000)  # 4095 frequent sets
