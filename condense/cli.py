@@ -18,6 +18,7 @@ import torch
 from .checkpoint import Checkpointer
 from .data import DATASETS, ImageDataset, load_dataset
 from .evaluate import Summary, evaluate_images, evaluate_synset
+from .experts import add_experts_parser, cmd_experts
 from .methods import METHODS, get_method
 from .synset import SyntheticSet
 from .utils import UserError, check_positive, markdown_table, resolve_device
@@ -213,6 +214,10 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     _dataset_flags(e, required=False)
     _common(e)
 
+    x = add_experts_parser(sub)
+    _dataset_flags(x)
+    _common(x)
+
     s = sub.add_parser("show", help="write a PNG grid of a SyntheticSet and print its metadata")
     s.add_argument("file", help="SyntheticSet file")
     s.add_argument("--png", required=True, help="output PNG")
@@ -237,12 +242,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     method = _method_from_argv(argv)
     if argv[0] == "demo" and method is None:
         method = "dm"
+    if method is not None and method not in METHODS and not {"-h", "--help"} & set(argv):
+        print(f"error: unknown method {method!r}; choose from {', '.join(sorted(METHODS))}", file=sys.stderr)
+        return 2
     args = build_parser(method).parse_args(argv)
     try:
         if getattr(args, "ipc", 1) < 1:
             raise UserError(f"--ipc must be >= 1, got {args.ipc}")
         check_positive("--zca-eps", getattr(args, "zca_eps", 1.0))
-        handler = {"demo": cmd_demo, "distill": cmd_distill, "evaluate": cmd_evaluate, "show": cmd_show}[args.command]
+        handler = {"demo": cmd_demo, "distill": cmd_distill, "evaluate": cmd_evaluate, "show": cmd_show,
+                   "experts": cmd_experts}[args.command]
         return handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -183,9 +183,10 @@ def evaluate_images(
     eval_every = eval_every if eval_every is not None else max(1, epochs // 10)
     ids = list(eval_ids) if eval_ids is not None else list(range(num_evals))
     model_kwargs = model_kwargs or {}
+    for name in models:  # validate every architecture before training any network
+        get_network(name, dataset.channels, dataset.num_classes, dataset.image_size, **model_kwargs.get(name, {}))
     out: dict[str, Summary] = {}
     for name in models:
-        get_network(name, dataset.channels, dataset.num_classes, dataset.image_size, **model_kwargs.get(name, {}))  # validate early
         accs, maxs, start = [], [], time.perf_counter()
         for i in tqdm(ids, desc=f"eval {name}", disable=not progress, leave=False):
             with torch.random.fork_rng(devices=[]):
