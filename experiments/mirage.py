@@ -78,7 +78,7 @@ def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, se
     record = {"dataset": name, "summary": ds.summary(), "metric": ds.metric, "scale": scale, "seed": seed,
               "mirage_meta": meta, "train_bytes": train_bytes, "results": []}
     for model in models:
-        tcfg = train_preset(scale, model=model, layers=max(mcfg.hops, 1))
+        tcfg = train_preset(scale, name, model=model, layers=max(mcfg.hops, 1))
         for method, graphs in sets.items():
             s = train_restarts(graphs, ds.subset("valid"), ds.subset("test"), dims=(ds.in_dim, ds.edge_dim),
                                num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed,
@@ -116,7 +116,7 @@ def sweep(name: str, root: Path | None, *, scale: str, seed: int, device: str, p
                 continue
             if not d.graphs:
                 continue
-            tcfg = train_preset(scale, model="gin", layers=max(h, 1))
+            tcfg = train_preset(scale, name, model="gin", layers=max(h, 1))
             s = train_restarts(d.graphs, ds.subset("valid"), ds.subset("valid"), dims=(ds.in_dim, ds.edge_dim),
                                num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed, device=device,
                                progress=progress, desc=f"sweep L={h} s={sup}")

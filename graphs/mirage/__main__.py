@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, key) is not None:
                 setattr(mcfg, key, getattr(args, key))
         mcfg.coder = args.coder
-        tcfg = train_preset(args.scale, model=args.model, layers=mcfg.hops or 1, epochs=args.epochs, restarts=args.restarts,
+        tcfg = train_preset(args.scale, ds.name, model=args.model, layers=mcfg.hops or 1, epochs=args.epochs, restarts=args.restarts,
                             top=args.top, lr=args.lr, weight_decay=args.weight_decay, sampling=args.sampling)
         progress = not args.no_progress
         print(ds.summary())

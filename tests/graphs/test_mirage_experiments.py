@@ -3,10 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from condense.utils import UserError
 from experiments.bench_mirage import measure
 from experiments.mirage import main
 from graphs.data.motifs import make_motif_dataset
 from graphs.mirage.distill import MirageConfig
+from graphs.mirage.presets import mirage_preset, train_preset
 
 
 def test_bench_measure_reports_phases_and_memory():
@@ -19,3 +23,12 @@ def test_experiment_missing_dataset_is_one_line_error(tmp_path: Path, capsys):
     assert main(["--datasets", "NCI1", "--shared", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "NCI1" in err and len(err.splitlines()) == 1
+
+
+def test_presets_published_settings():
+    assert train_preset("paper", "ogbg-molbace").epochs == 30 and train_preset("paper", "NCI1").epochs == 100
+    assert train_preset("cpu", model="gat", epochs=None).model == "gat"
+    bace = mirage_preset("ogbg-molbace")
+    assert (bace.hops, bace.support) == (3, (150, 104)) and mirage_preset("NCI1").filter_shared
+    with pytest.raises(UserError):
+        mirage_preset("CIFAR10")
