@@ -1,0 +1,131 @@
+"""Inference throughput: graph-free MLP student vs GNN teachers on CSBM graphs of growing size.
+
+Two regimes, as in GLNN Section 5.5 / Figure 1:
+
+* **full graph** - logits for every node in one batch: ``MLP(X)`` vs ``GNN(X, edge_index)``.
+* **single node** - one node at a time, as in online serving: the GNN first fetches the node's
+  L-hop neighbourhood (``torch_geometric.utils.k_hop_subgraph`` on the edge list, L = number of
+  layers) and runs on that subgraph; the MLP reads the node's feature row only.
+
+Throughput is nodes per second (median over repeats for full graph; total over ``--queries``
+random nodes for single node). Weights are untrained (timing does not depend on their values); all
+models have the same depth and width. Timings on a shared CPU are noisy.
+
+    python -m experiments.bench_inference [--scale cpu|paper]
+
+``--scale cpu`` (default): 10^4, 3*10^4, 10^5, 3*10^5 nodes, 100 single-node queries.
+``--scale paper``: 10^4, 10^5, 10^6 nodes, 1000 queries.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+from torch_geometric.utils import k_hop_subgraph
+
+from condense.utils import UserError, make_generator, resolve_device
+from graphs.data.csbm import csbm
+from graphs.models.node import build_node_model
+
+SCALES = {
+    "cpu": dict(sizes=(10_000, 30_000, 100_000, 300_000), queries=100, repeats=3),
+    "paper": dict(sizes=(10_000, 100_000, 1_000_000), queries=1000, repeats=5),
+}
+
+
+def _seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def full_graph_rate(model, x, edge_index, repeats: int) -> float:
+    """Nodes per second when predicting every node at once."""
+    model(x, edge_index)  # warm-up
+    return x.size(0) / _seconds(lambda: model(x, edge_index), repeats)
+
+
+@torch.no_grad()
+def single_node_rate(model, x, edge_index, nodes: torch.Tensor, hops: int) -> float:
+    """Nodes per second when predicting one node at a time (GNNs fetch their ``hops``-hop subgraph)."""
+    n = x.size(0)
+
+    def one(v: int) -> None:
+        if model.uses_graph:
+            subset, ei, mapping, _ = k_hop_subgraph(v, hops, edge_index, relabel_nodes=True, num_nodes=n)
+            model(x[subset], ei)[mapping]
+        else:
+            model(x[v : v + 1])
+
+    one(int(nodes[0]))  # warm-up
+    start = time.perf_counter()
+    for v in nodes.tolist():
+        one(v)
+    return len(nodes) / (time.perf_counter() - start)
+
+
+def bench(sizes, *, queries: int, repeats: int, teachers=("gcn", "sage", "gat"), features: int = 128, hidden: int = 128,
+          layers: int = 2, degree: float = 10.0, seed: int = 0, device=None, log=print) -> list[dict]:
+    device = resolve_device(device)
+    rows = []
+    for n in sizes:
+        data = csbm(n, features, avg_degree=degree, lam=2.0, mu=4.0, seed=seed)
+        x, ei = data.x.to(device), data.edge_index.to(device)
+        nodes = torch.randint(0, n, (queries,), generator=make_generator(seed))
+        models = {name: build_node_model(name, features, 2, hidden=hidden, num_layers=layers).to(device).eval() for name in ("mlp",) + tuple(teachers)}
+        full = {name: full_graph_rate(m, x, ei, repeats) for name, m in models.items()}
+        single = {name: single_node_rate(m, x, ei, nodes, layers) for name, m in models.items()}
+        row = dict(nodes=n, edges=ei.size(1), full=full, single=single)
+        rows.append(row)
+        log(f"n={n:>9,d}  full " + " ".join(f"{k}={v:,.0f}/s" for k, v in full.items()) + "  single " + " ".join(f"{k}={v:,.0f}/s" for k, v in single.items()))
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    teachers = [k for k in rows[0]["full"] if k != "mlp"]
+    head = "| nodes | edges | regime | MLP nodes/s | " + " | ".join(f"{t.upper()} nodes/s | speed-up vs {t.upper()}" for t in teachers) + " |"
+    lines = [head, "|" + "---|" * (4 + 2 * len(teachers))]
+    for r in rows:
+        for regime in ("full", "single"):
+            rate = r[regime]
+            cells = " | ".join(f"{rate[t]:,.0f} | {rate['mlp'] / rate[t]:,.1f}x" for t in teachers)
+            lines.append(f"| {r['nodes']:,d} | {r['edges']:,d} | {regime} | {rate['mlp']:,.0f} | {cells} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_inference", description=__doc__.splitlines()[0])
+    p.add_argument("--scale", default="cpu", choices=SCALES)
+    p.add_argument("--sizes", nargs="+", type=int, default=None, help="override the scale's graph sizes")
+    p.add_argument("--queries", type=int, default=None, help="single-node queries per size")
+    p.add_argument("--teachers", nargs="+", default=["gcn", "sage", "gat"], choices=("gcn", "sage", "gat"))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    scale = dict(SCALES[args.scale])
+    try:
+        sizes = tuple(args.sizes or scale["sizes"])
+        queries = args.queries or scale["queries"]
+        if min(sizes) < 100 or queries < 1:
+            raise UserError("--sizes must be >= 100 and --queries >= 1")
+        torch.set_num_threads(max(1, args.threads))
+        start = time.perf_counter()
+        rows = bench(sizes, queries=queries, repeats=scale["repeats"], teachers=tuple(args.teachers), seed=args.seed, device=args.device)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nscale={args.scale} threads={args.threads} queries={queries} wall={time.perf_counter() - start:.0f}s")
+    print(markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""GNN-to-MLP grid: datasets x teachers x {teacher, MLP, GLNN, LFD, HFD, FF-G2M} x settings.
+
+Test accuracy of the best-validation checkpoint (never max over test), mean +- std over seeds.
+``--scale paper``: Cora, CiteSeer, PubMed (skipped with a message when its raw files are absent)
+and CSBM x {GCN, SAGE, GAT} x {tran, ind}, 5 seeds (0-4), the official FF-G2M presets (``--preset``),
+<= 500 epochs, patience 50. ``--scale cpu`` (default) keeps every hyper-parameter but only the GCN
+teacher and one seed (0): the official Cora/CiteSeer presets are 512-2048 wide on 1433/3703 dense
+bag-of-words inputs, i.e. minutes per model on a shared 2-core CPU. Narrow the grid with
+``--datasets/--teachers/--settings/--seeds``.
+
+    python -m experiments.g2m [--scale cpu|paper] [--root PLANETOID_ROOT] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from condense.utils import UserError, resolve_device
+from graphs.data.planetoid import PLANETOID_NAMES, planetoid_available
+from graphs.g2m.pipeline import load_task, make_task_split, run
+from graphs.g2m.presets import PROTOCOLS, TEACHERS, get_preset
+from graphs.g2m.student import METHODS
+
+SCALES = {
+    "cpu": dict(seeds=(0,), datasets=("cora", "citeseer", "pubmed", "csbm"), teachers=("gcn",), settings=("tran", "ind")),
+    "paper": dict(seeds=(0, 1, 2, 3, 4), datasets=("cora", "citeseer", "pubmed", "csbm"), teachers=TEACHERS, settings=("tran", "ind")),
+}
+COLUMNS = ("teacher",) + METHODS
+
+
+def _default_planetoid_root() -> Path | None:
+    env = os.environ.get("CONDENSE_SHARED_DATA")
+    repo = Path(__file__).resolve().parents[1]
+    for cand in ([Path(env)] if env else []) + [repo.parent / "shared" / "data"]:
+        if (cand / "planetoid").is_dir():
+            return cand / "planetoid"
+    return None
+
+
+def _writable_copy(root: Path) -> Path:
+    """PyG writes processed/ next to raw/: work on a temporary copy of the (read-only) shared root."""
+    dst = Path(tempfile.mkdtemp(prefix="g2m_planetoid_"))
+    for name in PLANETOID_NAMES.values():
+        if (root / name / "raw").is_dir():
+            shutil.copytree(root / name / "raw", dst / name / "raw")
+    return dst
+
+
+def run_grid(datasets, teachers, settings, seeds, *, root, preset, device, progress, log=print) -> dict:
+    """Nested results ``[dataset][teacher][setting][column] -> list of score dicts`` (one per seed)."""
+    results: dict = {}
+    for dataset in datasets:
+        if dataset != "csbm" and (root is None or not planetoid_available(dataset, root)):
+            log(f"skipping {dataset}: raw Planetoid files not found under {root}")
+            continue
+        data, labelled = load_task(dataset, root)
+        for teacher in teachers:
+            for setting in settings:
+                cell = results.setdefault(dataset, {}).setdefault(teacher, {}).setdefault(setting, {c: [] for c in COLUMNS})
+                for seed in seeds:
+                    start = time.perf_counter()
+                    split = make_task_split(data, labelled, setting, seed=seed)
+                    out = run(data, split, teacher, get_preset(dataset, teacher, preset), METHODS, seed=seed, device=device, progress=progress)
+                    cell["teacher"].append(out.teacher.scores)
+                    for method, (_, res) in out.students.items():
+                        cell[method].append(res.scores)
+                    key = "tran" if setting == "tran" else "ind"
+                    summary = " ".join(f"{c}={100 * cell[c][-1][key]:.1f}" for c in COLUMNS)
+                    log(f"{dataset:9s} {teacher:5s} {setting:4s} seed={seed} [{key}] {summary} ({time.perf_counter() - start:.0f}s)")
+    return results
+
+
+def markdown_tables(results: dict) -> str:
+    """One table per reported score: ``tran`` for transductive, ``ind`` and ``prod`` for inductive."""
+    out = []
+    for setting, key in (("tran", "tran"), ("ind", "tran"), ("ind", "ind"), ("ind", "prod")):
+        rows = []
+        for dataset, by_teacher in results.items():
+            for teacher, by_setting in by_teacher.items():
+                if setting not in by_setting:
+                    continue
+                cells = []
+                for c in COLUMNS:
+                    vals = 100 * np.array([s[key] for s in by_setting[setting][c]])
+                    cells.append(f"{vals.mean():.2f} ± {vals.std():.2f}")
+                rows.append(f"| {dataset} | {teacher} | " + " | ".join(cells) + " |")
+        if rows:
+            out.append(f"\n**setting `{setting}`, score `{key}`** (test accuracy %, best-validation checkpoint, mean ± std over seeds)\n")
+            out.append("| dataset | teacher | " + " | ".join(COLUMNS) + " |")
+            out.append("|---|---|" + "---|" * len(COLUMNS))
+            out.extend(rows)
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.g2m", description=__doc__.splitlines()[0])
+    p.add_argument("--scale", default="cpu", choices=SCALES)
+    p.add_argument("--root", default=None, help="Planetoid root (default: ../shared/data/planetoid, copied to a temp dir)")
+    p.add_argument("--datasets", nargs="+", default=None)
+    p.add_argument("--teachers", nargs="+", default=None, choices=TEACHERS)
+    p.add_argument("--settings", nargs="+", default=None, choices=("tran", "ind"))
+    p.add_argument("--seeds", nargs="+", type=int, default=None)
+    p.add_argument("--preset", default="ff-g2m", choices=PROTOCOLS)
+    p.add_argument("--json", default=None, help="also write raw per-seed scores here (atomically)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription on shared CPUs)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--progress", action="store_true", help="per-epoch progress bars")
+    args = p.parse_args(argv)
+    scale = dict(SCALES[args.scale])
+    for key in ("datasets", "teachers", "settings", "seeds"):
+        if getattr(args, key) is not None:
+            scale[key] = tuple(getattr(args, key))
+    try:
+        device = resolve_device(args.device)
+        torch.set_num_threads(max(1, args.threads))
+        root = Path(args.root) if args.root else _default_planetoid_root()
+        if root is not None and not args.root:
+            root = _writable_copy(root)
+        start = time.perf_counter()
+        results = run_grid(scale["datasets"], scale["teachers"], scale["settings"], scale["seeds"], root=root, preset=args.preset, device=device, progress=args.progress)
+        wall = time.perf_counter() - start
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nscale={args.scale} preset={args.preset} seeds={list(scale['seeds'])} wall={wall / 60:.1f} min")
+    print(markdown_tables(results))
+    if args.json:
+        payload = json.dumps(dict(scale=args.scale, preset=args.preset, seeds=list(scale["seeds"]), wall_seconds=wall, results=results))
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(payload)
+        os.replace(tmp, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
