@@ -90,3 +90,13 @@ def test_help_lists_method_flags():
     assert res.returncode == 0 and "--lr-img" in res.stdout and "--batch-real" in res.stdout and "--ipc" in res.stdout
     res = subprocess.run([sys.executable, "-m", "condense", "distill", "--method", "dm"], capture_output=True, text=True)
     assert res.returncode == 2 and "required" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
+    argv = ["demo", "--ipc", "1", "--iterations", "2", "--width", "8", "--num-evals", "1", "--eval-epochs", "2",
+            "--full-epochs", "1", "--out-dir", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for row in ("dm synthetic set", "random real images", "full training set"):
+        assert row in out
+    assert (tmp_path / "digits_dm_ipc1.pt").exists() and (tmp_path / "digits_dm_ipc1.png").exists()
