@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import asdict
 
 from condense.utils import UserError, seed_everything
@@ -85,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         progress = not args.no_progress
         print(ds.summary())
         train = ds.subset("train")
-        distilled = mirage_distill(train, ds.num_classes, mcfg, progress=progress)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            distilled = mirage_distill(train, ds.num_classes, mcfg, progress=progress)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
         distilled.meta.update(dataset=ds.name, seed=args.seed, train_config=asdict(tcfg))
         if not distilled.graphs:
             raise UserError(f"no itemset reaches support {list(mcfg.support)}; lower --support")

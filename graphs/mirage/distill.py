@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -189,6 +190,10 @@ def mirage_distill(graphs: Sequence[Data], num_classes: int, config: MirageConfi
             raise UserError(f"class {c}: {exc}; raise the support (or max_itemsets)") from exc
         bar.update(1)
     t_mine = time.perf_counter() - t0 - t_dec
+    empty = [c for c, m in enumerate(mined) if not m]
+    if empty:
+        warnings.warn(f"Mirage mined no itemset for classes {empty} at thresholds {thresholds}; "
+                      "the distilled set cannot represent them (lower their support)", stacklevel=2)
     if config.filter_shared:
         keep = [{s: n for s, n in m.items() if not any(s in other for j, other in enumerate(mined) if j != c)} for c, m in enumerate(mined)]
     else:

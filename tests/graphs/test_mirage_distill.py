@@ -129,3 +129,8 @@ def test_config_validation(motifs):
             mirage_distill(train, 2, bad, progress=False)
     with pytest.raises(UserError):
         mirage_distill([], 2, MirageConfig(), progress=False)
+
+
+def test_class_without_itemsets_warns(motifs):
+    with pytest.warns(UserWarning, match="no itemset for classes"):
+        mirage_distill(motifs.subset("train"), 2, MirageConfig(hops=2, support=(0.5, 1000)), progress=False)
