@@ -371,7 +371,8 @@ def add_experts_parser(subparsers: Any) -> argparse.ArgumentParser:
             p.add_argument(flag, dest=f"recipe_{f.name}", action=argparse.BooleanOptionalAction, default=None, help=f"{kind} (default: recipe's)")
         else:
             caster = int if f.type in (int, "int") else float
-            p.add_argument(flag, dest=f"recipe_{f.name}", type=caster, default=None, help=f"{kind} (default: recipe's)")
+            p.add_argument(flag, dest=f"recipe_{f.name}", type=caster, default=None, metavar=f.name.upper(),
+                           help=f"{kind} (default: recipe's)")
     return p
 
 

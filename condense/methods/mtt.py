@@ -255,7 +255,7 @@ def distill_mtt(
         )  # fmt: skip
     return make_synset(
         "ast" if isinstance(config, ASTConfig) else "mtt", images, labels, dataset, ipc=ipc, seed=seed, config=config,
-        started=started, lr=float(syn_lr), extra={"train_dsa": True, "model": config.model, "model_kwargs": model_kwargs,
+        started=started, lr=float(syn_lr.detach()), extra={"train_dsa": True, "model": config.model, "model_kwargs": model_kwargs,
                                                   "loss_history": history[-100:]},
     )  # fmt: skip
 

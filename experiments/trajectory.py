@@ -1,0 +1,168 @@
+"""Trajectory matching experiment: random real images vs MTT vs AST, plus one ablation row per AST switch.
+
+For every dataset and IPC: experts are trained once per recipe (``mtt``: plain SGD; ``ast``: smooth
+experts) and cached in ``--work``; then MTT (MTT experts), AST (AST experts, all switches) and, on
+the ablation dataset, AST with one ingredient removed are distilled; every set is evaluated by
+training ``num_evals`` fresh ConvNets (DSA, learned lr) and reporting the **final-checkpoint** test
+accuracy (mean ± std) and, labelled separately, the max over checkpoints.
+
+    python -m experiments.trajectory                                   # --scale cpu (see SCALES)
+    python -m experiments.trajectory --datasets digits --out experiments/results/trajectory_digits.md
+    python -m experiments.trajectory --scale paper --root DIR           # published settings, GPU
+
+Nothing here looks at the test split except the final evaluation.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from condense.data import ClassSampler, ImageDataset, load_dataset
+from condense.evaluate import Summary, evaluate_images, evaluate_synset
+from condense.experts import RECIPES, train_experts
+from condense.methods.base import init_synthetic
+from condense.methods.mtt import ASTConfig, MTTConfig, distill_mtt
+from condense.utils import UserError, make_generator, markdown_table, resolve_device
+
+__all__ = ["SCALES", "ABLATIONS", "run", "main"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Scale of one dataset: experts, distillation and evaluation budgets."""
+
+    ipcs: tuple[int, ...]
+    width: int
+    num_experts: int
+    expert_epochs_train: int
+    distill: dict[str, Any]
+    num_evals: int
+    eval_epochs: int
+    ablate: bool = False
+    alpha0_from_experts: bool = False
+    train_subset: int = 0  # > 0: a class-balanced subset of the training split (experts and initialisation)
+
+
+_CPU_DISTILL = dict(iterations=100, syn_steps=10, expert_epochs=2, max_start_epoch=6, lr_img=100.0, lr_lr=1e-5, lr_teacher=0.01)
+SCALES: dict[str, dict[str, Setting]] = {
+    "cpu": {
+        # a digits epoch is 5 SGD steps, so alpha_0 = the experts' lr (0.01 MTT, 0.003 AST) and AST's kernel perturbation is
+        # scaled by width / 128 (the same relative size as on the published ConvNet-128)
+        "digits": Setting((10,), 32, 5, 10, dict(_CPU_DISTILL, perturb_alpha=0.25), num_evals=3, eval_epochs=300, ablate=True,
+                          alpha0_from_experts=True),  # fmt: skip
+        # 6000 training images (600 per class): one expert epoch is 24 SGD steps; the test split stays complete
+        "fashion_mnist": Setting((1, 10), 32, 2, 4, dict(_CPU_DISTILL, iterations=60, max_start_epoch=2, perturb_alpha=0.25),
+                                 num_evals=3, eval_epochs=300, train_subset=6000),  # fmt: skip
+    },
+    "paper": {  # MTT's ConvNet-128, 100 experts x 50 epochs, 5000 iterations, CIFAR-10-like trajectory settings
+        "digits": Setting((10,), 128, 100, 50, dict(iterations=5000, syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_img=1000.0),
+                          num_evals=5, eval_epochs=1000, ablate=True),  # fmt: skip
+        "fashion_mnist": Setting((1, 10), 128, 100, 50, dict(iterations=5000, syn_steps=30, expert_epochs=2, max_start_epoch=20,
+                                                              lr_img=1000.0), num_evals=5, eval_epochs=1000),  # fmt: skip
+    },
+}
+# AST with one ingredient removed (each row changes exactly one thing).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "AST - (a) student momentum": dict(inner_momentum=0.0),
+    "AST - (b) balanced inner loss": dict(balance_loss=False),
+    "AST - (c) intermediate matching": dict(intermediate="none"),
+    "AST - (d) weight perturbation": dict(weight_perturb=False),
+    "AST - (e) representative init": dict(init="real"),
+    "AST - smooth experts (MTT experts)": dict(expert_recipe="mtt"),
+}
+
+
+def _experts(dataset: ImageDataset, setting: Setting, recipe: str, work: Path, device: torch.device, seed: int) -> Path:
+    directory = work / f"experts_{dataset.name}_n{len(dataset.train_y)}_{recipe}_w{setting.width}"
+    train_experts(dataset, directory, num_experts=setting.num_experts, epochs=setting.expert_epochs_train, recipe=RECIPES[recipe],
+                  model_kwargs={"width": setting.width}, device=device, seed=seed, progress=False)  # fmt: skip
+    return directory
+
+
+def _row(name: str, n_images: int, res: Summary, seconds: float, lr: float | None) -> list[str]:
+    return [name, str(n_images), f"{100 * res.mean:.2f} ± {100 * res.std:.2f}", f"{100 * res.max_mean:.2f}",
+            "-" if lr is None else f"{lr:.4g}", f"{seconds:.0f}"]  # fmt: skip
+
+
+def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, device: torch.device, seed: int = 0,
+        part: str = "all", log=print) -> list[tuple[str, list[list[str]]]]:  # fmt: skip
+    """Returns ``[(section title, rows)]``."""
+    sections = []
+    for name in datasets:
+        setting = SCALES[scale][name]
+        dataset = load_dataset(name, None if name == "digits" else root)
+        if setting.train_subset:
+            sampler = ClassSampler(dataset.train_y, dataset.num_classes)
+            gen = make_generator(seed)
+            keep = torch.cat([sampler.sample(c, setting.train_subset // dataset.num_classes, gen) for c in range(dataset.num_classes)])
+            dataset.train_x, dataset.train_y = dataset.train_x[keep], dataset.train_y[keep]
+        t0 = time.perf_counter()
+        expert_dirs = {r: _experts(dataset, setting, r, work, device, seed) for r in RECIPES}
+        log(f"{name}: experts ready ({time.perf_counter() - t0:.0f}s)")
+        ev = dict(models=("convnet",), num_evals=setting.num_evals, epochs=setting.eval_epochs, dsa=True, device=device, seed=seed,
+                  progress=False, model_kwargs={"convnet": {"width": setting.width}})  # fmt: skip
+        for ipc in setting.ipcs:
+            rows = []
+            variants: dict[str, tuple[type, dict[str, Any]]] = {}
+            if part != "ablations":
+                t0 = time.perf_counter()
+                x, y = init_synthetic(dataset, ipc, "real", make_generator(seed))
+                res = evaluate_images(x, y, dataset, lr=0.01, **ev)["convnet"]
+                rows.append(_row("random real", len(y), res, time.perf_counter() - t0, None))
+                variants.update({"MTT": (MTTConfig, {}), "AST": (ASTConfig, {})})
+            if setting.ablate and part != "main":
+                variants.update({k: (ASTConfig, v) for k, v in ABLATIONS.items()})
+            for label, (cls, change) in variants.items():
+                cfg = cls(**dict(setting.distill, width=setting.width, **change))
+                cfg.experts = str(expert_dirs[cfg.expert_recipe])
+                if setting.alpha0_from_experts:
+                    cfg.lr_teacher = RECIPES[cfg.expert_recipe].lr
+                t0 = time.perf_counter()
+                synset = distill_mtt(dataset, ipc, cfg, device=device, seed=seed, progress=False)
+                res = evaluate_synset(synset, dataset, **ev)["convnet"]
+                rows.append(_row(label, len(synset), res, time.perf_counter() - t0, synset.lr))
+                log(f"{name} ipc {ipc} {label}: {rows[-1][2]} (lr {rows[-1][4]}, {rows[-1][5]} s)")
+            sections.append((f"{name}, IPC {ipc}", rows))
+    return sections
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.trajectory", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="cpu", choices=sorted(SCALES))
+    parser.add_argument("--datasets", nargs="+", default=["digits", "fashion_mnist"], choices=["digits", "fashion_mnist"])
+    parser.add_argument("--root", default="../shared/data/fashion_mnist", help="Fashion-MNIST files (default: ../shared/data/fashion_mnist)")
+    parser.add_argument("--work", default="trajectory_work", help="expert cache directory (reused across runs)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
+    parser.add_argument("--part", default="all", choices=["all", "main", "ablations"], help="rows to run (split across processes)")
+    parser.add_argument("--out", default=None, help="write the markdown tables here")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        torch.set_num_threads(args.threads)
+        device = resolve_device(args.device)
+        sections = run(args.scale, args.datasets, root=args.root, work=Path(args.work), device=device, seed=args.seed,
+                       part=args.part, log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    header = ["training set", "images", "final acc % (mean ± std)", "max-over-checkpoints %", "learned lr", "distill+eval s"]
+    text = "\n\n".join(f"### {title}\n\n{markdown_table(header, rows)}" for title, rows in sections)
+    cfg = {k: dataclasses.asdict(v) for k, v in SCALES[args.scale].items() if k in args.datasets}
+    text += f"\n\nscale {args.scale}: {cfg}\nseed {args.seed}, threads {args.threads}, wall time {time.perf_counter() - started:.0f} s\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
