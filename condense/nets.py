@@ -257,3 +257,67 @@ register_network("lenet")(LeNet)
 register_network("alexnet")(AlexNet)
 register_network("resnet18")(ResNet18)
 register_network("resnet18_bn")(lambda c, n, s, **kw: ResNet18(c, n, s, norm="batchnorm", **kw))
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 of DAFL (Chen et al., ICCV 2019, official ``lenet.py``): the MNIST teacher.
+
+    conv5(``c1``) -> ReLU -> maxpool2 -> conv5(``c2``) -> ReLU -> maxpool2 -> conv5(``c3``) -> ReLU
+    -> flatten (the ``embed`` features, DAFL's ``feature``) -> fc(``f``) -> ReLU -> fc(classes).
+    Defaults 6/16/120/84 are LeNet-5; ``lenet5_half`` (3/8/60/42) is DAFL's MNIST student.
+    ``norm="batchnorm"`` (not in DAFL) adds BatchNorm after every conv so that BN-statistics losses
+    (DeepInversion, Fast-DFKD) have running statistics to match.
+
+    Deviation for inputs smaller than 32x32 (e.g. 8x8 digits): a conv whose input is too small gets
+    padding 2 (so it keeps the size); the fc input size comes from a dry run.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        image_size: tuple[int, int],
+        widths: tuple[int, int, int, int] = (6, 16, 120, 84),
+        norm: str = "none",
+    ) -> None:
+        super().__init__()
+        if norm not in ("none", "batchnorm"):
+            raise UserError(f"LeNet-5 norm must be none or batchnorm, got {norm!r}")
+        c1, c2, c3, f = widths
+        h = min(image_size)
+        convs = []
+        for i, (c_in, c_out) in enumerate(((channels, c1), (c1, c2), (c2, c3))):
+            pooled = i < 2
+            pad = 0 if h - 4 >= (2 if pooled else 1) else 2
+            h = h + 2 * pad - 4
+            layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 5, padding=pad)]
+            if norm == "batchnorm":
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.ReLU())
+            convs.append(nn.Sequential(*layers))
+            h = h // 2 if pooled else h
+        self.convs = nn.ModuleList(convs)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.feature_dim = _flat_dim(nn.Sequential(convs[0], self.pool, convs[1], self.pool, convs[2]), channels, image_size)
+        self.classifier = nn.Sequential(nn.Linear(self.feature_dim, f), nn.ReLU(), nn.Linear(f, num_classes))
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each conv block's ReLU output (before pooling), e.g. for attention transfer."""
+        feats = []
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            feats.append(x)
+            if i < 2:
+                x = self.pool(x)
+        return feats
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened conv3 output (DAFL's ``feature``, 120-d at 32x32)."""
+        return self.features(x)[-1].flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(x))
+
+
+register_network("lenet5")(LeNet5)
+register_network("lenet5_half")(lambda c, n, s, **kw: LeNet5(c, n, s, widths=(3, 8, 60, 42), **kw))

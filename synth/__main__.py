@@ -1,0 +1,4 @@
+"""``python -m synth``: see :mod:`synth.cli`."""
+from .cli import main
+
+raise SystemExit(main())

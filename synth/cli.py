@@ -1,0 +1,161 @@
+"""Command line: ``python -m synth teacher ...`` and ``python -m synth distill --method ...``.
+
+``teacher`` trains (or, with ``--random``, just initialises) a network and writes a model checkpoint.
+``distill`` loads a teacher checkpoint, validates it against the dataset, trains a student with the
+chosen method (method flags are generated from the method's config dataclass), prints the student's
+test accuracy (k-NN / linear probe for ``random``) and writes the student checkpoint; generator
+methods can also write a :class:`~condense.synset.SyntheticSet` (``--synset``). User errors print
+one line ``error: ...`` and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from condense.checkpoint import Checkpointer
+from condense.cli import add_config_flags, config_from_args
+from condense.data import DATASETS, ImageDataset, load_dataset
+from condense.evaluate import accuracy
+from condense.utils import UserError, resolve_device
+
+from .common import make_synset
+from .generator_kd import PRESETS, GeneratorKDConfig, train_generator_kd
+from .generators import sample_latents
+from .hard import HardConfig, train_hard
+from .meta import MetaConfig, train_meta_generator
+from .random_teacher import RandomTeacherConfig, embed, knn_accuracy, linear_probe_accuracy, train_from_random_teacher
+from .teachers import Model, build_network, load_model, random_teacher, save_model, train_teacher
+
+__all__ = ["main", "build_parser", "METHOD_CONFIGS"]
+
+METHOD_CONFIGS: dict[str, type] = {"dafl": GeneratorKDConfig, "dfad": GeneratorKDConfig, "zskt": GeneratorKDConfig,
+                                   "meta": MetaConfig, "hard": HardConfig, "random": RandomTeacherConfig}  # fmt: skip
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default: digits)")
+    p.add_argument("--root", default=None, help="directory with the dataset files (not needed for digits)")
+    p.add_argument("--resize", type=int, default=None, help="resize images to RESIZE x RESIZE (e.g. 32 for LeNet-5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+
+
+def build_parser(method: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m synth", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("teacher", help="train (or randomly initialise) a teacher network")
+    _data_flags(t)
+    t.add_argument("--arch", default="lenet5", help="registry network name (default: lenet5)")
+    t.add_argument("--norm", default=None, help="norm option of the network (e.g. batchnorm for BN-statistics losses)")
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--random", action="store_true", help="do not train: a seeded random teacher")
+    t.add_argument("--out", required=True, help="teacher checkpoint to write")
+    d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
+    _data_flags(d)
+    d.add_argument("--method", required=True, choices=sorted(METHOD_CONFIGS))
+    d.add_argument("--teacher", required=True, help="teacher checkpoint (python -m synth teacher)")
+    d.add_argument("--student", default="lenet5_half", help="student architecture (default: lenet5_half; random: the teacher's)")
+    d.add_argument("--out", required=True, help="student checkpoint to write")
+    d.add_argument("--synset", default=None, help="also write a SyntheticSet of generated samples + teacher soft labels")
+    d.add_argument("--synset-size", type=int, default=500, help="number of samples in --synset")
+    d.add_argument("--checkpoint", default=None, help="resumable training checkpoint file")
+    d.add_argument("--checkpoint-every", type=int, default=100)
+    if method in METHOD_CONFIGS:
+        add_config_flags(d, METHOD_CONFIGS[method], f"{method} options")
+    return parser
+
+
+def _dataset(args: argparse.Namespace) -> ImageDataset:
+    return load_dataset(args.dataset, args.root, resize=args.resize)
+
+
+def cmd_teacher(args: argparse.Namespace) -> dict[str, Any]:
+    ds = _dataset(args)
+    kwargs = {"norm": args.norm} if args.norm else {}
+    shape = (ds.channels, *ds.image_size)
+    if args.random:
+        model = random_teacher(args.arch, shape, ds.num_classes, seed=args.seed, arch_kwargs=kwargs)
+        model.meta["test_acc"] = accuracy(model.net, ds.test_x, ds.test_y, device="cpu")
+    else:
+        model = train_teacher(ds, args.arch, arch_kwargs=kwargs, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                              device=args.device, seed=args.seed, progress=not args.no_progress)  # fmt: skip
+    save_model(model, args.out, dataset=ds)
+    return {"teacher": args.out, "arch": args.arch, "kind": model.meta["kind"], "test_acc": round(model.meta["test_acc"], 4)}
+
+
+def _config(args: argparse.Namespace) -> Any:
+    cls = METHOD_CONFIGS[args.method]
+    if cls is GeneratorKDConfig:
+        return dataclasses.replace(config_from_args(cls, args, PRESETS[args.method]), preset=args.method)
+    return config_from_args(cls, args)
+
+
+def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
+    device = resolve_device(args.device)
+    ds = _dataset(args)
+    teacher = load_model(args.teacher, dataset=ds, device=device)
+    cfg = _config(args)
+    if args.synset is not None and args.method not in ("dafl", "dfad", "zskt", "meta"):
+        raise UserError("--synset needs a generator method (dafl, dfad, zskt or meta)")
+    ckpt = Checkpointer(args.checkpoint, args.checkpoint_every, {"method": args.method, "config": repr(cfg)}) if args.checkpoint else None
+    common = dict(device=device, seed=args.seed, progress=not args.no_progress, checkpoint=ckpt)
+    report: dict[str, Any] = {"method": args.method, "teacher_test_acc": round(accuracy(teacher.net, ds.test_x, ds.test_y, device=device), 4)}
+    start = time.perf_counter()
+    if args.method == "random":
+        t_model, student, _ = train_from_random_teacher(teacher, ds.train_x, cfg, **common)
+        for name, net in (("teacher", t_model), ("student", student)):
+            tr, te = embed(net, ds.train_x, device), embed(net, ds.test_x, device)
+            report[f"{name}_knn"] = round(knn_accuracy(tr, ds.train_y, te, ds.test_y), 4)
+            report[f"{name}_linear_probe"] = round(linear_probe_accuracy(tr, ds.train_y, te, ds.test_y, seed=args.seed), 4)
+        out_model = Model(student.backbone, teacher.arch, teacher.num_classes, teacher.input_shape, teacher.arch_kwargs)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            net = build_network(args.student, teacher.input_shape, teacher.num_classes)
+        stats = (ds.mean, ds.std)
+        if args.method == "hard":
+            net, _, _ = train_hard(teacher, net, ds.train_x, cfg, **common)
+        elif args.method == "meta":
+            res = train_meta_generator(teacher, net, cfg, pixel_stats=stats, **common)
+            net, images = res.student, res.pool.images[-args.synset_size :]
+        else:
+            res = train_generator_kd(teacher, net, cfg, pixel_stats=stats, **common)
+            net = res.student
+            with torch.no_grad():
+                images = res.generator(sample_latents(args.synset_size, cfg.nz, torch.Generator().manual_seed(args.seed), device))
+        report["student_test_acc"] = round(accuracy(net, ds.test_x, ds.test_y, device=device), 4)
+        out_model = Model(net, args.student, teacher.num_classes, teacher.input_shape)
+        if args.synset is not None:
+            make_synset(images.to(device), teacher.net, ds, method=args.method, config=cfg, seed=args.seed,
+                        wall_time=time.perf_counter() - start).save(args.synset)  # fmt: skip
+            report["synset"] = args.synset
+    report["wall_time_s"] = round(time.perf_counter() - start, 1)
+    out_model.meta = {"kind": "student", "method": args.method, "seed": args.seed, "teacher": str(args.teacher), **report}
+    save_model(out_model, args.out, dataset=ds)
+    report["student"] = args.out
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    method = argv[argv.index("--method") + 1] if "--method" in argv[:-1] else None
+    args = build_parser(method).parse_args(argv)
+    try:
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out} is a directory; give a file name")
+        report = cmd_teacher(args) if args.command == "teacher" else cmd_distill(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report))
+    return 0
