@@ -1,9 +1,9 @@
 """Benchmark of Mirage distillation: decomposition + mining time and peak memory versus size and L.
 
-For each number of graphs N (NCI1 graphs, cycled when N exceeds the dataset, or the embedded
-motif generator with ``--dataset motifs``) and each depth L, times the two distillation phases
-with the fast WL coder, and -- up to ``--explicit-max`` graphs -- the explicit-tree reference
-coder (BFS trees + canonical strings, what the official code does in networkx/C++).  Peak
+For each number of graphs N (NCI1 graphs in a fixed random order, cycled when N exceeds the
+dataset, or the embedded motif generator with ``--dataset motifs``) and each depth L, times
+the two distillation phases with the fast WL coder, and -- up to ``--explicit-max`` graphs --
+the explicit-tree reference coder (BFS trees + canonical strings, what the official code does in networkx/C++).  Peak
 memory is the Python heap peak (``tracemalloc``, which sees numpy buffers and Python objects;
 torch tensors are small here).  Timings on a shared 2-core machine are noisy.
 
@@ -21,7 +21,9 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
-from condense.utils import UserError
+import torch
+
+from condense.utils import UserError, make_generator
 from graphs.data.motifs import make_motif_dataset
 from graphs.data.tu import load_tu
 from graphs.mirage.distill import MirageConfig, mirage_distill
@@ -75,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("| N graphs | L | coder | decompose s | mine s | total s | peak MB | unique trees | itemsets |")
     print("|---|---|---|---|---|---|---|---|---|")
+    order = torch.randperm(len(pool), generator=make_generator(0)).tolist()  # NCI1 is sorted by class
     for n in SCALES[args.scale]:
-        graphs = [pool[i % len(pool)] for i in range(n)]
+        graphs = [pool[order[i % len(pool)]] for i in range(n)]
         for hops in args.hops:
             base = MirageConfig(hops=hops, support=SUPPORT)
             coders = ("wl", "trees") if n <= args.explicit_max else ("wl",)

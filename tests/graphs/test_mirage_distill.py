@@ -134,3 +134,15 @@ def test_config_validation(motifs):
 def test_class_without_itemsets_warns(motifs):
     with pytest.warns(UserWarning, match="no itemset for classes"):
         mirage_distill(motifs.subset("train"), 2, MirageConfig(hops=2, support=(0.5, 1000)), progress=False)
+
+
+def test_gcn_root_pooling_is_only_approximate():
+    """Documented deviation: GCN's symmetric normalisation uses the (truncated) degree of leaves."""
+    torch.set_num_threads(1)
+    g = make_motif_dataset(20, seed=1).graphs[3]
+    adj = in_neighbours(g.edge_index, g.num_nodes)
+    union = _union([tree_to_data(g, computation_tree(adj, v, 2)) for v in range(g.num_nodes)], 0, 1)
+    torch.manual_seed(0)
+    model = get_graph_model("gcn", (3,), 2, hidden=16, layers=2).eval()
+    u = Batch.from_data_list([union])
+    assert not torch.allclose(model(u, pool_mask=u.root_mask), model(Batch.from_data_list([g])), atol=1e-3)
