@@ -25,7 +25,7 @@ from graphs.g2m.teacher import train_teacher
 from graphs.g2m.train import RunResult
 from graphs.models.node import build_node_model
 
-__all__ = ["CSBM_DEFAULTS", "load_task", "PipelineResult", "run"]
+__all__ = ["CSBM_DEFAULTS", "load_task", "make_task_split", "PipelineResult", "run"]
 
 #: the embedded default graph: homophilous, features weak on their own (MLP << GNN).
 CSBM_DEFAULTS = dict(num_nodes=3000, num_features=500, avg_degree=8.0, lam=2.0, mu=6.0)
