@@ -1,0 +1,67 @@
+"""``python -m synth``: teacher + distill round trip, one-line user errors with exit code 2."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from condense.synset import SyntheticSet
+from synth.cli import main
+from synth.teachers import load_model, save_model
+
+
+@pytest.fixture(scope="module")
+def teacher_file(teacher, digits, tmp_path_factory):
+    return str(save_model(teacher, tmp_path_factory.mktemp("cli") / "T.pt", dataset=digits))
+
+
+def test_teacher_command_subprocess(tmp_path):
+    out = tmp_path / "R.pt"
+    proc = subprocess.run([sys.executable, "-m", "synth", "teacher", "--random", "--arch", "lenet5", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["kind"] == "random"
+    assert load_model(out).meta["kind"] == "random"
+
+
+@pytest.mark.parametrize("method,flags", [
+    ("dafl", ["--iterations", "3", "--batch-size", "16", "--ngf", "4"]),
+    ("meta", ["--rounds", "2", "--warmup", "1", "--batch-size", "16", "--ngf", "4", "--kd-steps", "2", "--meta", "exact", "--crop-pad", "1", "--no-flip"]),
+])  # fmt: skip
+def test_distill_writes_student_and_synset(teacher_file, tmp_path, capsys, method, flags):
+    out, syn = tmp_path / "S.pt", tmp_path / "syn.pt"
+    rc = main(["distill", "--method", method, "--teacher", teacher_file, "--out", str(out), "--synset", str(syn),
+               "--synset-size", "12", "--no-progress", *flags])  # fmt: skip
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0 <= report["student_test_acc"] <= 1 and report["teacher_test_acc"] > 0.9
+    student = load_model(out, what="student checkpoint")
+    assert student.meta["kind"] == "student" and student.arch == "lenet5_half"
+    s = SyntheticSet.load(syn)
+    assert s.soft and len(s) == 12 and s.images.shape[1:] == (1, 8, 8) and s.meta["method"] == method
+
+
+def test_hard_and_random_methods(teacher_file, tmp_path, capsys):
+    assert main(["distill", "--method", "hard", "--teacher", teacher_file, "--student", "mlp", "--epochs", "1", "--out", str(tmp_path / "h.pt"), "--no-progress"]) == 0
+    assert main(["distill", "--method", "random", "--teacher", teacher_file, "--epochs", "1", "--out", str(tmp_path / "r.pt"), "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"student_knn", "teacher_knn", "student_linear_probe"} <= set(report)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--resize", "16"], "input"),
+    (["--temperature", "0"], "temperature"),
+    (["--student", "nonet"], "unknown model"),
+    (["--synset", "x.pt", "--method", "hard"], "generator method"),
+])  # fmt: skip
+def test_user_errors(teacher_file, tmp_path, capsys, argv, needle):
+    method = argv[argv.index("--method") + 1] if "--method" in argv else "dafl"
+    argv = [a for i, a in enumerate(argv) if a != "--method" and (i == 0 or argv[i - 1] != "--method")]
+    rc = main(["distill", "--method", method, "--teacher", teacher_file, "--out", str(tmp_path / "S.pt"), "--iterations" if method == "dafl" else "--epochs", "1", *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error:") and needle in err and len(err.splitlines()) == 1
+
+
+def test_missing_teacher_file(tmp_path, capsys):
+    assert main(["distill", "--method", "dfad", "--teacher", str(tmp_path / "none.pt"), "--out", str(tmp_path / "S.pt")]) == 2
+    assert "not found" in capsys.readouterr().err
