@@ -27,6 +27,7 @@ from condense.evaluate import accuracy
 from condense.utils import UserError, markdown_table
 from synth.baselines import train_on_noise
 from synth.generator_kd import GeneratorKDConfig, train_generator_kd
+from synth.hard import HardConfig, train_hard, translate
 from synth.meta import MetaConfig, train_meta_generator
 from synth.teachers import Model, build_network, random_teacher, train_teacher
 
@@ -98,6 +99,31 @@ def run(dataset: ImageDataset, scale: str, seeds: list[int], progress: bool = Fa
     return rows
 
 
+def hard_toy(dataset: ImageDataset, seeds: list[int], shift: int, epochs: int) -> list[list[str]]:
+    """HARD's shift toy: CNN teacher -> MLP student; test accuracy on clean and on translated test digits."""
+    shape = (dataset.channels, *dataset.image_size)
+    moved = translate(dataset.test_x, shift, torch.Generator().manual_seed(123))
+    res: dict[str, list[tuple[float, float]]] = {}
+    for seed in seeds:
+        teacher = train_teacher(dataset, "lenet5", arch_kwargs={"norm": "batchnorm"}, seed=seed, progress=False, **SCALES["cpu"]["teacher"])
+        nets = {"teacher LeNet-5 (CNN)": teacher.net}
+        for name, augment in (("MLP student, KD on real inputs", False), ("MLP student, KD + HARD", True)):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                student = build_network("mlp", shape, dataset.num_classes)
+            nets[name] = train_hard(teacher, student, dataset.train_x, HardConfig(epochs=epochs, augment=augment), seed=seed, progress=False)[0]
+        for name, net in nets.items():
+            res.setdefault(name, []).append((accuracy(net, dataset.test_x, dataset.test_y, device="cpu"), accuracy(net, moved, dataset.test_y, device="cpu")))
+    rows = []
+    for name, vals in res.items():
+        cells = []
+        for j in (0, 1):
+            accs = [100 * v[j] for v in vals]
+            cells.append(f"{statistics.fmean(accs):.2f} ± {statistics.pstdev(accs) if len(accs) > 1 else 0.0:.2f}")
+        rows.append([name, *cells])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.synth", description=__doc__.splitlines()[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
@@ -107,16 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default=None, help="write the markdown table here")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--toy", choices=["hard"], default=None, help="run HARD's shift toy instead of the benchmark")
+    p.add_argument("--shift", type=int, default=2, help="toy: max translation of the test digits in pixels")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     try:
         ds = load_dataset(args.dataset, args.root, resize=args.resize)
         t0 = time.perf_counter()
-        rows = run(ds, args.scale, args.seeds, progress=args.progress)
+        if args.toy == "hard":
+            rows = hard_toy(ds, args.seeds, args.shift, epochs=30 if args.scale == "cpu" else 200)
+            headers = ["row", "clean test acc %", f"translated (±{args.shift} px) test acc %"]
+        else:
+            rows = run(ds, args.scale, args.seeds, progress=args.progress)
+            headers = ["row", "test acc % (final, mean ± std)", "seconds / seed"]
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    table = markdown_table(["row", "test acc % (final, mean ± std)", "seconds / seed"], rows)
+    table = markdown_table(headers, rows)
     text = f"{args.dataset} {list(ds.image_size)} · scale {args.scale} · seeds {args.seeds} · total {time.perf_counter() - t0:.0f}s\n\n{table}\n"
     print(text)
     if args.out:

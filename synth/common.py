@@ -17,7 +17,7 @@ from condense.data import ImageDataset
 from condense.synset import SyntheticSet
 from condense.utils import UserError, package_versions
 
-__all__ = ["Stateful", "LoopResult", "run_loop", "logits_and_features", "make_synset", "check_choice", "check_int"]
+__all__ = ["Stateful", "LoopResult", "run_loop", "logits_and_features", "make_synset", "epoch_batches", "check_images", "check_choice", "check_int"]
 
 
 class Stateful(Protocol):
@@ -106,6 +106,26 @@ def make_synset(
     meta = {"method": method, "dataset": dataset.describe() if dataset is not None else {}, "seed": seed, "config": cfg,
             "versions": package_versions(), "wall_time": wall_time, "labels": "teacher soft labels"}  # fmt: skip
     return SyntheticSet(images=images.detach().cpu(), labels=soft.cpu(), meta=meta)
+
+
+def epoch_batches(images: torch.Tensor, batch_size: int, generator: torch.Generator) -> Callable[[int], torch.Tensor]:
+    """``batch(i)``: the ``i``-th mini-batch of ``images`` over reshuffled epochs (pure function of ``i`` and the generator state)."""
+    per_epoch = -(-len(images) // batch_size)
+    order: list[torch.Tensor] = []
+
+    def batch(i: int) -> torch.Tensor:
+        if i % per_epoch == 0 or not order:
+            order[:] = [torch.randperm(len(images), generator=generator)]
+        j = i % per_epoch
+        return images[order[0][j * batch_size : (j + 1) * batch_size]]
+
+    batch.per_epoch = per_epoch  # type: ignore[attr-defined]
+    return batch
+
+
+def check_images(images: torch.Tensor, input_shape: tuple[int, ...]) -> None:
+    if tuple(images.shape[1:]) != tuple(input_shape):
+        raise UserError(f"images have shape {tuple(images.shape[1:])}, the teacher takes {tuple(input_shape)}")
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

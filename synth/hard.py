@@ -30,9 +30,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from condense.checkpoint import Checkpointer
-from condense.utils import UserError, check_positive, resolve_device
+from condense.utils import check_positive, resolve_device
 
-from .common import LoopResult, check_int, run_loop
+from .common import LoopResult, check_images, check_int, epoch_batches, run_loop
 from .losses import kd_kl
 from .teachers import Model, check_student
 
@@ -124,8 +124,7 @@ def train_hard(
     config.validate()
     cfg = config
     device = resolve_device(device)
-    if tuple(images.shape[1:]) != teacher.input_shape:
-        raise UserError(f"images have shape {tuple(images.shape[1:])}, the teacher takes {teacher.input_shape}")
+    check_images(images, teacher.input_shape)
     t_net = teacher.frozen().to(device)
     student = student.to(device).train()
     check_student(student, teacher, device)
@@ -135,17 +134,13 @@ def train_hard(
     opt_s = torch.optim.Adam(student.parameters(), lr=cfg.lr_s)
     opt_a = torch.optim.Adam(aug.parameters(), lr=cfg.lr_a)
     rng = torch.Generator().manual_seed(seed + 1)
-    steps_per_epoch = -(-len(images) // cfg.batch_size)
-    order: list[torch.Tensor] = []
+    batches = epoch_batches(images, cfg.batch_size, rng)
 
     def kl(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return kd_kl(s, t, cfg.temperature)
 
     def step(i: int) -> dict[str, float]:
-        if i % steps_per_epoch == 0:
-            order[:] = [torch.randperm(len(images), generator=rng)]
-        j = i % steps_per_epoch
-        x = images[order[0][j * cfg.batch_size : (j + 1) * cfg.batch_size]].to(device)
+        x = batches(i).to(device)
         with torch.no_grad():
             t = t_net(x)
         out: dict[str, float] = {}
@@ -166,6 +161,6 @@ def train_hard(
         out["loss_s"] = loss_s.item()
         return out
 
-    loop = run_loop(step, cfg.epochs * steps_per_epoch, state={"student": student, "augmenter": aug, "opt_s": opt_s, "opt_a": opt_a},
+    loop = run_loop(step, cfg.epochs * batches.per_epoch, state={"student": student, "augmenter": aug, "opt_s": opt_s, "opt_a": opt_a},
                     generators={"rng": rng}, checkpoint=checkpoint, progress=progress, desc="hard" if cfg.augment else "kd")  # fmt: skip
     return student.eval(), aug, loop

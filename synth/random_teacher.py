@@ -31,7 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from condense.checkpoint import Checkpointer
 from condense.utils import UserError, check_positive, resolve_device
 
-from .common import LoopResult, check_choice, check_int, run_loop
+from .common import LoopResult, check_choice, check_images, check_int, epoch_batches, run_loop
 from .losses import dino_loss
 from .meta import _aug_params, random_crop_flip
 from .teachers import Model, build_network
@@ -108,8 +108,7 @@ def train_from_random_teacher(
     config.validate()
     cfg = config
     device = resolve_device(device)
-    if tuple(images.shape[1:]) != teacher.input_shape:
-        raise UserError(f"images have shape {tuple(images.shape[1:])}, the teacher takes {teacher.input_shape}")
+    check_images(images, teacher.input_shape)
     backbone = teacher.net
     if not hasattr(backbone, "embed"):
         raise UserError(f"{teacher.arch} has no embed() to put a DINO head on")
@@ -127,14 +126,10 @@ def train_from_random_teacher(
     t_model.eval().requires_grad_(False)
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     rng = torch.Generator().manual_seed(seed + 1)
-    steps_per_epoch = -(-len(images) // cfg.batch_size)
-    order: list[torch.Tensor] = []
+    batches = epoch_batches(images, cfg.batch_size, rng)
 
     def step(i: int) -> dict[str, float]:
-        if i % steps_per_epoch == 0:
-            order[:] = [torch.randperm(len(images), generator=rng)]
-        j = i % steps_per_epoch
-        x = images[order[0][j * cfg.batch_size : (j + 1) * cfg.batch_size]].to(device)
+        x = batches(i).to(device)
         with torch.no_grad():
             target = t_model(x)
         if cfg.augment == "crop":
@@ -145,7 +140,7 @@ def train_from_random_teacher(
         opt.step()
         return {"loss": loss.item()}
 
-    loop = run_loop(step, cfg.epochs * steps_per_epoch, state={"student": student, "opt": opt}, generators={"rng": rng},
+    loop = run_loop(step, cfg.epochs * batches.per_epoch, state={"student": student, "opt": opt}, generators={"rng": rng},
                     checkpoint=checkpoint, progress=progress, desc="random-teacher")  # fmt: skip
     return t_model, student.eval(), loop
 
