@@ -89,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             distilled = mirage_distill(train, ds.num_classes, mcfg, progress=progress)
+        if not distilled.graphs:
+            raise UserError(f"no itemset reaches support {list(mcfg.support)}; lower --support")
         for w in caught:
             print(f"warning: {w.message}", file=sys.stderr)
         distilled.meta.update(dataset=ds.name, seed=args.seed, train_config=asdict(tcfg))
-        if not distilled.graphs:
-            raise UserError(f"no itemset reaches support {list(mcfg.support)}; lower --support")
         if args.out:
             distilled.save(args.out)
             DistilledSet.load(args.out)  # round-trip check of the artifact
