@@ -22,9 +22,10 @@ from ..data import ClassSampler, ImageDataset
 from ..evaluate import fit
 from ..synset import SyntheticSet
 from ..utils import UserError, make_generator
+from ..selection import herding, kcenter_greedy
 from .base import build_network, check_ipc, make_synset, register_method, validate_config
 
-__all__ = ["CoresetConfig", "herding", "kcenter_greedy", "distill_random", "distill_herding", "distill_kcenter"]
+__all__ = ["CoresetConfig", "distill_random", "distill_herding", "distill_kcenter"]
 
 
 @dataclass
@@ -33,34 +34,6 @@ class CoresetConfig:
     width: int = field(default=128, metadata={"help": "ConvNet width of the embedding network"})
     embed_epochs: int = field(default=20, metadata={"help": "epochs of training the embedding network on the full data (0 = random net)"})
     lr_net: float = field(default=0.01, metadata={"help": "learning rate for training the embedding network"})
-
-
-def herding(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of ``k`` rows chosen by herding: each step minimises ``||mu - mean(selected + x)||``."""
-    mu = features.mean(0)
-    chosen: list[int] = []
-    running = torch.zeros_like(mu)
-    available = torch.ones(len(features), dtype=torch.bool)
-    for t in range(1, k + 1):
-        dist = ((mu - (running + features) / t) ** 2).sum(1)
-        dist[~available] = float("inf")
-        i = int(dist.argmin())
-        chosen.append(i)
-        available[i] = False
-        running += features[i]
-    return torch.tensor(chosen, dtype=torch.long)
-
-
-def kcenter_greedy(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of ``k`` rows by k-center greedy, seeded with the row closest to the mean."""
-    first = int(((features - features.mean(0)) ** 2).sum(1).argmin())
-    chosen = [first]
-    min_dist = ((features - features[first]) ** 2).sum(1)
-    for _ in range(1, k):
-        i = int(min_dist.argmax())
-        chosen.append(i)
-        min_dist = torch.minimum(min_dist, ((features - features[i]) ** 2).sum(1))
-    return torch.tensor(chosen, dtype=torch.long)
 
 
 @torch.no_grad()

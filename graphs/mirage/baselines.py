@@ -16,7 +16,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.utils import degree
 
-from condense.methods.coreset import herding
+from condense.selection import herding
 from condense.utils import UserError, make_generator
 from graphs.data.graphsets import graph_nbytes
 from graphs.mirage.labels import graph_labels

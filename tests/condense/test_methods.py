@@ -6,7 +6,8 @@ from condense.checkpoint import Checkpointer
 from condense.data import load_dataset
 from condense.evaluate import evaluate_synset
 from condense.methods import METHODS, get_method, init_synthetic
-from condense.methods.coreset import CoresetConfig, herding, kcenter_greedy
+from condense.methods.coreset import CoresetConfig
+from condense.selection import herding, kcenter_greedy
 from condense.methods.dm import DMConfig, distill_dm, mean_embedding_loss
 from condense.utils import UserError
 
