@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from condense.checkpoint import Checkpointer
 from condense.cli import main as cli_main
 from condense.data import load_dataset
-from condense.experts import RECIPES, ExpertBuffer, train_experts
+from condense.experts import ExpertBuffer, train_experts
 from condense.methods.ast_init import representative_indices
 from condense.methods.base import build_network, init_synthetic
 from condense.methods.mtt import (
@@ -21,22 +21,10 @@ from condense.synset import SyntheticSet
 from condense.unroll import InnerSGD, functional_loss, unroll
 from condense.utils import UserError, make_generator
 
+from .test_experts import FAST, _one_thread, digits  # noqa: F401  (shared fixtures: one thread, the digits dataset)
+
 WIDTH = 8
-FAST = replace(RECIPES["mtt"], dsa=False)
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")
