@@ -6,6 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+
+# Small models run fastest single-threaded, and multi-threaded BLAS/OpenMP degrades badly when the
+# machine is shared (measured here: 10-1000x slower under load). Override with CONDENSE_TEST_THREADS.
+_THREADS = os.environ.get("CONDENSE_TEST_THREADS", "1")
+torch.set_num_threads(int(_THREADS))
+os.environ.setdefault("OMP_NUM_THREADS", _THREADS)  # inherited by the CLI subprocesses the tests start
 
 REPO = Path(__file__).resolve().parents[1]
 
