@@ -1,0 +1,239 @@
+"""Matching methods side by side: random / herding / DC / DSA / DM / DataDAM.
+
+For every dataset and IPC each method condenses the training set once (seed ``--seed``), then every
+row is evaluated with the *same* protocol (:func:`condense.evaluate.evaluate_synset`): the same
+architectures, epochs, DSA training, evaluation seeds ``seed .. seed + num_evals - 1``. Reported:
+final-checkpoint test accuracy, mean ± std over the evaluation networks (never max over checkpoints).
+Cross-architecture columns (MLP, LeNet, ResNet-18) train on the sets distilled with ConvNet.
+
+``--scale cpu`` (default): minutes per method on a laptop CPU — narrower ConvNets and far fewer
+iterations than published (table :data:`SCALES`; every difference is listed in the output).
+``--scale paper``: the published settings (ConvNet-128; DM 20000 it. batch 256; DataDAM 8000 it.
+batch 64; DC/DSA 1000 it. batch 256; 1000 DSA training epochs; 10 evaluation networks).
+
+    python -m experiments.matching --datasets digits --ipcs 1,10
+    python -m experiments.matching --datasets fashion_mnist --root /work/shared/data/fashion_mnist --ipcs 1,10
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from condense.data import ImageDataset, load_dataset
+from condense.evaluate import evaluate_synset
+from condense.methods import get_method
+from condense.synset import SyntheticSet
+from condense.utils import UserError, markdown_table, resolve_device
+
+__all__ = ["Scale", "SCALES", "METHOD_ORDER", "VARIANTS", "ARCHS", "method_config", "run", "plot_grid", "main"]
+
+METHOD_ORDER = ("random", "herding", "dc", "dsa", "dm", "datadam", "datadam_official")
+# Rows that run a registered method with different switches: DataDAM as its official code runs it.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"datadam_official": ("datadam", {"power": 1.0, "norm": "batchnorm"})}
+# ResNet-18 with BatchNorm: the instance-norm ResNet-18 (GroupNorm(C, C)) reaches a 1x1 map on 8x8
+# digits, where instance normalisation zeroes every channel (constant output, chance accuracy).
+ARCHS = {"convnet": "ConvNet", "mlp": "MLP", "lenet": "LeNet", "resnet18_bn": "ResNet-18 (BN)"}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Everything that differs between the CPU preset and the published settings."""
+
+    width: int
+    eval_epochs: int
+    num_evals: int
+    cross_evals: int
+    cross_epochs: int  # training epochs of the cross-architecture networks
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> config fields
+    gm_iterations: dict[int, int] = field(default_factory=dict)  # DC/DSA iterations by IPC (missing: config default)
+    gm_loops: dict[int, tuple[int, int]] = field(default_factory=dict)  # DC/DSA (outer, inner) overrides by IPC
+
+
+SCALES: dict[str, Scale] = {
+    "cpu": Scale(
+        width=32, eval_epochs=300, num_evals=3, cross_evals=2, cross_epochs=150,
+        overrides={
+            "dm": {"iterations": 300, "batch_real": 64},
+            "datadam": {"iterations": 300},
+            "dc": {"batch_real": 64},
+            "dsa": {"batch_real": 64},
+            "herding": {"embed_epochs": 5},
+        },
+        gm_iterations={1: 200, 10: 20},
+    ),  # fmt: skip
+    "paper": Scale(width=128, eval_epochs=1000, num_evals=10, cross_evals=10, cross_epochs=1000),
+}
+# Fashion-MNIST (28x28) at CPU scale: each DC/DSA inner epoch costs ~16x a digits one.
+FMNIST_CPU = {"gm_iterations": {1: 100, 10: 10}, "gm_loops": {10: (10, 10)}}
+
+
+def _scale_for(scale: str, dataset: str) -> Scale:
+    s = SCALES[scale]
+    if scale == "cpu" and dataset == "fashion_mnist":
+        s = dataclasses.replace(s, **FMNIST_CPU)
+    return s
+
+
+def method_config(method: str, scale: Scale, ipc: int) -> Any:
+    """The method's config: its (published) defaults, the variant's switches, then the scale's overrides."""
+    base, switches = VARIANTS.get(method, (method, {}))
+    cls = get_method(base).config_cls
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {"width": scale.width} if "width" in names else {}
+    values.update(scale.overrides.get(base, {}))
+    values.update(switches)
+    if method in ("dc", "dsa"):
+        if ipc in scale.gm_iterations:
+            values["iterations"] = scale.gm_iterations[ipc]
+        if ipc in scale.gm_loops:
+            values["outer_loop"], values["inner_loop"] = scale.gm_loops[ipc]
+    return cls(**values)
+
+
+def run(
+    dataset: ImageDataset, ipc: int, methods: Sequence[str], scale: Scale, *, archs: Sequence[str], device: torch.device,
+    seed: int, out_dir: Path, progress: bool = True, log=print,
+) -> list[dict]:  # fmt: skip
+    """Distill with every method, evaluate every set with the same protocol; one result dict per method."""
+    rows = []
+    for method in methods:
+        config = method_config(method, scale, ipc)
+        t0 = time.perf_counter()
+        base = VARIANTS.get(method, (method, {}))[0]
+        synset = get_method(base).distill(dataset, ipc, config, device=device, seed=seed, progress=progress)
+        t_distill = time.perf_counter() - t0
+        synset.save(out_dir / f"{dataset.name}_ipc{ipc}_{method}.pt")
+        accs: dict[str, list[float]] = {}
+        for arch in archs:
+            n, epochs = (scale.num_evals, scale.eval_epochs) if arch == "convnet" else (scale.cross_evals, scale.cross_epochs)
+            kw = {"convnet": {"width": scale.width}} if arch == "convnet" else {}
+            res = evaluate_synset(
+                synset, dataset, models=(arch,), num_evals=n, epochs=epochs, dsa=True, model_kwargs=kw,
+                device=device, seed=seed, progress=progress,
+            )[arch]  # fmt: skip
+            accs[arch] = res.accs
+        row = {"dataset": dataset.name, "ipc": ipc, "method": method, "accs": accs, "distill_seconds": t_distill,
+               "eval_seconds": time.perf_counter() - t0 - t_distill, "config": dataclasses.asdict(config)}  # fmt: skip
+        log(f"{dataset.name} ipc={ipc} {method}: " + ", ".join(f"{a} {_fmt(v)}" for a, v in accs.items())
+            + f" (distill {t_distill:.0f}s)")  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def _fmt(accs: list[float]) -> str:
+    t = torch.tensor(accs, dtype=torch.float64) * 100
+    std = float(t.std(unbiased=False)) if len(accs) > 1 else 0.0
+    return f"{float(t.mean()):.2f} ± {std:.2f}"
+
+
+def table(rows: list[dict], archs: Sequence[str]) -> str:
+    headers = ["dataset", "IPC", "method"] + [f"{ARCHS.get(a, a)} %" for a in archs] + ["distill s"]
+    body = [[r["dataset"], r["ipc"], r["method"]] + [_fmt(r["accs"][a]) if a in r["accs"] else "-" for a in archs]
+            + [f"{r['distill_seconds']:.0f}"] for r in rows]  # fmt: skip
+    return markdown_table(headers, body)
+
+
+def plot_grid(sets: dict[str, SyntheticSet], path: Path, max_per_class: int = 1) -> Path:
+    """One row per method: the first ``max_per_class`` synthetic images of every class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(sets)
+    first = sets[names[0]]
+    classes = sorted(set(first.hard_labels().tolist()))
+    cols = len(classes) * max_per_class
+    fig, axes = plt.subplots(len(names), cols, figsize=(cols * 0.6, len(names) * 0.7), squeeze=False)
+    for r, name in enumerate(names):
+        pix, labels = sets[name].pixels(), sets[name].hard_labels()
+        for ci, c in enumerate(classes):
+            idx = torch.nonzero(labels == c, as_tuple=True)[0][:max_per_class]
+            for j in range(max_per_class):
+                ax = axes[r][ci * max_per_class + j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j < len(idx):
+                    img = pix[idx[j]].permute(1, 2, 0).numpy()
+                    ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _csv(text: str, kind=str) -> list:
+    try:
+        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise UserError(f"bad comma-separated list {text!r}: {exc}") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.matching", description=__doc__.splitlines()[0])
+    p.add_argument("--scale", default="cpu", choices=SCALES, help="cpu (default, minutes) or paper (published settings)")
+    p.add_argument("--datasets", default="digits", help="comma-separated: digits, fashion_mnist (default: digits)")
+    p.add_argument("--root", default=None, help="directory with the dataset files (not needed for digits)")
+    p.add_argument("--ipcs", default="1,10", help="comma-separated images per class (default: 1,10)")
+    p.add_argument("--methods", default=",".join(METHOD_ORDER), help=f"comma-separated subset of {','.join(METHOD_ORDER)}")
+    p.add_argument("--archs", default=",".join(ARCHS), help="evaluation architectures (default: all four)")
+    p.add_argument("--seed", type=int, default=0, help="distillation and evaluation seed (default: 0)")
+    p.add_argument("--out-dir", default="runs/matching", help="synthetic sets, results JSON and figures (default: runs/matching)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, the machine is shared)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--figure-only", action="store_true", help="only redraw the figures from the sets already in --out-dir")
+    args = p.parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        datasets, ipcs = _csv(args.datasets), _csv(args.ipcs, int)
+        methods, archs = _csv(args.methods), _csv(args.archs)
+        for m in methods:
+            if m not in METHOD_ORDER:
+                raise UserError(f"unknown method {m!r}; choose from {', '.join(METHOD_ORDER)}")
+        if any(i < 1 for i in ipcs):
+            raise UserError(f"--ipcs must be >= 1, got {args.ipcs}")
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+        out_dir = Path(args.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        start, rows = time.perf_counter(), []
+        for name in datasets:
+            ds = load_dataset(name, args.root) if not args.figure_only else None
+            key = ds.name if ds is not None else name
+            for ipc in ipcs:
+                if ds is not None:
+                    rows += run(ds, ipc, methods, _scale_for(args.scale, ds.name), archs=archs, device=device, seed=args.seed,
+                                out_dir=out_dir, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+                files = {m: out_dir / f"{key}_ipc{ipc}_{m}.pt" for m in METHOD_ORDER}  # every set made so far, in order
+                sets = {m: SyntheticSet.load(f) for m, f in files.items() if f.exists()}
+                if not sets:
+                    raise UserError(f"no synthetic sets for {key} ipc {ipc} in {out_dir}")
+                print(f"wrote {plot_grid(sets, out_dir / f'{key}_ipc{ipc}.png')}", file=sys.stderr)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.figure_only:
+        return 0
+    wall = time.perf_counter() - start
+    print(table(rows, archs))
+    print(f"\nscale={args.scale} seed={args.seed} wall={wall / 60:.1f} min (shared 2-core CPU; timings are noisy)")
+    tag = "_".join(datasets) + "_ipc" + "-".join(map(str, ipcs)) + "_" + "-".join(methods)
+    (out_dir / f"results_{args.scale}_{tag}.json").write_text(json.dumps({"scale": args.scale, "seed": args.seed, "wall_seconds": wall, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
