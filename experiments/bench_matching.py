@@ -29,7 +29,9 @@ from experiments.bench_unroll import peak_memory_bytes
 
 __all__ = ["BenchScale", "SCALES", "random_dataset", "bench_method", "main"]
 
-METHODS = ("dm", "datadam", "dc", "dsa")
+METHODS = ("dm", "datadam", "datadam_per_class", "dc", "dsa")
+# Benchmark rows that run a registered method with extra switches.
+VARIANTS = {"datadam_per_class": ("datadam", {"class_by_class": True})}
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,8 @@ class BenchScale:
 
 
 SCALES = {
-    "cpu": BenchScale("digits", 32, 64, (1, 10, 50), {"dm": 5, "datadam": 5, "dc": 1, "dsa": 1}),
-    "paper": BenchScale("random:3x32", 128, 256, (1, 10, 50), {"dm": 10, "datadam": 10, "dc": 2, "dsa": 2}),
+    "cpu": BenchScale("digits", 32, 64, (1, 10, 50), {"dm": 5, "datadam": 5, "datadam_per_class": 5, "dc": 1, "dsa": 1}),
+    "paper": BenchScale("random:3x32", 128, 256, (1, 10, 50), {"dm": 10, "datadam": 10, "datadam_per_class": 10, "dc": 2, "dsa": 2}),
 }
 
 
@@ -66,8 +68,9 @@ def _dataset(spec: str) -> ImageDataset:
 def bench_method(method: str, dataset: ImageDataset, ipc: int, *, width: int, batch_real: int, repeats: int,
                  device: torch.device) -> dict:  # fmt: skip
     """``{"seconds": per iteration, "peak_mb": peak tensor memory of a 1-iteration run}``."""
-    spec = get_method(method)
-    base = spec.config_cls(width=width, batch_real=batch_real)
+    name, switches = VARIANTS.get(method, (method, {}))
+    spec = get_method(name)
+    base = spec.config_cls(width=width, batch_real=batch_real, **switches)
 
     def run(iterations: int) -> float:
         cfg = dataclasses.replace(base, iterations=iterations)
@@ -85,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.bench_matching", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES, help="cpu (default) or paper")
     p.add_argument("--ipcs", default=None, help="comma-separated IPCs (default: 1,10,50)")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of dm,datadam,dc,dsa")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per method (default: by scale)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")

@@ -141,36 +141,19 @@ def table(rows: list[dict], archs: Sequence[str]) -> str:
     return markdown_table(headers, body)
 
 
-def plot_grid(sets: dict[str, SyntheticSet], path: Path, max_per_class: int = 1) -> Path:
-    """One row per method: the first ``max_per_class`` synthetic images of every class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot_grid(sets: dict[str, SyntheticSet], path: Path) -> Path:
+    """One row per method, one column per class (its first synthetic image), via :meth:`SyntheticSet.to_png`."""
     names = list(sets)
-    first = sets[names[0]]
-    classes = sorted(set(first.hard_labels().tolist()))
-    cols = len(classes) * max_per_class
-    fig, axes = plt.subplots(len(names), cols, figsize=(cols * 0.6, len(names) * 0.7), squeeze=False)
+    images, rows = [], []
     for r, name in enumerate(names):
-        pix, labels = sets[name].pixels(), sets[name].hard_labels()
-        for ci, c in enumerate(classes):
-            idx = torch.nonzero(labels == c, as_tuple=True)[0][:max_per_class]
-            for j in range(max_per_class):
-                ax = axes[r][ci * max_per_class + j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if j < len(idx):
-                    img = pix[idx[j]].permute(1, 2, 0).numpy()
-                    ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-        axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+        labels = sets[name].hard_labels()
+        firsts = [int(torch.nonzero(labels == c, as_tuple=True)[0][0]) for c in sorted(set(labels.tolist()))]
+        images.append(sets[name].images[firsts])
+        rows.append(torch.full((len(firsts),), r, dtype=torch.long))
+    first = sets[names[0]]
+    grid = SyntheticSet(torch.cat(images), torch.cat(rows), meta={"dataset": first.meta.get("dataset", {}), "class_names": names})
+    title = f"{first.meta.get('dataset', {}).get('name', '')}, IPC {first.ipc}: first synthetic image of each class"
+    return grid.to_png(path, max_per_class=max(len(i) for i in images), title=title)
 
 
 def _csv(text: str, kind=str) -> list:

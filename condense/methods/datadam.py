@@ -44,13 +44,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..augment import DEFAULT_STRATEGY, DSA
+from ..augment import DSA
 from ..checkpoint import Checkpointer
 from ..data import ClassSampler, ImageDataset
 from ..nets import ConvNet
 from ..synset import SyntheticSet
 from ..utils import UserError, make_generator
 from .base import build_network, init_synthetic, make_synset, register_method, run_loop, validate_config
+from .dm import DMConfig
 
 __all__ = ["DataDAMConfig", "spatial_attention", "class_mean_distance", "attention_features", "datadam_loss", "distill_datadam"]
 
@@ -58,26 +59,39 @@ NORMS = ("instancenorm", "batchnorm")
 
 
 @dataclass
-class DataDAMConfig:
+class DataDAMConfig(DMConfig):
+    """DM's fields (random frozen encoders, Siamese DSA, SGD on images) with DataDAM's defaults, plus its own."""
+
     iterations: int = field(default=8000, metadata={"help": "outer iterations (paper: 8000; official default 20000)"})
     lr_img: float = field(default=0.0, metadata={"help": "SGD learning rate of the images (0 = paper rule: 1.0, 10 for IPC > 50)"})
-    momentum_img: float = field(default=0.5, metadata={"help": "SGD momentum of the synthetic images"})
     batch_real: int = field(default=64, metadata={"help": "real images per class per iteration (official: 64)"})
+    model: str = field(default="convnet", metadata={"help": "ConvNet family architecture of the random encoders"})
     power: float = field(default=4.0, metadata={"help": "attention exponent p (paper: 4; official code: 1)"})
     task_balance: float = field(default=0.01, metadata={"help": "lambda weighting L_MMD (0.01; paper: 0.02 for high resolution)"})
-    init: str = field(default="real", metadata={"help": "initialisation: real or noise"})
-    model: str = field(default="convnet", metadata={"help": "ConvNet family architecture of the random encoders"})
-    width: int = field(default=128, metadata={"help": "ConvNet width"})
     norm: str = field(default="instancenorm", metadata={"help": "encoder norm: instancenorm (paper) or batchnorm (official code)"})
     class_by_class: bool = field(default=False, metadata={"help": "forward/backward one class at a time (less memory)"})
-    dsa_strategy: str = field(default=DEFAULT_STRATEGY, metadata={"help": "DSA strategy ('none' disables)"})
 
 
 def spatial_attention(feature: torch.Tensor, power: float) -> torch.Tensor:
     """``vec(sum_channels |A|^p)`` L2-normalised per image: ``(B, C, H, W) -> (B, H*W)`` (Eq. 1)."""
     if feature.dim() != 4:
         raise ValueError(f"spatial attention needs a (B, C, H, W) feature map, got shape {tuple(feature.shape)}")
-    return F.normalize(feature.abs().pow(power).sum(1).flatten(1), p=2.0, dim=1)
+    return F.normalize(_abs_power(feature, power).sum(1).flatten(1), p=2.0, dim=1)
+
+
+def _abs_power(x: torch.Tensor, p: float) -> torch.Tensor:
+    """``|x|^p``; integer ``p`` by repeated squaring (CPU ``pow`` is ~4x slower than two products)."""
+    a = x.abs()
+    if not float(p).is_integer() or p < 1:
+        return a.pow(p)
+    n, out = int(p), None
+    while n:
+        if n & 1:
+            out = a if out is None else out * a
+        n >>= 1
+        if n:
+            a = a * a
+    return out
 
 
 def class_mean_distance(real: torch.Tensor, syn: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -88,10 +102,18 @@ def class_mean_distance(real: torch.Tensor, syn: torch.Tensor, num_classes: int)
 
 
 def attention_features(net: ConvNet, x: torch.Tensor, power: float) -> list[torch.Tensor]:
-    """Attention maps of every block but the last, then the final embedding ``phi`` (one forward pass)."""
-    feats = net.features(x)
-    emb = net.pools[-1](feats[-1]).flatten(1)  # == net.embed(x)
-    return [spatial_attention(f, power) for f in feats[:-1]] + [emb]
+    """Attention maps of every block but the last, then the final embedding ``phi`` (one forward pass).
+
+    Each block's map is reduced to its attention right away, so the no-grad real pass holds one
+    feature map at a time.
+    """
+    out = []
+    for i, (block, pool) in enumerate(zip(net.blocks, net.pools)):
+        x = block(x)
+        if i < len(net.blocks) - 1:
+            out.append(spatial_attention(x, power))
+        x = pool(x)
+    return out + [x.flatten(1)]  # the last entry == net.embed(x)
 
 
 def datadam_loss(real: list[torch.Tensor], syn: list[torch.Tensor], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
