@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 
 from .checkpoint import Checkpointer
 from .data import DATASETS, ImageDataset, load_dataset

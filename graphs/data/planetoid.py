@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch_geometric.data import Data
 
 from condense.utils import UserError

@@ -8,7 +8,6 @@ official codes. Edge lists are PyG ``edge_index`` tensors ``[2, E]``.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -16,13 +16,6 @@ REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
 TINY = ["--nodes", "300", "--features", "20", "--max-epochs", "40", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_cli_all_methods_inductive_saves_artifacts_and_table(tmp_path, capsys):
     out = tmp_path / "run" / "student.pt"

@@ -18,20 +18,6 @@ SMALL = dict(num_nodes=400, num_features=40, avg_degree=8.0, lam=2.0, mu=6.0)
 FAST = Preset(ModelConfig(2, 32, 0.5, max_epochs=150, patience=30), ModelConfig(2, 32, 0.5, max_epochs=150, patience=30), lamb=0.2, tau=1.5, source="test")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny full-batch models: one thread avoids oversubscription on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_per_test(_one_thread):
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def task():
     return load_task("csbm", csbm_kwargs=SMALL)
