@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ipcs", default=None, help="comma-separated IPCs (default: 1,10,50)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--repeats", type=int, default=None, help="timed iterations per method (default: by scale)")
+    p.add_argument("--width", type=int, default=None, help="ConvNet width (default: by scale)")
+    p.add_argument("--batch-real", type=int, default=None, help="real images per class (default: by scale)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     args = p.parse_args(argv)
@@ -108,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--repeats must be >= 1, got {args.repeats}")
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
+        for flag in ("width", "batch_real"):
+            if getattr(args, flag) is not None:
+                if getattr(args, flag) < 1:
+                    raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+                scale = dataclasses.replace(scale, **{flag: getattr(args, flag)})
         torch.set_num_threads(args.threads)
         dataset = _dataset(scale.dataset)
         rows, start = [], time.perf_counter()

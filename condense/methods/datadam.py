@@ -33,7 +33,8 @@ Paper vs official code (both selectable):
 
 ``class_by_class`` back-propagates each class's loss on its own (same gradient for instance-norm
 networks, memory of one class — for large IPC); by default all classes share one forward pass,
-as in the official code.
+as in the official code. On CPU the per-class mode is also the faster one (0.95-1.4x DM per
+iteration against 1.5-2.2x; ``experiments/results/matching.md``).
 """
 from __future__ import annotations
 

@@ -29,6 +29,8 @@ Implementation notes (not deviations in the result):
   plain SGD (stateless), so nothing else needs saving.
 * Each class's loss is back-propagated on its own (``backward(inputs=[images])``): the same image
   gradient as the official summed loss, with the memory of one class.
+* Evaluation: the official DC evaluator trains with its DC augmentation (crop/scale/rotate/noise
+  by dataset); this framework has DSA or nothing, so DC sets are marked ``train_dsa=False``.
 * ``outer_loop``/``inner_loop`` follow the official ``get_loops`` table for IPC 1/10/20/30/40/50;
   other IPCs need both set explicitly (the official code exits).
 """
@@ -190,6 +192,7 @@ def _distill(
     optimiser = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum_img)
     net = build_network(config.model, dataset, config.width).to(device)
     net_opt = torch.optim.SGD(net.parameters(), lr=config.lr_net)  # stateless: needs no checkpointing
+    has_bn = bool(_batchnorms(net))
 
     def real_batch(c: int, n: int) -> torch.Tensor:
         return real_x[sampler.sample(c, n, gen)].to(device)
@@ -200,7 +203,9 @@ def _distill(
         else:  # the inner loop that follows the previous matching step
             syn = images.detach()
             _train_on_synthetic(net, net_opt, syn, labels, epochs=inner, batch=config.batch_train, dsa=dsa, gen=gen)
-        if not freeze_batchnorm(net, torch.cat([real_batch(c, config.bn_batch_per_class) for c in range(dataset.num_classes)])):
+        if has_bn:
+            freeze_batchnorm(net, torch.cat([real_batch(c, config.bn_batch_per_class) for c in range(dataset.num_classes)]))
+        else:
             net.train()
         total = 0.0
         for c in range(dataset.num_classes):
