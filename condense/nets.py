@@ -48,7 +48,17 @@ def get_network(name: str, channels: int, num_classes: int, image_size: int | tu
 
 
 def _norm(kind: str, channels: int, hw: tuple[int, int]) -> nn.Module | None:
+    """Normalisation layer for a ``channels`` x ``hw`` feature map.
+
+    Instance norm over a 1x1 map normalises every channel to zero (the output is the affine bias
+    whatever the input), so such a network cannot learn; it is rejected with the way out.
+    """
     if kind == "instancenorm":
+        if hw[0] * hw[1] == 1:
+            raise UserError(
+                "instance norm would act on a 1x1 feature map (constant output): the input is too small for this "
+                "network; use larger images, a shallower network, or the batchnorm variant"
+            )
         return nn.GroupNorm(channels, channels, affine=True)
     if kind == "batchnorm":
         return nn.BatchNorm2d(channels)
@@ -206,15 +216,16 @@ class AlexNet(nn.Module):
 
 
 class _BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int, norm: str) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, norm: str, hw: tuple[int, int]) -> None:
+        """``hw`` is the block's output map size (for the norm check)."""
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = _norm(norm, c_out, (1, 1))
+        self.bn1 = _norm(norm, c_out, hw)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = _norm(norm, c_out, (1, 1))
+        self.bn2 = _norm(norm, c_out, hw)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(norm, c_out, (1, 1)))
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(norm, c_out, hw))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -226,17 +237,20 @@ class ResNet18(nn.Module):
     """CIFAR-style ResNet-18 of the DC code base (3x3 stem, 4 stages of 2 basic blocks).
 
     ``norm="instancenorm"`` (the DC default, ``GroupNorm(C, C)``) or ``"batchnorm"`` (ResNet18BN).
-    Global average pooling replaces the fixed 4x4 pooling so any input size works.
+    Global average pooling replaces the fixed 4x4 pooling so any input size works (with instance
+    norm: at least 9 px, so that the last stage is not 1x1).
     """
 
     def __init__(self, channels: int, num_classes: int, image_size: tuple[int, int], norm: str = "instancenorm") -> None:
         super().__init__()
         if norm not in ("instancenorm", "batchnorm"):
             raise UserError(f"ResNet18 norm must be instancenorm or batchnorm, got {norm!r}")
-        self.stem = nn.Sequential(nn.Conv2d(channels, 64, 3, 1, 1, bias=False), _norm(norm, 64, (1, 1)), nn.ReLU())
+        hw = tuple(image_size)
+        self.stem = nn.Sequential(nn.Conv2d(channels, 64, 3, 1, 1, bias=False), _norm(norm, 64, hw), nn.ReLU())
         stages, c_in = [], 64
         for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            stages += [_BasicBlock(c_in, c_out, stride, norm), _BasicBlock(c_out, c_out, 1, norm)]
+            hw = ((hw[0] - 1) // stride + 1, (hw[1] - 1) // stride + 1)  # 3x3 conv, padding 1
+            stages += [_BasicBlock(c_in, c_out, stride, norm, hw), _BasicBlock(c_out, c_out, 1, norm, hw)]
             c_in = c_out
         self.stages = nn.Sequential(*stages)
         self.classifier = nn.Linear(512, num_classes)

@@ -14,7 +14,7 @@ CASES = [(n, c, s) for n in sorted(NETWORKS) for c, s in SHAPES if not (n.starts
 @pytest.mark.parametrize("name,channels,size", CASES + [("resnet18", 3, 16)])
 def test_forward_shapes_and_functional_call(name, channels, size):
     torch.manual_seed(0)
-    if name in ("convnetd4", "convnetd5") and size < 16:
+    if name in ("convnetd4", "convnetd5", "resnet18") and size < 16:
         with pytest.raises(UserError, match="too small"):
             get_network(name, channels, 7, size)
         return
@@ -52,6 +52,18 @@ def test_convnet_matches_literature_layout():
 def test_convnet_variants(norm, pooling):
     net = get_network("convnet", 3, 5, 16, width=16, norm=norm, pooling=pooling)
     assert net(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+
+
+def test_instance_norm_on_a_1x1_map_is_rejected():
+    # GroupNorm(C, C) over one pixel outputs its bias whatever the input: such nets cannot learn
+    x = torch.randn(4, 1, 1, 1)
+    assert torch.nn.GroupNorm(1, 1)(x).abs().max() < 1e-3 * x.abs().max()
+    with pytest.raises(UserError, match="1x1 feature map"):
+        get_network("resnet18", 1, 10, 8)  # 8 -> 4 -> 2 -> 1 in the last stage
+    with pytest.raises(UserError, match="1x1 feature map"):
+        get_network("convnetd4", 1, 10, 8)
+    assert get_network("resnet18", 1, 10, 9)(torch.randn(2, 1, 9, 9)).shape == (2, 10)
+    assert get_network("resnet18_bn", 1, 10, 8)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_bad_model_options():
