@@ -1,6 +1,7 @@
 """Expert trajectories: recipes, files, streaming buffer validation, 2-rank training."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -151,3 +152,31 @@ def test_evaluate_distributed_single_process_equals_evaluate_images(digits):
     a = evaluate_distributed(digits.train_x[:50], digits.train_y[:50], digits, context=DistContext(), **kw)["convnet"]
     b = evaluate_images(digits.train_x[:50], digits.train_y[:50], digits, **kw)["convnet"]
     assert a.accs == b.accs and DistContext(1, 3).share(7) == [1, 4]
+
+
+_DIST_EVAL_SCRIPT = """
+import json, sys
+import torch
+from condense.data import load_dataset
+from condense.experts import distributed_context, evaluate_distributed
+torch.set_num_threads(1)
+ds = load_dataset("digits")
+ctx = distributed_context()
+s = evaluate_distributed(ds.train_x[:50], ds.train_y[:50], ds, num_evals=3, epochs=2, progress=False,
+                         model_kwargs={"convnet": {"width": 8}}, context=ctx)["convnet"]
+if ctx.rank == 0:
+    json.dump(sorted(s.accs), open(sys.argv[1], "w"))
+"""
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
+def test_evaluate_distributed_two_ranks_gathers_the_single_process_accuracies(digits, tmp_path):
+    script, out = tmp_path / "dist_eval.py", tmp_path / "accs.json"
+    script.write_text(_DIST_EVAL_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run(["torchrun", "--standalone", "--nproc-per-node", "2", str(script), str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    single = evaluate_images(digits.train_x[:50], digits.train_y[:50], digits, num_evals=3, epochs=2, progress=False,
+                             model_kwargs={"convnet": {"width": 8}})["convnet"]  # fmt: skip
+    assert json.loads(out.read_text()) == sorted(single.accs)  # network i is seeded seed + i on any rank
