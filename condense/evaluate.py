@@ -71,6 +71,7 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
+@torch.no_grad()
 def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: torch.device, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``net`` (in eval mode) on ``(x, y)``."""
     was_training = net.training
