@@ -15,7 +15,7 @@ from ..checkpoint import Checkpointer, rng_state, set_rng_state
 from ..data import ClassSampler, ImageDataset
 from ..nets import get_network
 from ..synset import SyntheticSet
-from ..utils import UserError, check_positive
+from ..utils import UserError, check_positive, make_generator
 
 __all__ = [
     "MethodSpec",
@@ -24,6 +24,7 @@ __all__ = [
     "get_method",
     "check_ipc",
     "init_synthetic",
+    "start_pixels",
     "build_network",
     "run_loop",
     "make_synset",
@@ -98,6 +99,20 @@ def init_synthetic(
     else:
         raise UserError(f"unknown init {init!r}; choose real or noise")
     return images, labels
+
+
+def start_pixels(
+    dataset: ImageDataset, ipc: int, init: str, seed: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Generator, ClassSampler]:
+    """Common start of the pixel-learning methods: seed the run (global RNG for network inits, a
+    dedicated generator for sampling), initialise the synthetic images as a leaf on ``device``.
+
+    Returns ``(images, labels, generator, per-class sampler of the real training set)``.
+    """
+    torch.manual_seed(seed)
+    gen = make_generator(seed)
+    images, labels = init_synthetic(dataset, ipc, init, gen)
+    return images.to(device).requires_grad_(True), labels.to(device), gen, ClassSampler(dataset.train_y, dataset.num_classes)
 
 
 def build_network(name: str, dataset: ImageDataset, width: int = 128, **kwargs) -> nn.Module:

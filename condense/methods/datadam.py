@@ -47,11 +47,11 @@ import torch.nn.functional as F
 
 from ..augment import DSA
 from ..checkpoint import Checkpointer
-from ..data import ClassSampler, ImageDataset
+from ..data import ImageDataset
 from ..nets import ConvNet
 from ..synset import SyntheticSet
-from ..utils import UserError, make_generator
-from .base import build_network, init_synthetic, make_synset, register_method, run_loop, validate_config
+from ..utils import UserError
+from .base import build_network, make_synset, register_method, run_loop, start_pixels, validate_config
 from .dm import DMConfig
 
 __all__ = ["DataDAMConfig", "spatial_attention", "class_mean_distance", "attention_features", "datadam_loss", "distill_datadam"]
@@ -144,11 +144,7 @@ def distill_datadam(
     if config.model.lower() not in ("convnet", "convnetd4", "convnetd5"):
         raise UserError(f"DataDAM needs a ConvNet-family model (convnet, convnetd4, convnetd5; set the norm with --norm), got {config.model!r}")
     started = time.perf_counter()
-    torch.manual_seed(seed)
-    gen = make_generator(seed)
-    images, labels = init_synthetic(dataset, ipc, config.init, gen)
-    images = images.to(device).requires_grad_(True)
-    sampler = ClassSampler(dataset.train_y, dataset.num_classes)
+    images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device)
     dsa = DSA(config.dsa_strategy)
     optimiser = torch.optim.SGD([images], lr=_lr(config, ipc), momentum=config.momentum_img)
     real_x, k = dataset.train_x, dataset.num_classes

@@ -24,10 +24,9 @@ import torch
 
 from ..augment import DSA, DEFAULT_STRATEGY
 from ..checkpoint import Checkpointer
-from ..data import ClassSampler, ImageDataset
+from ..data import ImageDataset
 from ..synset import SyntheticSet
-from ..utils import make_generator
-from .base import build_network, init_synthetic, make_synset, register_method, run_loop, validate_config
+from .base import build_network, make_synset, register_method, run_loop, start_pixels, validate_config
 
 __all__ = ["DMConfig", "distill_dm", "mean_embedding_loss"]
 
@@ -56,11 +55,7 @@ def distill_dm(
     """Condense ``dataset`` to ``ipc`` images per class with distribution matching."""
     validate_config(config)
     started = time.perf_counter()
-    torch.manual_seed(seed)
-    gen = make_generator(seed)
-    images, labels = init_synthetic(dataset, ipc, config.init, gen)
-    images = images.to(device).requires_grad_(True)
-    sampler = ClassSampler(dataset.train_y, dataset.num_classes)
+    images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device)
     dsa = DSA(config.dsa_strategy)
     optimiser = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum_img)
     real_x = dataset.train_x

@@ -46,10 +46,10 @@ import torch.nn.functional as F
 
 from ..augment import DEFAULT_STRATEGY, DSA
 from ..checkpoint import Checkpointer
-from ..data import ClassSampler, ImageDataset
+from ..data import ImageDataset
 from ..synset import SyntheticSet
-from ..utils import UserError, make_generator
-from .base import build_network, init_synthetic, make_synset, register_method, run_loop, validate_config
+from ..utils import UserError
+from .base import build_network, make_synset, register_method, run_loop, start_pixels, validate_config
 
 __all__ = [
     "DCConfig",
@@ -183,11 +183,7 @@ def _distill(
     outer, inner = get_loops(ipc, config.outer_loop, config.inner_loop)
     dsa = DSA(config.dsa_strategy) if config.dsa_strategy.lower() != "none" else None
     started = time.perf_counter()
-    torch.manual_seed(seed)
-    gen = make_generator(seed)
-    images, labels = init_synthetic(dataset, ipc, config.init, gen)
-    images, labels = images.to(device).requires_grad_(True), labels.to(device)
-    sampler = ClassSampler(dataset.train_y, dataset.num_classes)
+    images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device)
     real_x = dataset.train_x
     optimiser = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum_img)
     net = build_network(config.model, dataset, config.width).to(device)
