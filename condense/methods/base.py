@@ -102,13 +102,16 @@ def init_synthetic(
 
 
 def start_pixels(
-    dataset: ImageDataset, ipc: int, init: str, seed: int, device: torch.device
+    dataset: ImageDataset, ipc: int, init: str, seed: int, device: torch.device, model: str, width: int, **net_kwargs: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Generator, ClassSampler]:
-    """Common start of the pixel-learning methods: seed the run (global RNG for network inits, a
+    """Common start of the pixel-learning methods: check that ``model`` can be built for the
+    dataset (a clear error before any progress bar), seed the run (global RNG for network inits, a
     dedicated generator for sampling), initialise the synthetic images as a leaf on ``device``.
 
     Returns ``(images, labels, generator, per-class sampler of the real training set)``.
     """
+    with torch.random.fork_rng(devices=[]):
+        build_network(model, dataset, width, **net_kwargs)
     torch.manual_seed(seed)
     gen = make_generator(seed)
     images, labels = init_synthetic(dataset, ipc, init, gen)

@@ -144,7 +144,9 @@ def distill_datadam(
     if config.model.lower() not in ("convnet", "convnetd4", "convnetd5"):
         raise UserError(f"DataDAM needs a ConvNet-family model (convnet, convnetd4, convnetd5; set the norm with --norm), got {config.model!r}")
     started = time.perf_counter()
-    images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device)
+    images, labels, gen, sampler = start_pixels(
+        dataset, ipc, config.init, seed, device, config.model, config.width, norm=config.norm
+    )
     dsa = DSA(config.dsa_strategy)
     optimiser = torch.optim.SGD([images], lr=_lr(config, ipc), momentum=config.momentum_img)
     real_x, k = dataset.train_x, dataset.num_classes

@@ -55,7 +55,7 @@ def distill_dm(
     """Condense ``dataset`` to ``ipc`` images per class with distribution matching."""
     validate_config(config)
     started = time.perf_counter()
-    images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device)
+    images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device, config.model, config.width)
     dsa = DSA(config.dsa_strategy)
     optimiser = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum_img)
     real_x = dataset.train_x

@@ -183,7 +183,7 @@ def _distill(
     outer, inner = get_loops(ipc, config.outer_loop, config.inner_loop)
     dsa = DSA(config.dsa_strategy) if config.dsa_strategy.lower() != "none" else None
     started = time.perf_counter()
-    images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device)
+    images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device, config.model, config.width)
     real_x = dataset.train_x
     optimiser = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum_img)
     net = build_network(config.model, dataset, config.width).to(device)

@@ -54,6 +54,8 @@ def test_checkpoint_and_resume_via_cli(tmp_path):
         (["distill", "--method", "dm", "--ipc", "1", "--lr-img", "nan"], "lr_img"),
         (["distill", "--method", "dm", "--ipc", "1", "--lr-img", "inf"], "lr_img"),
         (["distill", "--method", "dm", "--ipc", "1", "--resume"], "no checkpoint"),
+        (["distill", "--method", "dm", "--ipc", "1", "--model", "resnet18"], "1x1 feature map"),
+        (["distill", "--method", "dsa", "--ipc", "1", "--model", "convnetd4"], "1x1 feature map"),
     ],
 )
 def test_bad_distill_inputs(tmp_path, capsys, argv, message):
