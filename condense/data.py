@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .utils import UserError
 
-__all__ = ["ImageDataset", "ZCA", "ClassSampler", "load_dataset", "DATASETS", "read_idx"]
+__all__ = ["ImageDataset", "ZCA", "ClassSampler", "load_dataset", "split_validation", "DATASETS", "read_idx"]
 
 # Standardisation constants of the DC/DSA/DM/MTT code bases; digits: computed on our fixed train split.
 _STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -155,6 +155,32 @@ class ClassSampler:
         if n <= len(idx):
             return idx[torch.randperm(len(idx), generator=generator)[:n]]
         return idx[torch.randint(len(idx), (n,), generator=generator)]
+
+
+def split_validation(dataset: ImageDataset, fraction: float = 0.2, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+    """Hold out a class-stratified ``fraction`` of the training split for model selection.
+
+    Returns ``(fit, val)``: both train on the remaining training images; ``fit`` keeps the real test
+    split, ``val`` has the held-out images as its test split. Select hyper-parameters on ``val``,
+    report ``fit``'s test accuracy once. Statistics (normalisation, ZCA) are left as loaded.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"validation fraction must be in (0, 1), got {fraction}")
+    gen = torch.Generator().manual_seed(int(seed))
+    sampler = ClassSampler(dataset.train_y, dataset.num_classes)
+    held = []
+    for c in range(dataset.num_classes):
+        idx = sampler.indices(c)
+        n = int(round(fraction * len(idx)))
+        if n < 1 or n >= len(idx):
+            raise UserError(f"class {c} has {len(idx)} training images: too few to hold out {fraction:.0%} of them")
+        held.append(idx[torch.randperm(len(idx), generator=gen)[:n]])
+    val_idx = torch.cat(held).sort().values
+    keep = torch.ones(len(dataset.train_y), dtype=torch.bool)
+    keep[val_idx] = False
+    fit = replace(dataset, train_x=dataset.train_x[keep], train_y=dataset.train_y[keep])
+    val = replace(fit, test_x=dataset.train_x[val_idx], test_y=dataset.train_y[val_idx])
+    return fit, val
 
 
 # ----------------------------------------------------------------------------------- file readers

@@ -124,3 +124,20 @@ def test_fashion_mnist_from_shared_data(shared_data):
 def test_partial_mnist_names_the_missing_file(shared_data):
     with pytest.raises(UserError, match="missing: train-images-idx3-ubyte.gz"):
         load_dataset("mnist", shared_data / "mnist")
+
+
+def test_split_validation_is_stratified_disjoint_and_seeded():
+    from condense.data import split_validation
+
+    ds = load_dataset("digits")
+    fit, val = split_validation(ds, 0.2, seed=0)
+    assert len(fit.train_y) + len(val.test_y) == len(ds.train_y) and torch.equal(fit.test_y, ds.test_y)
+    assert torch.equal(val.train_x, fit.train_x)
+    held = torch.bincount(val.test_y, minlength=10).float() / torch.bincount(ds.train_y, minlength=10).float()
+    assert ((held - 0.2).abs() < 0.02).all()  # every class loses ~20 %
+    rows = {tuple(r.tolist()) for r in fit.train_x.flatten(1)}
+    assert not any(tuple(r.tolist()) in rows for r in val.test_x.flatten(1))  # disjoint
+    assert torch.equal(split_validation(ds, 0.2, seed=0)[1].test_x, val.test_x)
+    assert not torch.equal(split_validation(ds, 0.2, seed=1)[1].test_x, val.test_x)
+    with pytest.raises(UserError, match="fraction"):
+        split_validation(ds, 1.5)
