@@ -8,6 +8,12 @@ of :mod:`graphs.mirage.train` and evaluate on the real validation/test graphs.
     python -m experiments.mirage                                  # --scale cpu, shared data
     python -m experiments.mirage --datasets ogbg-molbace --methods mirage --scale paper
     python -m experiments.mirage --sweep MUTAG                    # support/hops chosen on validation
+    python -m experiments.mirage --datasets MUTAG --split-seeds 0 1 2 3 4   # 5 random splits, aggregated
+
+``--split-seeds``: TU datasets have no official split and MUTAG's test set holds 19 graphs, so one
+split cannot separate methods a few points apart; each seed draws a new 80/10/10 split (and seeds
+the random subset and the restarts), and a second table gives the mean ± std over splits of each
+split's top-k test@best-val score.
 
 Read-only dataset roots are copied to a temporary directory first (loaders write processed/).
 Results (JSON) go to ``--json``; the markdown table is printed.
@@ -32,7 +38,7 @@ from graphs.mirage.distill import MirageConfig, mirage_distill
 from graphs.mirage.presets import SCALES, load_graph_dataset, mirage_preset, train_preset
 from graphs.mirage.train import RestartSummary, TrainConfig, train_restarts
 
-__all__ = ["run_dataset", "sweep", "main"]
+__all__ = ["run_dataset", "aggregate_splits", "sweep", "main"]
 
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ogbg-molbace")
 MODELS = ("gcn", "gin", "gat")
@@ -102,6 +108,24 @@ def _md_row(name: str, r: dict) -> str:
             f"{f(r['top'])} | {f(r['all'])} | {f(r['final'])} | {r['train_time_s']:.1f} |")
 
 
+def aggregate_splits(records: list[dict]) -> list[dict]:
+    """Mean ± std over split seeds of each (dataset, model, method)'s top-k test@best-val mean."""
+    groups: dict[tuple, list] = {}
+    for rec in records:
+        for r in rec["results"]:
+            groups.setdefault((rec["dataset"], r["model"], r["method"]), []).append((rec["seed"], r))
+    out = []
+    for (name, model, method), runs in groups.items():
+        top = torch.tensor([r["top"][0] for _, r in runs], dtype=torch.float64)
+        final = torch.tensor([r["final"][0] for _, r in runs], dtype=torch.float64)
+        out.append({"dataset": name, "model": model, "method": method, "splits": [s for s, _ in runs],
+                    "top": (float(top.mean()), float(top.std(unbiased=False))),
+                    "final": (float(final.mean()), float(final.std(unbiased=False))),
+                    "fraction": float(sum(r["fraction"] for _, r in runs) / len(runs)),
+                    "graphs": float(sum(r["graphs"] for _, r in runs) / len(runs))})
+    return out
+
+
 def sweep(name: str, root: Path | None, *, scale: str, seed: int, device: str, progress: bool,
           hops=(1, 2, 3), supports=(0.2, 0.3, 0.5)) -> list[dict]:
     """Validation score of GIN trained on Mirage sets over a small hops x support grid (no test)."""
@@ -137,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-hops", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--sweep-supports", type=float, nargs="+", default=[0.2, 0.3, 0.5])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seeds", type=int, nargs="+", default=None,
+                   help="run every dataset on these split seeds (overrides --seed) and aggregate over them")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, default=None, help="write all records here")
     p.add_argument("--no-progress", action="store_true")
@@ -154,15 +180,24 @@ def main(argv: list[str] | None = None) -> int:
                 print("|---|---|---|---|---|---|---|---|---|---|")
                 records = []
                 for name in args.datasets:
-                    t0 = time.perf_counter()
-                    rec = run_dataset(name, _writable_root(name, args.shared, Path(tmp)), scale=args.scale, models=args.models,
-                                      methods=args.methods, seed=args.seed, device=args.device, progress=progress)
-                    rec["wall_time_s"] = time.perf_counter() - t0
-                    m = rec["mirage_meta"]
-                    print(f"<!-- {name}: distillation {m['time_total_s']:.2f}s (decompose {m['time_decompose_s']:.2f}s, "
-                          f"mine {m['time_mine_s']:.2f}s), trees/class {m['unique_trees_per_class']}, itemsets mined "
-                          f"{m['itemsets_mined_per_class']} kept {m['itemsets_kept_per_class']}, wall {rec['wall_time_s']:.0f}s -->", flush=True)
-                    records.append(rec)
+                    for seed in args.split_seeds or [args.seed]:
+                        t0 = time.perf_counter()
+                        rec = run_dataset(name, _writable_root(name, args.shared, Path(tmp)), scale=args.scale, models=args.models,
+                                          methods=args.methods, seed=seed, device=args.device, progress=progress)
+                        rec["wall_time_s"] = time.perf_counter() - t0
+                        m = rec["mirage_meta"]
+                        print(f"<!-- {name} seed {seed}: distillation {m['time_total_s']:.2f}s (decompose {m['time_decompose_s']:.2f}s, "
+                              f"mine {m['time_mine_s']:.2f}s), trees/class {m['unique_trees_per_class']}, itemsets mined "
+                              f"{m['itemsets_mined_per_class']} kept {m['itemsets_kept_per_class']}, wall {rec['wall_time_s']:.0f}s -->", flush=True)
+                        records.append(rec)
+                if args.split_seeds and len(args.split_seeds) > 1:
+                    f = lambda ms: f"{ms[0]:.3f} ± {ms[1]:.3f}"  # noqa: E731
+                    print(f"\nOver split seeds {args.split_seeds} (mean ± std of each split's top-k test@best-val mean):\n")
+                    print("| dataset | model | method | mean graphs | mean % train bytes | test@best-val top-k | final epoch |")
+                    print("|---|---|---|---|---|---|---|")
+                    for a in aggregate_splits(records):
+                        print(f"| {a['dataset']} | {a['model']} | {a['method']} | {a['graphs']:.1f} | {100 * a['fraction']:.2f}% | "
+                              f"{f(a['top'])} | {f(a['final'])} |", flush=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
