@@ -65,3 +65,12 @@ def test_user_errors(teacher_file, tmp_path, capsys, argv, needle):
 def test_missing_teacher_file(tmp_path, capsys):
     assert main(["distill", "--method", "dfad", "--teacher", str(tmp_path / "none.pt"), "--out", str(tmp_path / "S.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,needle", [(["--dataset", "mnist"], "--root"), (["--val-fraction", "1.5"], "fraction")])
+def test_experiment_user_errors_are_one_line(capsys, argv, needle):
+    from experiments.synth import main as experiment_main
+
+    assert experiment_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and len(err.splitlines()) == 1
