@@ -67,7 +67,8 @@ def test_missing_teacher_file(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,needle", [(["--dataset", "mnist"], "--root"), (["--val-fraction", "1.5"], "fraction")])
+@pytest.mark.parametrize("argv,needle", [(["--dataset", "mnist"], "--root"), (["--val-fraction", "1.5"], "fraction"),
+                                           (["--teacher-epochs", "0"], "--teacher-epochs")])
 def test_experiment_user_errors_are_one_line(capsys, argv, needle):
     from experiments.synth import main as experiment_main
 
