@@ -29,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
-from condense.utils import UserError, make_generator, resolve_device
+from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
 
 __all__ = ["SCALES", "peak_memory_bytes", "run", "main"]
 
@@ -173,8 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = to_markdown(rows, args.scale) + f"\n\nwall time {time.perf_counter() - t0:.0f} s, seed {args.seed}, threads {args.threads}\n"
     print(text)
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text)
+        atomic_write_text(text, args.out)
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from condense.utils import UserError, resolve_device
+from condense.utils import UserError, atomic_write_text, resolve_device
 from graphs.data.planetoid import PLANETOID_NAMES, planetoid_available
 from graphs.g2m.pipeline import load_task, make_task_split, run
 from graphs.g2m.presets import PROTOCOLS, TEACHERS, get_preset
@@ -135,11 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_tables(results))
     if args.json:
         payload = json.dumps(dict(scale=args.scale, preset=args.preset, seeds=list(scale["seeds"]), wall_seconds=wall, results=results))
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(payload)
-        os.replace(tmp, path)
+        atomic_write_text(payload, args.json)
     return 0
 
 

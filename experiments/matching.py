@@ -31,7 +31,7 @@ from condense.data import ImageDataset, load_dataset
 from condense.evaluate import evaluate_synset
 from condense.methods import get_method
 from condense.synset import SyntheticSet
-from condense.utils import UserError, markdown_table, resolve_device
+from condense.utils import UserError, atomic_write_text, markdown_table, resolve_device
 
 __all__ = ["Scale", "SCALES", "METHOD_ORDER", "VARIANTS", "ARCHS", "method_config", "run", "plot_grid", "main"]
 
@@ -214,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(rows, archs))
     print(f"\nscale={args.scale} seed={args.seed} wall={wall / 60:.1f} min (shared 2-core CPU; timings are noisy)")
     tag = "_".join(datasets) + "_ipc" + "-".join(map(str, ipcs)) + "_" + "-".join(methods)
-    (out_dir / f"results_{args.scale}_{tag}.json").write_text(json.dumps({"scale": args.scale, "seed": args.seed, "wall_seconds": wall, "rows": rows}, indent=1))
+    atomic_write_text(json.dumps({"scale": args.scale, "seed": args.seed, "wall_seconds": wall, "rows": rows}, indent=1),
+                      out_dir / f"results_{args.scale}_{tag}.json")
     return 0
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from condense.utils import UserError, package_versions, seed_everything
+from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
 from graphs.mirage.baselines import herding_subset, random_subset
 from graphs.mirage.distill import MirageConfig, mirage_distill
@@ -202,10 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"argv": sys.argv if argv is None else argv, "versions": package_versions(),
                    "train_config": asdict(replace(SCALES[args.scale])), "records": records}
-        args.json.write_text(json.dumps(payload, indent=1, default=str))
+        atomic_write_text(json.dumps(payload, indent=1, default=str), args.json)
     return 0
 
 

@@ -23,14 +23,13 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from condense.data import ImageDataset, load_dataset, split_validation
 from condense.evaluate import accuracy
-from condense.utils import UserError, markdown_table
+from condense.utils import UserError, atomic_write_text, markdown_table
 from synth.baselines import train_on_noise
 from synth.generator_kd import GeneratorKDConfig, train_generator_kd
 from synth.hard import HardConfig, train_hard, translate
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             f"({len(ds.test_y)} images; training on {len(ds.train_y)}) · total {time.perf_counter() - t0:.0f}s\n\n{table}\n")
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        atomic_write_text(text, args.out)
     return 0
 
 

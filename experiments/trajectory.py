@@ -29,7 +29,7 @@ from condense.evaluate import Summary, evaluate_images, evaluate_synset
 from condense.experts import RECIPES, train_experts
 from condense.methods.base import init_synthetic
 from condense.methods.mtt import ASTConfig, MTTConfig, distill_mtt
-from condense.utils import UserError, make_generator, markdown_table, resolve_device
+from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device
 
 __all__ = ["SCALES", "ABLATIONS", "run", "main"]
 
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text += f"\n\nscale {args.scale}: {cfg}\nseed {args.seed}, threads {args.threads}, wall time {time.perf_counter() - started:.0f} s\n"
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        atomic_write_text(text, args.out)
     return 0
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from condense.utils import UserError
-from graphs.data.node_splits import make_split, per_class_split
 from graphs.g2m.pipeline import load_task, make_task_split, run
 from graphs.g2m.presets import ModelConfig, Preset, get_preset
 from graphs.g2m.student import distill, distillation_objective
