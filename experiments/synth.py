@@ -23,7 +23,7 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -49,7 +49,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "zskt": dict(iterations=400, batch_size=64, ngf=8),
         "meta": dict(rounds=200, warmup=2, batch_size=64, nz=32, ngf=8, lr_g=0.2, lr_z=0.05, crop_pad=1, flip=False,
                      kd_steps=30, kd_batch_size=64, lr_s=5e-3, student_optimizer="adam", temperature=4.0),
-        "meta_grid": [("fomaml", 2, 0.02), ("exact", 2, 0.005), ("fomaml", 5, 0.02), ("exact", 5, 0.005)],
+        "meta_grid": [("fomaml", 2, 0.02), ("exact", 2, 0.005), ("fomaml", 5, 0.02), ("exact", 5, 0.005),
+                      ("fomaml", 10, 0.02), ("exact", 10, 0.005)],
     },
     "paper": {
         "teacher": dict(epochs=200, lr=1e-3, batch_size=256),
@@ -61,6 +62,8 @@ SCALES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 #: teacher normalisation per family: the generator-KD papers' LeNet-5 has none; Fast-DFKD needs BN
 TEACHER_NORMS = {"kd": "none", "meta": "batchnorm"}
+#: row groups ``--only`` can select (the two teachers are always trained and reported)
+GROUPS = ("real", "noise", "dafl", "dfad", "zskt", "meta", "control")
 
 
 def _student(ds: ImageDataset, seed: int) -> torch.nn.Module:
@@ -69,11 +72,15 @@ def _student(ds: ImageDataset, seed: int) -> torch.nn.Module:
         return build_network("lenet5_half", (ds.channels, *ds.image_size), ds.num_classes)
 
 
-def run(dataset: ImageDataset, scale: str, seeds: list[int], progress: bool = False,
-        teacher_epochs: int | None = None) -> list[list[str]]:
+def run(dataset: ImageDataset, scale: str, seeds: list[int], progress: bool = False, teacher_epochs: int | None = None,
+        only: Sequence[str] = GROUPS, meta_ks: Sequence[int] | None = None) -> list[list[str]]:
+    """All rows of the table for ``seeds``; ``only`` restricts the row groups, ``meta_ks`` the meta grid's k."""
     sc = dict(SCALES[scale])
     if teacher_epochs is not None:  # teachers and the real-data student
         sc["teacher"] = {**sc["teacher"], "epochs": teacher_epochs}
+    grid = [g for g in sc["meta_grid"] if meta_ks is None or g[1] in meta_ks]
+    if not grid and "meta" in only:
+        raise UserError(f"--meta-k {list(meta_ks or [])}: the {scale} grid has k in {sorted({g[1] for g in sc['meta_grid']})}")
     stats = (dataset.mean, dataset.std)
     shape = (dataset.channels, *dataset.image_size)
     results: dict[str, list[tuple[float, float]]] = {}
@@ -95,19 +102,21 @@ def run(dataset: ImageDataset, scale: str, seeds: list[int], progress: bool = Fa
 
         record("teacher LeNet-5 (no BN; for DAFL/DFAD/ZSKT)", lambda: teach("kd"))
         record("teacher LeNet-5 (BN; for the meta-generator)", lambda: teach("meta"))
-        record("student on real data", lambda: train_teacher(dataset, "lenet5_half", seed=seed, progress=progress, **sc["teacher"]).net)
-        for family, label in (("kd", "no-BN"), ("meta", "BN")):
+        if "real" in only:
+            record("student on real data", lambda: train_teacher(dataset, "lenet5_half", seed=seed, progress=progress, **sc["teacher"]).net)
+        for family, label in (("kd", "no-BN"), ("meta", "BN")) if "noise" in only else ():
             record(f"student on Gaussian noise (KD, {label} teacher)", lambda: train_on_noise(
                 teachers[family], _student(dataset, seed), steps=sc["noise_steps"], lr=sc["noise_lr"], batch_size=64, seed=seed))
-        for preset in ("dafl", "dfad", "zskt"):
+        for preset in [p for p in ("dafl", "dfad", "zskt") if p in only]:
             cfg = GeneratorKDConfig.from_preset(preset, **sc[preset])
             record(preset.upper(), lambda: train_generator_kd(teachers["kd"], _student(dataset, seed), cfg, pixel_stats=stats, seed=seed, progress=progress).student)
-        for mode, k, lr_meta in sc["meta_grid"]:
+        for mode, k, lr_meta in grid if "meta" in only else ():
             cfg = MetaConfig(meta=mode, k=k, lr_meta=lr_meta, **sc["meta"])
             record(f"meta-generator {mode} k={k}", lambda: train_meta_generator(teachers["meta"], _student(dataset, seed), cfg, pixel_stats=stats, seed=seed, progress=progress).student)
-        rnd = random_teacher("lenet5", shape, dataset.num_classes, seed=seed, arch_kwargs={"norm": TEACHER_NORMS["kd"]})
-        cfg = GeneratorKDConfig.from_preset("dafl", **sc["dafl"])
-        record("control: DAFL from random teacher", lambda: train_generator_kd(rnd, _student(dataset, seed), cfg, pixel_stats=stats, seed=seed, progress=progress).student)
+        if "control" in only:
+            rnd = random_teacher("lenet5", shape, dataset.num_classes, seed=seed, arch_kwargs={"norm": TEACHER_NORMS["kd"]})
+            cfg = GeneratorKDConfig.from_preset("dafl", **sc["dafl"])
+            record("control: DAFL from random teacher", lambda: train_generator_kd(rnd, _student(dataset, seed), cfg, pixel_stats=stats, seed=seed, progress=progress).student)
     rows = []
     for name, vals in results.items():
         accs = [100 * a for a, _ in vals]
@@ -156,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float, default=0.2, help="class-stratified share of the training split held out")
     p.add_argument("--teacher-epochs", type=int, default=None,
                    help="override the scale's epochs for the teachers and the real-data student (e.g. 20 on Fashion-MNIST)")
+    p.add_argument("--only", nargs="+", choices=GROUPS, default=list(GROUPS),
+                   help="run only these row groups (the teachers are always trained and reported)")
+    p.add_argument("--meta-k", type=int, nargs="+", default=None, help="run only the meta-generator rows with these k")
     p.add_argument("--shift", type=int, default=2, help="toy: max translation of the test digits in pixels")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -171,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = hard_toy(ds, args.seeds, args.shift, epochs=30 if args.scale == "cpu" else 200)
             headers = ["row", "clean test acc %", f"translated (±{args.shift} px) test acc %"]
         else:
-            rows = run(ds, args.scale, args.seeds, progress=args.progress, teacher_epochs=args.teacher_epochs)
+            rows = run(ds, args.scale, args.seeds, progress=args.progress, teacher_epochs=args.teacher_epochs,
+                       only=args.only, meta_ks=args.meta_k)
             headers = ["row", f"{args.split} acc % (final, mean ± std)", "seconds / seed"]
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -68,10 +68,22 @@ def test_missing_teacher_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,needle", [(["--dataset", "mnist"], "--root"), (["--val-fraction", "1.5"], "fraction"),
-                                           (["--teacher-epochs", "0"], "--teacher-epochs")])
+                                           (["--teacher-epochs", "0"], "--teacher-epochs"),
+                                           (["--only", "meta", "--meta-k", "3"], "--meta-k")])
 def test_experiment_user_errors_are_one_line(capsys, argv, needle):
     from experiments.synth import main as experiment_main
 
     assert experiment_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and needle in err and len(err.splitlines()) == 1
+
+
+def test_experiment_only_selects_row_groups(tmp_path, capsys):
+    from experiments.synth import main as experiment_main
+
+    out = tmp_path / "t.md"
+    assert experiment_main(["--only", "real", "--teacher-epochs", "1", "--seeds", "0", "--resize", "16", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "acc %" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "teacher LeNet-5 (no BN; for DAFL/DFAD/ZSKT)", "teacher LeNet-5 (BN; for the meta-generator)", "student on real data"]
+    assert "teacher epochs 1" in out.read_text()
