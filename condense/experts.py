@@ -26,6 +26,7 @@ Scale-out: under ``torchrun`` (or any ``torch.distributed`` launcher setting ``R
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 import time
@@ -116,7 +117,11 @@ class DistContext:
 
 
 def distributed_context(device: torch.device | None = None) -> DistContext:
-    """Join the process group described by ``torchrun``'s environment (``RANK``/``WORLD_SIZE``), if any."""
+    """Join the process group described by ``torchrun``'s environment (``RANK``/``WORLD_SIZE``), if any.
+
+    A group created here is destroyed at interpreter exit: a gloo group left to the C++ static
+    destructors aborts the process now and then ("terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
         return DistContext(dist.get_rank(), dist.get_world_size())
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -126,7 +131,13 @@ def distributed_context(device: torch.device | None = None) -> DistContext:
         raise UserError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend)
+    atexit.register(_destroy_process_group)
     return DistContext(dist.get_rank(), dist.get_world_size())
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- training one expert
@@ -392,6 +403,4 @@ def cmd_experts(args: argparse.Namespace) -> int:
     accs = [safe_load(f, expected_format=FORMAT, what="expert trajectory")["test_acc"] for f in files]
     print(f"rank {ctx.rank}/{ctx.world_size}: {len(files)} experts in {args.out} ({args.recipe} recipe, {args.epochs} epochs), "
           f"final test acc {100 * sum(accs) / max(1, len(accs)):.2f}% mean, {time.perf_counter() - started:.1f}s", file=sys.stderr)  # fmt: skip
-    if ctx.active:
-        dist.destroy_process_group()
     return 0
