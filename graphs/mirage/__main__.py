@@ -23,7 +23,7 @@ from graphs.mirage.baselines import random_subset
 from graphs.mirage.distill import CODERS, DistilledSet, MirageConfig, mirage_distill
 from graphs.mirage.presets import SCALES, load_graph_dataset, mirage_preset, train_preset
 from graphs.mirage.train import SAMPLING, RestartSummary, train_restarts
-from graphs.models.graph import GRAPH_MODELS
+from graphs.models.graph import GRAPH_MODELS, JK_MODES
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=None, help="report test mean over the top-k restarts by validation")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--jk", choices=JK_MODES, default=None, help="jumping knowledge: last (default) or sum over layers")
     p.add_argument("--sampling", choices=SAMPLING, default=None, help="list (released code) or support (paper)")
     p.add_argument("--no-baseline", action="store_true", help="skip the random-subset baseline at equal bytes")
     p.add_argument("--out", default=None, help="save the distilled set here (atomic)")
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                 setattr(mcfg, key, getattr(args, key))
         mcfg.coder = args.coder
         tcfg = train_preset(args.scale, ds.name, model=args.model, layers=mcfg.hops or 1, epochs=args.epochs, restarts=args.restarts,
-                            top=args.top, lr=args.lr, weight_decay=args.weight_decay, sampling=args.sampling)
+                            top=args.top, lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout, jk=args.jk,
+                            sampling=args.sampling)
         progress = not args.no_progress
         print(ds.summary())
         train = ds.subset("train")

@@ -45,6 +45,7 @@ class TrainConfig:
     hidden: int = 128
     layers: int = 3
     dropout: float = 0.6
+    jk: str = "last"
     pooling: str = "sum"
     lr: float = 1e-3
     weight_decay: float = 1e-2
@@ -121,7 +122,7 @@ def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Batch], *, d
     torch.manual_seed(seed)
     gen = make_generator(seed)
     model = get_graph_model(config.model, dims[0], num_classes, hidden=config.hidden, layers=config.layers,
-                            pooling=config.pooling, edge_dim=dims[1], dropout=config.dropout).to(device)
+                            pooling=config.pooling, edge_dim=dims[1], dropout=config.dropout, jk=config.jk).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best_val, test_at_best = -math.inf, float("nan")
     for _ in range(config.epochs):

@@ -9,7 +9,10 @@ r"""Graph classifiers on PyG layers: GCN, GIN, GAT and GraphSAGE.
 with :math:`\bigoplus` sum or mean and :math:`R(G)` all nodes of :math:`G` (evaluation) or only
 the root nodes of Mirage's computation trees (``pool_mask``, training on a distilled set).
 :math:`\sigma` is ReLU between layers and the identity after the last one, followed by dropout
-(the layout of OGB's ``GNN_node`` that the Mirage code builds on, ``JK="last"``).
+(the layout of OGB's ``GNN_node`` that the Mirage code builds on).  Jumping knowledge as in
+``GNN_node``: ``jk="last"`` reads out :math:`\mathbf{h}^{(L)}`, ``jk="sum"`` the sum
+:math:`\sum_{\ell=0}^{L}\mathbf{h}^{(\ell)}` including the encoded input (the official Mirage NCI1
+notebook's setting).
 
 Categorical features (integer columns) are encoded AtomEncoder-style as a sum of one embedding
 per column; float features by a linear layer.  Edge features reach the messages in GIN
@@ -28,9 +31,10 @@ from torch_geometric.utils import scatter
 
 from condense.utils import UserError
 
-__all__ = ["FeatureEncoder", "GraphClassifier", "get_graph_model", "GRAPH_MODELS"]
+__all__ = ["FeatureEncoder", "GraphClassifier", "get_graph_model", "GRAPH_MODELS", "JK_MODES"]
 
 GRAPH_MODELS = ("gcn", "gin", "gat", "sage")
+JK_MODES = ("last", "sum")
 FeatureSpec = int | Sequence[int]
 
 
@@ -87,6 +91,7 @@ class GraphClassifier(nn.Module):
         pooling: str = "sum",
         edge_dim: FeatureSpec | None = None,
         dropout: float = 0.0,
+        jk: str = "last",
     ) -> None:
         if conv not in GRAPH_MODELS:
             raise UserError(f"unknown graph model {conv!r} (expected one of {', '.join(GRAPH_MODELS)})")
@@ -96,8 +101,10 @@ class GraphClassifier(nn.Module):
             raise UserError(f"need hidden >= 1, layers >= 1, num_classes >= 2 (got {hidden}, {layers}, {num_classes})")
         if not 0 <= dropout < 1:
             raise UserError(f"dropout must lie in [0, 1), got {dropout}")
+        if jk not in JK_MODES:
+            raise UserError(f"jk must be one of {', '.join(JK_MODES)}, got {jk!r}")
         super().__init__()
-        self.conv_name, self.pooling, self.dropout = conv, pooling, float(dropout)
+        self.conv_name, self.pooling, self.dropout, self.jk = conv, pooling, float(dropout), jk
         self.uses_edges = edge_dim is not None and conv in ("gin", "gat")
         self.encoder = FeatureEncoder(in_dim, hidden)
         self.edge_encoders = nn.ModuleList(FeatureEncoder(edge_dim, hidden) for _ in range(layers)) if self.uses_edges else None
@@ -106,6 +113,7 @@ class GraphClassifier(nn.Module):
 
     def node_embeddings(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None) -> Tensor:
         h = self.encoder(x)
+        readout = h if self.jk == "sum" else None
         for i, conv in enumerate(self.convs):
             if self.uses_edges:
                 if edge_attr is None:
@@ -116,7 +124,9 @@ class GraphClassifier(nn.Module):
             if i < len(self.convs) - 1:
                 h = torch.relu(h)
             h = nn.functional.dropout(h, self.dropout, self.training)
-        return h
+            if readout is not None:
+                readout = readout + h
+        return h if readout is None else readout
 
     def forward(self, data: Batch, pool_mask: Tensor | None = None) -> Tensor:
         """Logits per graph of ``data``; pool over ``pool_mask`` nodes only when given."""
@@ -134,7 +144,7 @@ def get_graph_model(name: str, in_dim: FeatureSpec, num_classes: int, **kwargs) 
 
     ``in_dim``/``edge_dim``: an ``int`` width for float features or a sequence of
     cardinalities for integer (categorical) columns; ``edge_dim=None`` ignores edge features.
-    Keyword arguments (``hidden``, ``layers``, ``pooling``, ``edge_dim``, ``dropout``) are
+    Keyword arguments (``hidden``, ``layers``, ``pooling``, ``edge_dim``, ``dropout``, ``jk``) are
     those of :class:`GraphClassifier`.
     """
     return GraphClassifier(name.lower(), in_dim, num_classes, **kwargs)

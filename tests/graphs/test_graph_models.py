@@ -73,6 +73,20 @@ def test_masked_pooling_equals_pooling_over_the_selected_nodes(batch):
     assert torch.allclose(model(batch, pool_mask=mask), model.head(pooled), atol=1e-6)
 
 
+def test_jk_sum_reads_out_the_sum_of_every_layer_including_the_input(batch):
+    torch.manual_seed(0)
+    model = get_graph_model("gin", CARDS, 2, hidden=8, layers=3, jk="sum").eval()
+    h, expected = model.encoder(batch.x), model.encoder(batch.x)
+    for i, conv in enumerate(model.convs):  # explicit loop over the layers
+        h = conv(h, batch.edge_index)
+        h = torch.relu(h) if i < 2 else h
+        expected = expected + h
+    torch.testing.assert_close(model.node_embeddings(batch.x, batch.edge_index), expected)
+    last = get_graph_model("gin", CARDS, 2, hidden=8, layers=3)
+    last.load_state_dict(model.state_dict())
+    torch.testing.assert_close(last.eval().node_embeddings(batch.x, batch.edge_index), h)
+
+
 def test_validation_errors():
     with pytest.raises(UserError, match="unknown graph model"):
         get_graph_model("gnn", CARDS, 2)
@@ -82,3 +96,5 @@ def test_validation_errors():
         get_graph_model("gin", (0, 3), 2)
     with pytest.raises(UserError):
         get_graph_model("gin", CARDS, 1)
+    with pytest.raises(UserError, match="jk must be one of last, sum"):
+        get_graph_model("gin", CARDS, 2, jk="max")

@@ -45,6 +45,7 @@ def test_mutag_with_explicit_hops_and_support(writable_shared, tmp_path, capsys)
     (["--hops", "2", "--support", "0.5,0.5,0.5"], "one support value"),
     (["--hops", "2", "--support", "1000", "--epochs", "1", "--restarts", "1"], "lower --support"),
     (["--dataset", "ENZYMES", "--root", "/nonexistent"], "ENZYMES"),
+    (["--dropout", "1.5", "--epochs", "1", "--restarts", "1"], "dropout must lie in [0, 1)"),
 ])
 def test_user_errors_are_one_line_exit_2(argv, needle, capsys):
     assert main(argv + ["--no-progress"]) == 2
