@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         tcfg = train_preset(args.scale, ds.name, model=args.model, layers=mcfg.hops or 1, epochs=args.epochs, restarts=args.restarts,
                             top=args.top, lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout, jk=args.jk,
                             sampling=args.sampling)
+        tcfg.validate()  # fail on training/model options before spending time on mining
+        tcfg.build_model((ds.in_dim, ds.edge_dim), ds.num_classes)
         progress = not args.no_progress
         print(ds.summary())
         train = ds.subset("train")

@@ -64,6 +64,11 @@ class TrainConfig:
         if self.sampling not in SAMPLING:
             raise UserError(f"sampling must be one of {SAMPLING}, got {self.sampling!r}")
 
+    def build_model(self, dims: tuple, num_classes: int) -> torch.nn.Module:
+        """A fresh model for ``dims = (in_dim, edge_dim)``; raises :class:`UserError` for bad model options."""
+        return get_graph_model(self.model, dims[0], num_classes, hidden=self.hidden, layers=self.layers,
+                               pooling=self.pooling, edge_dim=dims[1], dropout=self.dropout, jk=self.jk)
+
 
 @dataclass
 class RestartSummary:
@@ -121,8 +126,7 @@ def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Batch], *, d
                metric: str, config: TrainConfig, seed: int, device: torch.device, root_pooling: bool, bar) -> tuple[float, float, float]:
     torch.manual_seed(seed)
     gen = make_generator(seed)
-    model = get_graph_model(config.model, dims[0], num_classes, hidden=config.hidden, layers=config.layers,
-                            pooling=config.pooling, edge_dim=dims[1], dropout=config.dropout, jk=config.jk).to(device)
+    model = config.build_model(dims, num_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best_val, test_at_best = -math.inf, float("nan")
     for _ in range(config.epochs):

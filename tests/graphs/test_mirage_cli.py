@@ -39,6 +39,18 @@ def test_mutag_with_explicit_hops_and_support(writable_shared, tmp_path, capsys)
     assert "| mirage |" in capsys.readouterr().out
 
 
+def test_training_options_fail_before_mining(monkeypatch, capsys):
+    import graphs.mirage.__main__ as cli
+
+    def mining(*args, **kwargs):
+        raise AssertionError("mined before validating the training options")
+
+    monkeypatch.setattr(cli, "mirage_distill", mining)
+    for argv, needle in ((["--dropout", "1.5"], "dropout"), (["--epochs", "0"], "epochs must be >= 1")):
+        assert cli.main(argv + ["--no-progress"]) == 2
+        assert needle in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--dataset", "MUTAG"], "needs --root"),
     (["--dataset", "MUTAG", "--root", "/nonexistent"], "MUTAG_A.txt"),
