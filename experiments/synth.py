@@ -13,9 +13,9 @@ use it to choose hyper-parameters -- and ``--split test`` (default) scores the s
 split for the final table.
 
 Images are resized to 32x32 by default, the input LeNet-5 was designed for and the MNIST setting of
-the DAFL / DFAD papers: on smaller inputs LeNet-5's second conv leaves a 2x2 map and its third conv
-sees a single pixel (padded), and the generator-KD students were 6-8 points worse
-(experiments/results/synth.md).
+the DAFL / DFAD papers: below 32 px LeNet-5's third conv needs padding, and at 16x16 its second conv
+leaves a 2x2 map and the third sees a single pixel; there the DFAD / ZSKT students were 9-13 points
+worse than at 32x32 (experiments/results/synth.md).
 
 ``--scale cpu`` shrinks generators and iteration counts (see ``SCALES``) so the whole table takes
 minutes; ``--scale paper`` uses the published settings (MNIST 32x32: DAFL 24k iterations of batch
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="digits", help="digits (embedded) or fashion_mnist (needs --root)")
     p.add_argument("--root", default=None)
     p.add_argument("--resize", type=int, default=32,
-                   help="input side length (default 32: LeNet-5's input; below ~28 px its conv3 sees a 1x1 map)")
+                   help="input side length (default 32: LeNet-5's input; below it conv3 runs on padding)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default=None, help="write the markdown table here")
     p.add_argument("--progress", action="store_true")
