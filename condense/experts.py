@@ -137,6 +137,7 @@ def distributed_context(device: torch.device | None = None) -> DistContext:
 
 def _destroy_process_group() -> None:
     if dist.is_initialized():
+        dist.barrier()  # no rank tears its connections down while a peer still uses them
         dist.destroy_process_group()
 
 
