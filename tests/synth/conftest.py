@@ -1,4 +1,4 @@
-"""Shared fixtures: the embedded digits data and one small trained teacher (session scope, a few seconds)."""
+"""Shared fixtures: the embedded digits data and two small trained teachers (session scope, a few seconds)."""
 import pytest
 import torch
 
@@ -16,3 +16,10 @@ def teacher(digits):
     """LeNet-5 with BatchNorm on 8x8 digits (BN so that the meta-generator's BN loss applies)."""
     with torch.random.fork_rng(devices=[]):
         return train_teacher(digits, "lenet5", arch_kwargs={"norm": "batchnorm"}, epochs=10, lr=3e-3, batch_size=64, progress=False)
+
+
+@pytest.fixture(scope="session")
+def plain_teacher(digits):
+    """LeNet-5 without BatchNorm, the DAFL / DFAD / ZSKT papers' teacher."""
+    with torch.random.fork_rng(devices=[]):
+        return train_teacher(digits, "lenet5", arch_kwargs={"norm": "none"}, epochs=10, lr=3e-3, batch_size=64, progress=False)

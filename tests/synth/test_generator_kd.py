@@ -45,9 +45,10 @@ def _run(teacher, digits, preset):
     return cfg, accuracy(res.student, digits.test_x, digits.test_y, device="cpu")
 
 
-def test_dafl_beats_noise_student(teacher, digits):
-    cfg, acc = _run(teacher, digits, "dafl")
-    noise = train_on_noise(teacher, _student(), steps=cfg.iterations, batch_size=64, lr=cfg.lr_s)
+def test_dafl_beats_noise_student(plain_teacher, digits):
+    """DAFL's setting (teacher without BN); margins 0.10-0.29 over seeds 0-3 when this was written."""
+    cfg, acc = _run(plain_teacher, digits, "dafl")
+    noise = train_on_noise(plain_teacher, _student(), steps=cfg.iterations, batch_size=64, lr=cfg.lr_s)
     acc_noise = accuracy(noise, digits.test_x, digits.test_y, device="cpu")
     assert acc > acc_noise + 0.1, (acc, acc_noise)
 

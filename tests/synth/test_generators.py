@@ -25,6 +25,13 @@ def test_ranges():
     assert y.mean().abs() < 1e-4 and (y.std() - 1).abs() < 0.05
 
 
+def test_dafl_bn_eps_quirk_only_in_conv_blocks():
+    """DAFL's code passes eps=0.8 to the two conv blocks' BNs; its first and output BNs keep 1e-5."""
+    g = Generator(10, 1, 8, ngf=4, bn_eps=0.8)
+    eps = [m.eps for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert eps == [1e-5, 0.8, 0.8, 1e-5]
+
+
 def test_bad_inputs():
     with pytest.raises(UserError):
         Generator(10, 1, 10)  # not a multiple of 4
