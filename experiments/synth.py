@@ -49,10 +49,13 @@ from synth.teachers import Model, build_network, random_teacher, train_teacher
 # seed 3) with cosine annealing; DFAD an Adam student with cosine annealing (3 validation seeds).
 # Those were chosen on 16x16 digits; at LeNet-5's own 32x32 input (the default ``--resize``) DAFL's
 # validation accuracy is flat after ~600 iterations, so its iteration count was cut to 1500 there
-# (validation seeds 0 / 3: 0.936 / 0.900 at 1500 vs 0.936 / 0.884 at 6000).
+# (validation seeds 0 / 3: 0.936 / 0.900 at 1500 vs 0.936 / 0.884 at 6000). The teachers (and the
+# real-data student) use DAFL's published teacher recipe, Adam 1e-3, batch 256, 200 epochs: with the
+# earlier, harsher recipe (Adam 3e-3, batch 64, 60 epochs; equally accurate teachers) DAFL reached only
+# 0.944 / 0.976 / 0.768 / 0.804 on validation seeds 0-3, with the published one 0.972 / 0.972 / 0.964 / 0.836.
 SCALES: dict[str, dict[str, Any]] = {
     "cpu": {
-        "teacher": dict(epochs=60, lr=3e-3, batch_size=64),
+        "teacher": dict(epochs=200, lr=1e-3, batch_size=256),
         "noise_steps": 1000, "noise_lr": 5e-3,
         "dafl": dict(iterations=1500, batch_size=128, ngf=16, lr_g=0.2, lr_s=5e-3, schedule="cosine", entropy_log="ln"),
         "dfad": dict(iterations=1500, batch_size=64, ngf=8, student_optimizer="adam", lr_s=3e-3, weight_decay=0.0, schedule="cosine"),
@@ -70,6 +73,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "meta_grid": [(m, k, 5e-3) for k in (2, 5, 10) for m in ("fomaml", "exact")],
     },
 }  # fmt: skip
+#: the HARD toy's teacher recipe (fixed when the toy was run; independent of the benchmark's presets)
+HARD_TOY_TEACHER = dict(epochs=60, lr=3e-3, batch_size=64)
 #: teacher normalisation per family: the generator-KD papers' LeNet-5 has none; Fast-DFKD needs BN
 TEACHER_NORMS = {"kd": "none", "meta": "batchnorm"}
 #: row groups ``--only`` can select (the two teachers are always trained and reported)
@@ -141,7 +146,7 @@ def hard_toy(dataset: ImageDataset, seeds: list[int], shift: int, epochs: int) -
     moved = translate(dataset.test_x, shift, torch.Generator().manual_seed(123))
     res: dict[str, list[tuple[float, float]]] = {}
     for seed in seeds:
-        teacher = train_teacher(dataset, "lenet5", arch_kwargs={"norm": "batchnorm"}, seed=seed, progress=False, **SCALES["cpu"]["teacher"])
+        teacher = train_teacher(dataset, "lenet5", arch_kwargs={"norm": "batchnorm"}, seed=seed, progress=False, **HARD_TOY_TEACHER)
         nets = {"teacher LeNet-5 (CNN)": teacher.net}
         for name, augment in (("MLP student, KD on real inputs", False), ("MLP student, KD + HARD", True)):
             with torch.random.fork_rng(devices=[]):
