@@ -14,8 +14,9 @@ and differ only in the output ``head`` and BN details:
   ``(x - mean) / std`` so the output lives in the same space as the (standardised) real data.
 
 ``bn_eps=0.8`` reproduces a quirk of DAFL's official code (``BatchNorm2d(128, 0.8)`` passes 0.8 as
-``eps``) in the two conv blocks; the first BN (DAFL's ``conv_blocks0``) keeps PyTorch's 1e-5 there as
-well, and every BN uses 1e-5 by default (DFAD, ZSKT, Fast-DFKD).
+``eps``); like the official code it applies to the two conv blocks only, while the first BN (DAFL's
+``conv_blocks0``) and the output BN keep PyTorch's 1e-5. The default ``bn_eps`` is 1e-5 (DFAD, ZSKT,
+Fast-DFKD).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ class Generator(nn.Module):
         self.nz, self.channels, self.image_size, self.head = nz, channels, (h, w), head
         self.init = (h // 4, w // 4)
         self.fc = nn.Linear(nz, 2 * ngf * self.init[0] * self.init[1])
-        self.bn0 = nn.BatchNorm2d(2 * ngf)  # DAFL's conv_blocks0: default eps even there
+        self.bn0 = nn.BatchNorm2d(2 * ngf)  # default eps, as DAFL's conv_blocks0
         self.block1 = nn.Sequential(nn.Conv2d(2 * ngf, 2 * ngf, 3, padding=1), nn.BatchNorm2d(2 * ngf, eps=bn_eps), nn.LeakyReLU(0.2))
         self.block2 = nn.Sequential(nn.Conv2d(2 * ngf, ngf, 3, padding=1), nn.BatchNorm2d(ngf, eps=bn_eps), nn.LeakyReLU(0.2))
         self.to_image = nn.Conv2d(ngf, channels, 3, padding=1)

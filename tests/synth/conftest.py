@@ -11,15 +11,18 @@ def digits():
     return load_dataset("digits")
 
 
+def _small_teacher(digits, norm):
+    with torch.random.fork_rng(devices=[]):
+        return train_teacher(digits, "lenet5", arch_kwargs={"norm": norm}, epochs=10, lr=3e-3, batch_size=64, progress=False)
+
+
 @pytest.fixture(scope="session")
 def teacher(digits):
     """LeNet-5 with BatchNorm on 8x8 digits (BN so that the meta-generator's BN loss applies)."""
-    with torch.random.fork_rng(devices=[]):
-        return train_teacher(digits, "lenet5", arch_kwargs={"norm": "batchnorm"}, epochs=10, lr=3e-3, batch_size=64, progress=False)
+    return _small_teacher(digits, "batchnorm")
 
 
 @pytest.fixture(scope="session")
 def plain_teacher(digits):
     """LeNet-5 without BatchNorm, the DAFL / DFAD / ZSKT papers' teacher."""
-    with torch.random.fork_rng(devices=[]):
-        return train_teacher(digits, "lenet5", arch_kwargs={"norm": "none"}, epochs=10, lr=3e-3, batch_size=64, progress=False)
+    return _small_teacher(digits, "none")
