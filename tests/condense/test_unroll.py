@@ -156,7 +156,7 @@ def test_truncated_is_exact_through_last_k_steps(momentum):
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-@pytest.mark.parametrize("every", [None, 1, 2, N_STEPS])
+@pytest.mark.parametrize("every", [None, 1, 2, 3, N_STEPS])
 def test_constant_memory_equals_full(momentum, every):
     params, x, y, lr, target, idx = tiny_problem()
     outer = make_outer(target, params, {0: 0.1, 3: 0.5, N_STEPS: 1.0})
