@@ -12,6 +12,8 @@ torch tensors are small here).  Timings on a shared 2-core machine are noisy.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import shutil
 import sys

@@ -6,6 +6,8 @@ Without arguments it runs FF-G2M from a GCN teacher on the embedded CSBM graph. 
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import sys
 import time

@@ -27,9 +27,9 @@ def test_audit_flags_heavy_calls_off_the_device_and_counts_scalar_reads():
 
 
 @pytest.mark.slow
-def test_smoke_run_writes_the_report(tmp_path, capsys):
+def test_smoke_run_writes_the_report(tmp_path, capsys, device):
     out = tmp_path / "bench_device.md"
-    assert bench_device.main(["--device", "cpu", "--smoke", "--out", str(out)]) == 0
+    assert bench_device.main(["--device", str(device), "--smoke", "--out", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["ok"] and report["smoke"] and report["off_device"] == {}
     names = [r["method"] for r in report["methods"]]
