@@ -90,3 +90,32 @@ def test_train_config_validation(setup):
     with pytest.raises(UserError):
         train_restarts([], ds.subset("valid"), ds.subset("test"), dims=(ds.in_dim, None), num_classes=2,
                        metric="rocauc", config=TrainConfig(), progress=False)
+
+
+def test_selection_never_returns_the_untrained_network():
+    """Evaluation labels are flipped, so training only hurts validation: the old 'evaluate before
+    every epoch' loop would select epoch 0; selection must still pick an epoch >= 1."""
+    from tests.graphs._generated import size_dataset
+
+    ds = size_dataset(120, seed=0, flip_eval=True)
+    config = TrainConfig(model="gin", hidden=16, layers=2, epochs=6, restarts=2, top=1, dropout=0.0, lr=0.01)
+    s = train_restarts(ds.subset("train"), ds.subset("valid"), ds.subset("test"), dims=(ds.in_dim, None), num_classes=2,
+                       metric=ds.metric, config=config, seed=6, progress=False)  # seeds 6, 7: untrained val AUC 1.0
+    for r, curve in enumerate(s.curves):
+        assert curve["val"][0] > max(curve["val"][1:])  # the untrained network is the best on validation
+        assert 1 <= s.best_epoch[r] <= config.epochs
+        assert s.best_val[r] == max(curve["val"][1:])
+        assert s.test_at_best_val[r] == curve["test"][s.best_epoch[r]]
+        assert s.untrained_test[r] == curve["test"][0] and s.final_test[r] == curve["test"][-1]
+        assert len(curve["val"]) == config.epochs + 1
+
+
+def test_spearman_matches_scipy_with_ties():
+    from scipy.stats import spearmanr
+
+    from graphs.mirage.train import spearman
+
+    a = torch.tensor([1.0, 2.0, 2.0, 5.0, 3.0, 3.0, 0.5])
+    b = torch.tensor([7.0, 1.0, 4.0, 4.0, 2.0, 9.0, 9.0])
+    assert spearman(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy()).statistic)
+    assert math.isnan(spearman(torch.ones(4), torch.arange(4.0)))
