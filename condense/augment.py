@@ -21,7 +21,9 @@ Defaults that differ between the official code bases (each a documented default 
 * ``align_corners`` of the scale/rotate ``affine_grid``/``grid_sample``: ``False`` in
   VICO-UoE/DatasetCondensation ``utils.py`` (DC/DSA/DM; the call passes no argument, torch's default
   is ``False``) and DataDAM ``utils.py``; ``True`` in MTT's and AST's ``utils.py``. :class:`DSA`
-  defaults to ``False``; the MTT/AST configs and expert recipes set ``True``.
+  defaults to ``False``; the MTT/AST configs and expert recipes set ``True``. Both conventions map pixel ``i`` to
+  ``s (i - c) + c`` for the centred scale/rotation of a *square* image, so on the square datasets here
+  the choice changes nothing numerically (tested); it matters for a rotation of non-square images.
 """
 from __future__ import annotations
 
