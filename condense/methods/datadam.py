@@ -45,11 +45,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..augment import DSA
+from ..augment import make_dsa
 from ..checkpoint import Checkpointer
 from ..data import ImageDataset
 from ..nets import ConvNet
-from ..synset import SyntheticSet
+from ..synset import SyntheticSet, dsa_record
 from ..utils import UserError
 from .base import build_network, make_synset, register_method, run_loop, start_pixels, validate_config
 from .dm import DMConfig
@@ -179,7 +179,7 @@ def distill_datadam(
     images, labels, gen, sampler = start_pixels(
         dataset, ipc, config.init, seed, device, config.model, config.width, norm=config.norm
     )
-    dsa = DSA(config.dsa_strategy)
+    dsa = make_dsa(config.dsa_strategy, dataset.name, align_corners=config.dsa_align_corners)
     optimiser = torch.optim.SGD([images], lr=_lr(config, ipc), momentum=config.momentum_img)
     real_x, k = dataset.train_x, dataset.num_classes
 
@@ -211,7 +211,7 @@ def distill_datadam(
         step, config.iterations, tensors={"images": images}, optimisers={"images": optimiser},
         generators={"gen": gen}, checkpoint=checkpoint, progress=progress, desc="DataDAM",
     )  # fmt: skip
-    extra = {"train_dsa": True, "lr_img": _lr(config, ipc)}
+    extra = {**dsa_record(dsa, "datadam"), "lr_img": _lr(config, ipc)}
     return make_synset("datadam", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=extra)
 
 

@@ -112,7 +112,7 @@ def test_datadam_beats_random_real_on_digits_ipc1(digits):
 
     Official p = 1: with the paper's p = 4 a run this short is still far from converged on digits
     (see experiments/results/matching.md)."""
-    eval_kw = dict(models=("convnet",), num_evals=2, epochs=100, dsa=False, progress=False, model_kwargs={"convnet": {"width": 16}})
+    eval_kw = dict(models=("convnet",), num_evals=2, epochs=100, dsa=False, progress=False, protocol="dc", model_kwargs={"convnet": {"width": 16}})
     cfg = DataDAMConfig(iterations=80, batch_real=32, width=16, init="noise", power=1.0)
     dam = distill_datadam(digits, 1, cfg, device=CPU, seed=0, progress=False)
     rnd = get_method("random").distill(digits, 1, CoresetConfig(), device=CPU, seed=0)
