@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
+from experiments import figures
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
 from graphs.mirage.baselines import herding_subset, random_subset
 from graphs.mirage.distill import MirageConfig, mirage_distill
@@ -164,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split-seeds", type=int, nargs="+", default=None,
                    help="run every dataset on these split seeds (overrides --seed) and aggregate over them")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", type=Path, default=None, help="write all records here")
+    p.add_argument("--json", type=Path, default=None, help="write all records here, and the figure next to it")
+    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no mining, no training)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.figure_only:
+        return figures.redraw("mirage", args.json)
     progress = not args.no_progress
     try:
         with tempfile.TemporaryDirectory(prefix="mirage-exp-") as tmp:
@@ -205,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"argv": sys.argv if argv is None else argv, "versions": package_versions(),
                    "train_config": asdict(replace(SCALES[args.scale])), "records": records}
         atomic_write_text(json.dumps(payload, indent=1, default=str), args.json)
-    return 0
+    if args.sweep:  # validation sweep: no figure
+        return 0
+    return figures.finish("mirage", args.json)
 
 
 if __name__ == "__main__":

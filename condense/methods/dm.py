@@ -84,11 +84,12 @@ def distill_dm(
             total = loss.item()
         return total
 
-    run_loop(
+    history = run_loop(
         step, config.iterations, tensors={"images": images}, optimisers={"images": optimiser},
         generators={"gen": gen}, checkpoint=checkpoint, progress=progress, desc="DM",
     )  # fmt: skip
-    return make_synset("dm", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra={"train_dsa": True})
+    return make_synset("dm", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra={"train_dsa": True},
+                       history=history)
 
 
 register_method("dm", DMConfig, distill_dm, "distribution matching (Zhao & Bilen 2023)")

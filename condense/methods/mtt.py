@@ -259,8 +259,8 @@ def distill_mtt(
         )  # fmt: skip
     return make_synset(
         "ast" if isinstance(config, ASTConfig) else "mtt", images, labels, dataset, ipc=ipc, seed=seed, config=config,
-        started=started, lr=float(syn_lr.detach()), extra={"train_dsa": True, "model": config.model, "model_kwargs": model_kwargs,
-                                                  "loss_history": history[-100:]},
+        started=started, lr=float(syn_lr.detach()), extra={"train_dsa": True, "model": config.model, "model_kwargs": model_kwargs},
+        history=history,
     )  # fmt: skip
 
 
