@@ -322,7 +322,7 @@ def synth(payload: Payload, stem: Path) -> list[Path]:
 def _cost_panels(rows: list[dict], x: str, series: Callable[[dict], str], xlabel: str, title: str, stem: Path) -> list[Path]:
     fig, axes = new_figure(2, cols=2)
     names = list(dict.fromkeys(series(r) for r in rows))
-    for ax, key, ylabel in zip(axes, ("seconds", "peak_mb"), ("seconds per iteration (log scale)", "peak tensor memory (MB, log scale)")):
+    for ax, key, ylabel in zip(axes, ("seconds", "peak_mb"), ("seconds per iteration (log scale)", "peak memory during the iteration (MB, log scale)")):
         for i, name in enumerate(names):
             pts = sorted((r[x], r[key]) for r in rows if series(r) == name)
             ax.plot([p[0] for p in pts], [max(p[1], 1e-4) for p in pts], marker="osD^v"[i % 5], linestyle=("-", "--", ":")[i % 3],

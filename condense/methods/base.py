@@ -208,4 +208,5 @@ def make_synset(
     if history is not None:
         meta["loss_history"] = [float(v) for v in history]
     meta.update(extra or {})
-    return SyntheticSet(images=images.detach().cpu(), labels=labels.cpu(), lr=lr, meta=meta)
+    zca = dataset.zca.state_dict() if dataset.zca is not None else None  # lets `show` undo the whitening
+    return SyntheticSet(images=images.detach().cpu(), labels=labels.cpu(), lr=lr, meta=meta, zca=zca)
