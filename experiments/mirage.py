@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                    "train_config": asdict(replace(SCALES[args.scale])), "records": records}
         atomic_write_text(json.dumps(payload, indent=1, default=str), args.json)
     if args.sweep:  # validation sweep: no figure
+        print("sweep table printed above" + (f"; wrote results JSON: {args.json}" if args.json else ""), file=sys.stderr)
         return 0
     return figures.finish("mirage", args.json)
 
