@@ -89,10 +89,7 @@ def matching(payload: Payload, stem: Path) -> list[Path]:
                 continue
             style = {"linestyle": "--", "color": "0.3", "marker": "s"} if method == "random" else {"color": f"C{i}"}
             errorbar_series(ax, [p[0] for p in pts], [p[1][0] for p in pts], [p[1][1] for p in pts], MATCHING_LABELS.get(method, method), **style)
-        if curve:
-            full = payload.get("full_data", {}).get(dataset, {}).get("convnet")
-            if full:
-                reference_line(ax, full[0], "full training set", std=full[1], color="k", linestyle=":")
+        if curve:  # no full-data line: experiments.matching does not train on the full set
             ax.set_xscale("log")
             ax.set_xticks(ipcs, [str(i) for i in ipcs])
             ax.set_xlabel("images per class (IPC, log scale)")

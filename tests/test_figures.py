@@ -176,6 +176,17 @@ def test_committed_jsons_match_the_committed_tables():
             assert f"| {r['nodes']:,d} | {r['edges']:,d} | {regime} | {r[regime]['mlp']:,.0f} | {cells} |" in doc("bench_inference.md"), r
 
 
+def test_committed_g2m_run_matches_its_doc():
+    """The g2m figure's run: accuracies as in g2m.md's seed-0 rows, latencies as in its latency table."""
+    g = figures.load_json(RESULTS / "g2m.json")
+    text = (RESULTS / "g2m.md").read_text()
+    for dataset, by_teacher in g["results"].items():
+        cols = by_teacher["gcn"]["tran"]
+        accs = " / ".join(f"{100 * cols[c][0]['tran']:.2f}" for c in ("teacher", "mlp", "glnn", "lfd", "hfd", "ff-g2m"))
+        assert accs in text.replace("\n", " "), (dataset, accs)
+        assert f"| {round(1000 * cols['teacher'][0]['latency_s'])} |" in text, dataset
+
+
 # ------------------------------------------------------------------------------------- show --curve and the metadata table
 def test_show_prints_metadata_and_plots_the_loss_history(tmp_path, capsys):
     out = tmp_path / "dm.pt"
