@@ -39,13 +39,14 @@ import torch
 
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
-from graphs.mirage.baselines import herding_subset, random_subset
+from graphs.mirage.baselines import class_counts, herding_subset, random_subset
 from graphs.mirage.distill import MirageConfig, mirage_distill
 from graphs.mirage.cv import cross_validate
-from graphs.mirage.presets import SCALES, load_graph_dataset, mirage_preset, recipe, train_preset
+from graphs.mirage.presets import SCALES, SPLITS, load_graph_dataset, mirage_preset, recipe, train_preset
+from graphs.mirage.sanity import roots_per_class, size_only
 from graphs.mirage.train import RestartSummary, TrainConfig, train_restarts
 
-__all__ = ["run_dataset", "aggregate_splits", "sweep", "main"]
+__all__ = ["run_dataset", "run_cv", "method_config", "split_counts", "aggregate_splits", "sweep", "main"]
 
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ogbg-molbace")
 MODELS = ("gcn", "gin", "gat")
@@ -78,22 +79,40 @@ def _training_sets(ds: GraphDataset, mcfg: MirageConfig, methods, seed: int, pro
         sets["random"] = [train[i] for i in random_subset(train, budget, seed=seed)]
     if "herding" in methods:
         sets["herding"] = [train[i] for i in herding_subset(train, budget)]
-    return {m: sets[m] for m in methods}, distilled.meta
+    meta = dict(distilled.meta, roots_per_class=roots_per_class(distilled.graphs, ds.num_classes))
+    return {m: sets[m] for m in methods}, meta
 
 
-def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, seed: int, device: str, progress: bool) -> dict:
+def method_config(method: str, scale: str, name: str, model: str, hops: int) -> TrainConfig:
+    """Mirage trains with its official settings at depth L (the trees are L deep); full data,
+    random and herding use the dataset family's full-data recipe (its own depth, not L), with
+    the Mirage preset's restarts/top so every row averages the same number of runs."""
+    mirage = train_preset(scale, name, model=model, layers=max(hops, 1))
+    if method == "mirage":
+        return mirage
+    return recipe(scale, name, model=model, restarts=mirage.restarts, top=mirage.top)
+
+
+def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, seed: int, device: str, progress: bool,
+                split: str = "random") -> dict:
     """All methods x models on one dataset; returns a JSON-able record."""
     seed_everything(seed)
-    ds = load_graph_dataset(name, root, seed=seed)
+    ds = load_graph_dataset(name, root, seed=seed, split=split)
+    print(f"<!-- {ds.summary()}; {split_counts(ds)} -->", flush=True)
     mcfg = mirage_preset(name)
     sets, meta = _training_sets(ds, mcfg, methods, seed, progress)
-    train_bytes = graphs_nbytes(ds.subset("train"))
-    record = {"dataset": name, "summary": ds.summary(), "metric": ds.metric, "scale": scale, "seed": seed,
-              "mirage_meta": meta, "train_bytes": train_bytes, "results": []}
+    train, test = ds.subset("train"), ds.subset("test")
+    train_bytes = graphs_nbytes(train)
+    record = {"dataset": name, "summary": ds.summary(), "split": split, "split_counts": split_counts(ds), "metric": ds.metric,
+              "scale": scale, "seed": seed, "mirage_meta": meta, "train_bytes": train_bytes,
+              "size_only": size_only(train, test, ds.num_classes), "results": []}
+    so = record["size_only"]
+    print(f"<!-- {name}: size-only test {ds.metric} {so.get(ds.metric, so['accuracy']):.3f} (accuracy {so['accuracy']:.3f}); "
+          f"Mirage tree roots per class {meta['roots_per_class']} -->", flush=True)
     for model in models:
-        tcfg = train_preset(scale, name, model=model, layers=max(mcfg.hops, 1))
         for method, graphs in sets.items():
-            s = train_restarts(graphs, ds.subset("valid"), ds.subset("test"), dims=(ds.in_dim, ds.edge_dim),
+            tcfg = method_config(method, scale, name, model, mcfg.hops)
+            s = train_restarts(graphs, ds.subset("valid"), test, dims=(ds.in_dim, ds.edge_dim),
                                num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed,
                                device=device, progress=progress, desc=f"{name} {model} {method}")
             record["results"].append(_row(model, method, graphs, train_bytes, s, tcfg))
@@ -101,18 +120,26 @@ def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, se
     return record
 
 
+def split_counts(ds: GraphDataset) -> dict[str, list[int]]:
+    """Graphs per class in each split part."""
+    return {part: torch.bincount(ds.labels(part), minlength=ds.num_classes).tolist() for part in ("train", "valid", "test")}
+
+
 def _row(model: str, method: str, graphs, train_bytes: int, s: RestartSummary, tcfg: TrainConfig) -> dict:
     nbytes = graphs_nbytes(graphs)
     return {"model": model, "method": method, "graphs": len(graphs), "bytes": nbytes, "fraction": nbytes / train_bytes,
-            "top": s.top_mean_std, "all": s.all_mean_std, "final": s.final_mean_std, "k": s.top,
-            "restarts": tcfg.restarts, "train_time_s": s.train_time_s, "per_restart": {
-                "best_val": s.best_val, "test_at_best_val": s.test_at_best_val, "final_test": s.final_test}}
+            "per_class": class_counts(graphs), "top": s.top_mean_std, "all": s.all_mean_std, "final": s.final_mean_std,
+            "untrained": s.untrained_mean_std, "spearman_size": s.spearman_mean_std, "k": s.top,
+            "restarts": tcfg.restarts, "config": asdict(tcfg), "train_time_s": s.train_time_s, "per_restart": {
+                "best_val": s.best_val, "test_at_best_val": s.test_at_best_val, "final_test": s.final_test,
+                "best_epoch": s.best_epoch, "untrained_test": s.untrained_test, "spearman_size": s.spearman_size}}
 
 
 def _md_row(name: str, r: dict) -> str:
     f = lambda ms: f"{ms[0]:.3f} ± {ms[1]:.3f}"  # noqa: E731
-    return (f"| {name} | {r['model']} | {r['method']} | {r['graphs']} | {r['bytes']} | {100 * r['fraction']:.2f}% | "
-            f"{f(r['top'])} | {f(r['all'])} | {f(r['final'])} | {r['train_time_s']:.1f} |")
+    per_class = "/".join(str(v) for v in r["per_class"].values())
+    return (f"| {name} | {r['model']} | {r['method']} | {r['graphs']} ({per_class}) | {r['bytes']} | {100 * r['fraction']:.2f}% | "
+            f"{f(r['top'])} | {f(r['all'])} | {f(r['final'])} | {f(r['untrained'])} | {r['spearman_size'][0]:+.2f} | {r['train_time_s']:.1f} |")
 
 
 def run_cv(name: str, root: Path | None, *, scale: str, models, seed: int, device: str, progress: bool,
@@ -192,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seeds", type=int, nargs="+", default=None,
                    help="run every dataset on these split seeds (overrides --seed) and aggregate over them")
+    p.add_argument("--split", choices=SPLITS, default="random",
+                   help="TU datasets: random (seeded 80/10/10) or official (Mirage's PyG shuffle after manual_seed(0))")
     p.add_argument("--cv", action="store_true", help="full-data 10-fold CV with the dataset's recipe (TU datasets)")
     p.add_argument("--cv-state", type=Path, default=None, help="directory for resumable per-fold CV state")
     p.add_argument("--device", default="cpu")
@@ -214,14 +243,15 @@ def main(argv: list[str] | None = None) -> int:
                                 seed=args.seed, device=args.device, progress=progress,
                                 hops=args.sweep_hops, supports=args.sweep_supports)
             else:
-                print("| dataset | model | method | graphs | bytes | % train bytes | test@best-val top-k | all restarts | final epoch | train s |")
-                print("|---|---|---|---|---|---|---|---|---|---|")
+                print("| dataset | model | method | graphs (per class) | bytes | % train bytes | test@best-val top-k | all restarts | final epoch "
+                      "| untrained | Spearman(score, |V|) | train s |")
+                print("|---|---|---|---|---|---|---|---|---|---|---|---|")
                 records = []
                 for name in args.datasets:
                     for seed in args.split_seeds or [args.seed]:
                         t0 = time.perf_counter()
                         rec = run_dataset(name, _writable_root(name, args.shared, Path(tmp)), scale=args.scale, models=args.models,
-                                          methods=args.methods, seed=seed, device=args.device, progress=progress)
+                                          methods=args.methods, seed=seed, device=args.device, progress=progress, split=args.split)
                         rec["wall_time_s"] = time.perf_counter() - t0
                         m = rec["mirage_meta"]
                         print(f"<!-- {name} seed {seed}: distillation {m['time_total_s']:.2f}s (decompose {m['time_decompose_s']:.2f}s, "
