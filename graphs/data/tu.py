@@ -3,7 +3,8 @@
 Reads ``root/NAME/raw/NAME_*.txt`` through PyG's :class:`~torch_geometric.datasets.TUDataset`
 (which writes ``root/NAME/processed/``), after checking the raw files exist so PyG never tries
 to download.  Node and edge labels are turned back from PyG's one-hot blocks into one
-categorical id per distinct label tuple; continuous node attributes are kept as floats only
+categorical id per distinct label tuple (datasets without node labels get node degrees as labels,
+as is standard for IMDB-style sets, and say so in their summary line); continuous node attributes are kept as floats only
 when asked for (``use_node_attr=True``).  Split: seeded random 80/10/10 (``split="random"``), or
 the official Mirage code's (``split="official"``): PyG ``dataset.shuffle()`` after
 ``torch.manual_seed(0)``, then test = the first ``n // 10`` graphs, validation = the next
@@ -69,9 +70,12 @@ def load_tu(
     num_graphs = len(ds)
 
     node_cards: tuple[int, ...] | None
-    if store.x is None:  # unlabelled graphs (e.g. IMDB-BINARY): one constant category
-        node_ids, node_cards = torch.zeros(store.num_nodes, 1, dtype=torch.long), (1,)
+    node_labels = "labels"
+    if store.x is None:  # unlabelled graphs (e.g. IMDB-BINARY): node degrees as labels, the usual choice
         node_ptr = _node_ptr(ds)
+        deg = torch.cat([torch.bincount(ds[i].edge_index[0], minlength=ds[i].num_nodes) for i in range(num_graphs)])
+        coded = categorical_columns(deg.view(-1, 1))
+        node_ids, node_cards, node_labels = coded[0], (coded[1],), "degree"
     else:
         node_ptr = slices["x"]
         coded = None if use_node_attr and ds.num_node_attributes > 0 else categorical_columns(store.x)
@@ -99,7 +103,7 @@ def load_tu(
         split=random_split(num_graphs, seed) if split == "random" else official_split(num_graphs),
         node_cardinalities=node_cards,
         edge_cardinalities=edge_cards,
-        info={"root": str(root), "split": f"random 80/10/10 seed {seed}" if split == "random" else "official (PyG shuffle, seed 0)"},
+        info={"node_labels": node_labels, "root": str(root), "split": f"random 80/10/10 seed {seed}" if split == "random" else "official (PyG shuffle, seed 0)"},
     )
 
 

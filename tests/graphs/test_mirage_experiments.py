@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from condense.utils import UserError
 from experiments.bench_mirage import measure
@@ -110,3 +111,41 @@ def test_experiment_rows_show_size_only_spearman_and_class_counts(monkeypatch, t
     rand = next(r for r in rec["results"] if r["method"] == "random")
     assert set(rand["per_class"]) == {"0", "1"} and rand["bytes"] <= rec["results"][-1]["bytes"]
     assert all(e >= 1 for r in rec["results"] for e in r["per_restart"]["best_epoch"])
+
+
+def test_unlabelled_tu_dataset_gets_degree_labels(tmp_path: Path):
+    from graphs.data.tu import load_tu
+    from tests.graphs._generated import size_dataset, write_tu
+
+    graphs = size_dataset(40, seed=0).graphs
+    for g in graphs:
+        g.x = None
+    ds = load_tu("NOLAB", write_tu(tmp_path, "NOLAB", graphs))
+    assert "node degrees" in ds.summary()
+    g = ds.graphs[0]
+    deg = torch.bincount(g.edge_index[0], minlength=g.num_nodes)
+    assert torch.equal(torch.unique(deg, return_inverse=True)[1].unique(), g.x.view(-1).unique()) or ds.node_cardinalities[0] > 1
+
+
+@pytest.mark.slow
+def test_any_tu_layout_dataset_runs_without_a_preset(monkeypatch, tmp_path: Path, capsys):
+    import json
+
+    import experiments.mirage as exp
+    from graphs.mirage import presets
+    from tests.graphs._generated import size_dataset, write_tu
+
+    root = write_tu(tmp_path / "data", "PLANTED", size_dataset(100, seed=2).graphs)
+    monkeypatch.setitem(presets.SCALES, "cpu", presets.TrainConfig(hidden=8, epochs=2, restarts=1, top=1))
+    monkeypatch.setitem(presets.RECIPES["tu-bio"], "cpu", presets.replace(presets.RECIPES["tu-bio"]["cpu"], hidden=8, epochs=2,
+                                                                          iters_per_epoch=2))
+    monkeypatch.setattr(exp, "SWEEP_HOPS", (1,))
+    monkeypatch.setattr(exp, "SWEEP_SUPPORTS", (0.1, 0.3))
+    out_json = tmp_path / "r.json"
+    assert exp.main(["--datasets", "PLANTED", "--root", str(root), "--models", "gin", "--methods", "random", "mirage",
+                     "--max-itemsets", "5000", "--no-progress", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "PLANTED: no Mirage preset" in out and "chose hops 1, support" in out
+    rec = json.loads(out_json.read_text())["records"][0]
+    assert rec["mirage_config"]["max_itemsets"] == 5000 and rec["mirage_config"]["hops"] == 1
+    assert {r["method"] for r in rec["results"]} == {"random", "mirage"}
