@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coder", choices=CODERS, default="wl", help="tree coding: wl (fast) or trees (explicit reference)")
     p.add_argument("--label-columns", type=_ints, default=None, help="feature columns that label tree nodes (default all)")
     p.add_argument("--bins", type=int, default=None, help="bin continuous features into this many bins")
+    p.add_argument("--max-itemsets", type=int, default=None, help="per-class cap on mined itemsets (guard at low support)")
     p.add_argument("--model", choices=GRAPH_MODELS, default="gin")
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="training preset (cpu: minutes; paper: published)")
     p.add_argument("--epochs", type=int, default=None)
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         ds = load_graph_dataset(args.dataset, args.root, seed=args.seed)
         explicit = args.hops is not None and args.support is not None
         mcfg = MirageConfig(hops=args.hops, support=args.support) if explicit else mirage_preset(ds.name)
-        for key in ("hops", "support", "filter_shared", "label_columns", "bins"):
+        for key in ("hops", "support", "filter_shared", "label_columns", "bins", "max_itemsets"):
             if getattr(args, key) is not None:
                 setattr(mcfg, key, getattr(args, key))
         mcfg.coder = args.coder
