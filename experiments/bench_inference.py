@@ -18,6 +18,8 @@ models have the same depth and width. Timings on a shared CPU are noisy.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import json
 import statistics

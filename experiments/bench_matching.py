@@ -13,6 +13,8 @@ batch per class (``--batch-real``) so that their costs are comparable.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import dataclasses
 import json

@@ -16,6 +16,8 @@ graphs (ogbg-molhiv has ~41k) instead of the distillation phases.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import shutil
 import sys

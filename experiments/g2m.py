@@ -12,6 +12,8 @@ bag-of-words inputs, i.e. minutes per model on a shared 2-core CPU. Narrow the g
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import json
 import os

@@ -19,6 +19,8 @@ batch 64; DC/DSA 1000 it. batch 256; 1000 DSA training epochs; 10 evaluation net
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import dataclasses
 import json

@@ -25,6 +25,8 @@ Results (JSON) go to ``--json``; the markdown table is printed.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import json
 import os

@@ -24,6 +24,8 @@ beyond a laptop CPU.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import json
 import statistics

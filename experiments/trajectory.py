@@ -17,6 +17,8 @@ Nothing here looks at the test split except the final evaluation.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import dataclasses
 import json

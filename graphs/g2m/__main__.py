@@ -8,6 +8,8 @@ measured inference speed-up of the MLP over the teacher. Example::
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import sys
 import time

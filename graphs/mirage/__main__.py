@@ -12,6 +12,8 @@ Without ``--hops``/``--support`` the dataset's published (or documented) preset 
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import sys
 import warnings
