@@ -28,6 +28,7 @@ from __future__ import annotations
 import condense.threads  # noqa: F401  (thread policy before torch)
 
 import argparse
+import json
 import multiprocessing
 import resource
 import sys
@@ -42,6 +43,7 @@ from torch.profiler import ProfilerActivity, profile
 from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
 from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
+from experiments import figures
 
 __all__ = ["SCALES", "peak_memory_bytes", "run", "main"]
 
@@ -255,7 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the markdown table here")
+    parser.add_argument("--json", default=None, help="write the rows here, and the seconds/memory figure next to it")
+    parser.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no timing)")
     args = parser.parse_args(argv)
+    if args.figure_only:
+        return figures.redraw("bench_unroll", args.json)
     try:
         if args.repeats < 1 or args.threads < 1 or any(n < 1 for n in args.steps or ()):
             raise UserError("--repeats, --threads and --steps must be >= 1")
@@ -272,11 +278,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = table + f"\n\nwall time {time.perf_counter() - t0:.0f} s, seed {args.seed}, threads {args.threads}\n"
+    wall = time.perf_counter() - t0
+    text = table + f"\n\nwall time {wall:.0f} s, seed {args.seed}, threads {args.threads}\n"
     print(text)
     if args.out:
         atomic_write_text(text, args.out)
-    return 0
+    if args.json:
+        payload = {"scale": "official" if args.official_shape else args.scale, "seed": args.seed, "threads": args.threads, "repeats": args.repeats, "wall_seconds": wall, "rows": rows}
+        atomic_write_text(json.dumps(payload, indent=1), args.json)
+    return figures.finish("bench_unroll", args.json, args.out)
 
 
 if __name__ == "__main__":

@@ -85,11 +85,12 @@ def distill_dm(
             total = loss.detach()
         return total.item()
 
-    run_loop(
+    history = run_loop(
         step, config.iterations, tensors={"images": images}, optimisers={"images": optimiser},
         generators={"gen": gen}, checkpoint=checkpoint, progress=progress, desc="DM",
     )  # fmt: skip
-    return make_synset("dm", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=dsa_record(dsa, "dc"))
+    return make_synset("dm", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=dsa_record(dsa, "dc"),
+                       history=history)
 
 
 register_method("dm", DMConfig, distill_dm, "distribution matching (Zhao & Bilen 2023)")
