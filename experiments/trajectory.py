@@ -139,7 +139,7 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
                 res = evaluate_synset(synset, dataset, protocol="dc", **ev)["convnet"]
                 ast = evaluate_synset(synset, dataset, protocol="ast", **ev)["convnet"]
                 rows.append(_row(label, len(synset), res, ast, time.perf_counter() - t0, synset.lr))
-                log(f"{name} ipc {ipc} {label}: {rows[-1][2]} (lr {rows[-1][4]}, {rows[-1][5]} s)")
+                log(f"{name} ipc {ipc} {label}: dc {rows[-1][2]}, ast {rows[-1][4]} (lr {rows[-1][6]}, {rows[-1][7]} s)")
             sections.append((f"{name}, IPC {ipc}", rows))
     return sections
 
