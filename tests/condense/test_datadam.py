@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from condense.augment import DSA
 from condense.data import ClassSampler, load_dataset
@@ -118,3 +119,18 @@ def test_datadam_beats_random_real_on_digits_ipc1(digits):
     acc_dam = evaluate_synset(dam, digits, **eval_kw)["convnet"].mean
     acc_rnd = evaluate_synset(rnd, digits, **eval_kw)["convnet"].mean
     assert acc_dam > acc_rnd + 0.05, (acc_dam, acc_rnd)
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0, 3.0, 4.0, 2.5])
+def test_attention_equals_the_plain_formula_value_and_gradient(power):
+    """The hand-written backward (integer p >= 2) and the abs-free even powers change nothing:
+    value bit-identical to ``|A|.pow(p).sum(1)`` normalised (float64), gradient to 1e-12."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 12, dtype=torch.float64)
+    ref = F.normalize(x.abs().pow(power).sum(1).flatten(1), p=2.0, dim=1)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    got = spatial_attention(x, power)
+    (g_got,) = torch.autograd.grad((got * w).sum(), x)
+    torch.testing.assert_close(got, ref, rtol=1e-14, atol=0)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-12, atol=1e-14)
