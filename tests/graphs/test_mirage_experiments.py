@@ -149,3 +149,21 @@ def test_any_tu_layout_dataset_runs_without_a_preset(monkeypatch, tmp_path: Path
     rec = json.loads(out_json.read_text())["records"][0]
     assert rec["mirage_config"]["max_itemsets"] == 5000 and rec["mirage_config"]["hops"] == 1
     assert {r["method"] for r in rec["results"]} == {"random", "mirage"}
+
+
+def test_threshold_sweep_keeps_the_best_validation_candidate(monkeypatch, capsys):
+    import experiments.mirage as exp
+    from graphs.mirage import presets
+    from tests.graphs._generated import size_dataset
+
+    ds = size_dataset(80, seed=0)
+    monkeypatch.setitem(presets.PRESETS, "sizes", MirageConfig(hops=1, support=(0.3,), filter_shared=True))
+    monkeypatch.setitem(exp.THRESHOLD_SWEEPS, "sizes", ((0.3, 0.3), (0.1, 0.2)))
+    monkeypatch.setitem(presets.SCALES, "cpu", presets.TrainConfig(hidden=8, epochs=2, restarts=1, top=1))
+    cfg = exp.choose_mirage_config(ds, scale="cpu", seed=0, device="cpu", progress=False, threshold_sweep=True)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sizes |")]
+    vals = {line.split("|")[3].strip(): float(line.split("|")[6]) for line in rows}
+    assert cfg.filter_shared and cfg.hops == 1 and str(cfg.support) == max(vals, key=vals.get)
+    with pytest.raises(UserError, match="no official threshold sweep"):
+        exp.choose_mirage_config(make_motif_dataset(20, seed=0), scale="cpu", seed=0, device="cpu", progress=False,
+                                 threshold_sweep=True)
