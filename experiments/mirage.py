@@ -34,6 +34,8 @@ Results (JSON) go to ``--json``; the markdown table is printed.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import json
 import os
@@ -47,6 +49,7 @@ from pathlib import Path
 import torch
 
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
+from experiments import figures
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
 from graphs.mirage.baselines import class_counts, herding_subset, random_subset
 from graphs.mirage.distill import MirageConfig, mirage_distill
@@ -290,9 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cv", action="store_true", help="full-data 10-fold CV with the dataset's recipe (TU datasets)")
     p.add_argument("--cv-state", type=Path, default=None, help="directory for resumable per-fold CV state")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", type=Path, default=None, help="write all records here")
+    p.add_argument("--json", type=Path, default=None, help="write all records here, and the figure next to it")
+    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no mining, no training)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    if args.figure_only:
+        return figures.redraw("mirage", args.json)
     progress = not args.no_progress
     try:
         with tempfile.TemporaryDirectory(prefix="mirage-exp-") as tmp:
@@ -341,7 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"argv": sys.argv if argv is None else argv, "versions": package_versions(),
                    "train_config": asdict(replace(SCALES[args.scale])), "records": records}
         atomic_write_text(json.dumps(payload, indent=1, default=str), args.json)
-    return 0
+    if args.sweep:  # validation sweep: no figure
+        print("sweep table printed above" + (f"; wrote results JSON: {args.json}" if args.json else ""), file=sys.stderr)
+        return 0
+    return figures.finish("mirage", args.json)
 
 
 if __name__ == "__main__":
