@@ -347,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"argv": sys.argv if argv is None else argv, "versions": package_versions(),
                    "train_config": asdict(replace(SCALES[args.scale])), "records": records}
         atomic_write_text(json.dumps(payload, indent=1, default=str), args.json)
-    if args.sweep:  # validation sweep: no figure
-        print("sweep table printed above" + (f"; wrote results JSON: {args.json}" if args.json else ""), file=sys.stderr)
+    if args.sweep or args.cv:  # validation sweep / full-data CV: no figure
+        print(("CV" if args.cv else "sweep") + " table printed above" + (f"; wrote results JSON: {args.json}" if args.json else ""), file=sys.stderr)
         return 0
     return figures.finish("mirage", args.json)
 
