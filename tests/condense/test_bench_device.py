@@ -34,7 +34,8 @@ def test_smoke_run_writes_the_report(tmp_path, capsys, device):
     assert report["ok"] and report["smoke"] and report["off_device"] == {}
     names = [r["method"] for r in report["methods"]]
     assert names == ["DM", "DataDAM", "DC", "DSA", "MTT", "AST", "DAFL", "meta generator", "Mirage training", "GLNN", "FF-G2M"]
-    assert all(r["seconds"] > 0 and r["heavy_calls"] > 0 for r in report["methods"])
+    # seconds is t(1 + k) - t(1): at toy sizes on a loaded machine the setup noise can swamp it (even to 0)
+    assert all(r["seconds"] >= 0 and r["heavy_calls"] > 0 for r in report["methods"])
     assert {(r["N"], r["mode"]) for r in report["unroll"]} == {(n, m) for n in (2, 3) for m in ("full", "constant_memory")}
     assert [r["ok"] for r in report["correctness"]] == [True] * 4
     assert report["inference"]["nodes"] == 2000 and report["evaluation"]["epochs"] == 2
