@@ -19,6 +19,7 @@ from .data import DATASETS, ImageDataset, load_dataset
 from .evaluate import Summary, evaluate_images, evaluate_synset
 from .experts import add_experts_parser, cmd_experts
 from .methods import METHODS, get_method
+from .safeio import CLIParser, check_outputs, cli_main, lock_outputs, parse_list
 from .synset import SyntheticSet
 from .utils import UserError, check_positive, markdown_table, resolve_device
 
@@ -54,6 +55,11 @@ def config_from_args(config_cls: type, args: argparse.Namespace, preset: dict[st
     return config_cls(**values)
 
 
+def _transform(args: argparse.Namespace) -> dict[str, Any]:
+    """The dataset transform flags, for resume signatures (whatever ZCA does internally)."""
+    return {"resize": args.resize, "zca": bool(args.zca), "zca_eps": args.zca_eps if args.zca else None}
+
+
 def _load(args: argparse.Namespace) -> ImageDataset:
     return load_dataset(args.dataset, args.root, resize=args.resize, zca=args.zca, zca_eps=args.zca_eps)
 
@@ -72,18 +78,18 @@ def cmd_distill(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     config = config_from_args(spec.config_cls, args)
     out = Path(args.out)
-    if out.exists() and out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name like {out / 'synset.pt'}")
+    path = (Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")) if args.checkpoint_every or args.resume else None
+    outputs = check_outputs({"--out": out, "--png": args.png, "--checkpoint": path}, roots={"--root": args.root})
+    if args.resume and not path.exists():
+        raise UserError(f"--resume given but no checkpoint at {path}")
     dataset = _load(args)
     ckpt = None
-    if args.checkpoint_every or args.resume:
-        path = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")
-        if args.resume and not path.exists():
-            raise UserError(f"--resume given but no checkpoint at {path}")
-        if not args.resume and path.exists():
-            path.unlink()
-        sig = {"method": args.method, "dataset": dataset.name, "ipc": args.ipc, "seed": args.seed, "config": dataclasses.asdict(config)}
-        ckpt = Checkpointer(path, args.checkpoint_every or 100, signature=sig)
+    if path is not None:
+        sig = {"method": args.method, "dataset": dataset.name, "ipc": args.ipc, "seed": args.seed, "config": dataclasses.asdict(config),
+               "data": dataset.fingerprint, "transform": _transform(args)}  # fmt: skip
+        ckpt = Checkpointer(path, args.checkpoint_every or 100, signature=sig, resume=args.resume, resume_hint="rerun with --resume")
+        ckpt.check()
+    lock_outputs(outputs.values(), outputs)
     start = time.perf_counter()
     synset = spec.distill(dataset, args.ipc, config, device=device, seed=args.seed, progress=not args.no_progress, checkpoint=ckpt)
     synset.save(out)
@@ -95,6 +101,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    models = parse_list("--models", args.models)
     synset = SyntheticSet.load(args.file)
     device = resolve_device(args.device)
     meta_ds = synset.meta.get("dataset", {})
@@ -104,7 +111,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     size = meta_ds.get("image_size", [None])[0]
     resize = args.resize if args.resize is not None else (size if name == "digits" and size != 8 else None)
     dataset = load_dataset(name, args.root, resize=resize, zca=bool(meta_ds.get("zca")), zca_eps=meta_ds.get("zca_eps") or 0.1)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
     dsa = args.dsa if args.dsa is not None else bool(synset.meta.get("train_dsa", False))
     start = time.perf_counter()
     res = evaluate_synset(
@@ -118,6 +124,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    lock_outputs(check_outputs({"--png": args.png}, {"FILE": args.file}).values())
     synset = SyntheticSet.load(args.file)
     synset.to_png(args.png, max_per_class=args.max_per_class)
     m = synset.meta
@@ -134,6 +141,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     spec = get_method(args.method)
     config = config_from_args(spec.config_cls, args, DEMO_PRESETS.get(args.method, {}))
     out_dir = Path(args.out_dir)
+    lock_outputs(check_outputs({"--out-dir": out_dir}, directories=("--out-dir",)).values())
     dataset = load_dataset("digits")
     t0 = time.perf_counter()
     _log(f"[1/4] distilling digits with {args.method} to {args.ipc} images per class on {device} ...")
@@ -181,7 +189,7 @@ def _dataset_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         prog="python -m condense",
         description="Dataset distillation. Without a command: the digits demo (distill, evaluate, compare, save).",
     )
@@ -240,6 +248,7 @@ def _method_from_argv(argv: Sequence[str]) -> str | None:
     return None
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):

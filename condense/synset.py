@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from .safeio import check_labels
 from .utils import UserError, atomic_save, package_versions, safe_load
 
 __all__ = ["SyntheticSet", "FORMAT"]
@@ -45,6 +46,8 @@ class SyntheticSet(Dataset):
             raise UserError(f"labels must be (N,) class ids or (N, K) soft labels, got {tuple(self.labels.shape)}")
         if not torch.isfinite(self.images).all():
             raise UserError("synthetic images contain NaN or Inf")
+        k = (self.meta.get("dataset") or {}).get("num_classes") if isinstance(self.meta, dict) else None
+        check_labels(self.labels, int(k) if isinstance(k, int) else None, what="synthetic set labels")
         if self.lr is not None:
             if not math.isfinite(float(self.lr)) or float(self.lr) <= 0:
                 raise UserError(f"learned lr must be finite and > 0, got {self.lr}")
@@ -91,6 +94,8 @@ class SyntheticSet(Dataset):
             return cls(images=obj["images"], labels=obj["labels"], lr=obj.get("lr"), meta=dict(obj.get("meta") or {}))
         except KeyError as exc:
             raise UserError(f"{path} is a damaged SyntheticSet (missing {exc})") from exc
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
 
     # ---------------------------------------------------------------- visualisation
     def pixels(self) -> torch.Tensor:

@@ -18,7 +18,6 @@ models have the same depth and width. Timings on a shared CPU are noisy.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ import time
 import torch
 from torch_geometric.utils import k_hop_subgraph
 
+from condense.safeio import CLIParser, cli_main
 from condense.utils import UserError, make_generator, resolve_device
 from graphs.data.csbm import csbm
 from graphs.models.node import build_node_model
@@ -100,8 +100,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_inference", description=__doc__.splitlines()[0])
+    p = CLIParser(prog="python -m experiments.bench_inference", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES)
     p.add_argument("--sizes", nargs="+", type=int, default=None, help="override the scale's graph sizes")
     p.add_argument("--queries", type=int, default=None, help="single-node queries per size")

@@ -12,7 +12,6 @@ torch tensors are small here).  Timings on a shared 2-core machine are noisy.
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from condense.safeio import CLIParser, cli_main
 from condense.utils import UserError, make_generator
 from graphs.data.motifs import make_motif_dataset
 from graphs.data.tu import load_tu
@@ -69,8 +69,9 @@ def _pool(dataset: str, shared: Path, tmp: Path):
     return ds.graphs, ds.num_classes
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_mirage", description=__doc__.split("\n")[0])
+    p = CLIParser(prog="python -m experiments.bench_mirage", description=__doc__.split("\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     p.add_argument("--dataset", choices=("NCI1", "motifs"), default="NCI1")
     p.add_argument("--hops", type=int, nargs="+", default=[1, 2, 3])

@@ -17,7 +17,6 @@ of what was alive before it (model, data). A separate run without the profiler g
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
 
 __all__ = ["SCALES", "peak_memory_bytes", "run", "main"]
@@ -151,8 +151,9 @@ def to_markdown(rows: list[dict], scale_name: str) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench_unroll", description=__doc__.splitlines()[0])
+    parser = CLIParser(prog="python -m experiments.bench_unroll", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     parser.add_argument("--steps", type=int, nargs="+", default=None, help="N values (default: the scale's 10 20 40 80)")
     parser.add_argument("--repeats", type=int, default=1, help="timing repeats (the minimum is reported)")
@@ -161,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args(argv)
+    lock_outputs(check_outputs({"--out": args.out}).values())
     try:
         if args.repeats < 1 or args.threads < 1 or any(n < 1 for n in args.steps or ()):
             raise UserError("--repeats, --threads and --steps must be >= 1")

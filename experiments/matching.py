@@ -16,7 +16,6 @@ batch 64; DC/DSA 1000 it. batch 256; 1000 DSA training epochs; 10 evaluation net
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -31,6 +30,7 @@ from condense.data import ImageDataset, load_dataset
 from condense.evaluate import evaluate_synset
 from condense.methods import get_method
 from condense.synset import SyntheticSet
+from condense.safeio import CLIParser, check_outputs, cli_main, parse_list
 from condense.utils import UserError, atomic_write_text, markdown_table, resolve_device
 
 __all__ = ["Scale", "SCALES", "METHOD_ORDER", "VARIANTS", "ARCHS", "method_config", "run", "plot_grid", "main"]
@@ -156,15 +156,9 @@ def plot_grid(sets: dict[str, SyntheticSet], path: Path) -> Path:
     return grid.to_png(path, max_per_class=max(len(i) for i in images), title=title)
 
 
-def _csv(text: str, kind=str) -> list:
-    try:
-        return [kind(x.strip()) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise UserError(f"bad comma-separated list {text!r}: {exc}") from exc
-
-
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.matching", description=__doc__.splitlines()[0])
+    p = CLIParser(prog="python -m experiments.matching", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES, help="cpu (default, minutes) or paper (published settings)")
     p.add_argument("--datasets", default="digits", help="comma-separated: digits, fashion_mnist (default: digits)")
     p.add_argument("--root", default=None, help="directory with the dataset files (not needed for digits)")
@@ -178,10 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--figure-only", action="store_true", help="only redraw the figures from the sets already in --out-dir")
     args = p.parse_args(argv)
+    check_outputs({"--out-dir": args.out_dir}, directories=("--out-dir",), roots={"--root": args.root})
     try:
         device = resolve_device(args.device)
-        datasets, ipcs = _csv(args.datasets), _csv(args.ipcs, int)
-        methods, archs = _csv(args.methods), _csv(args.archs)
+        datasets, ipcs = parse_list("--datasets", args.datasets), parse_list("--ipcs", args.ipcs, int)
+        methods, archs = parse_list("--methods", args.methods), parse_list("--archs", args.archs)
         for m in methods:
             if m not in METHOD_ORDER:
                 raise UserError(f"unknown method {m!r}; choose from {', '.join(METHOD_ORDER)}")

@@ -20,7 +20,6 @@ Results (JSON) go to ``--json``; the markdown table is printed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
 from graphs.mirage.baselines import herding_subset, random_subset
@@ -150,8 +150,9 @@ def sweep(name: str, root: Path | None, *, scale: str, seed: int, device: str, p
     return out
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.mirage", description=__doc__.split("\n")[0])
+    p = CLIParser(prog="python -m experiments.mirage", description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + ("sage",))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write all records here")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    lock_outputs(check_outputs({"--json": args.json}, roots={"--shared": args.shared}).values())
     progress = not args.no_progress
     try:
         with tempfile.TemporaryDirectory(prefix="mirage-exp-") as tmp:

@@ -14,7 +14,6 @@ Nothing here looks at the test split except the final evaluation.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -29,6 +28,7 @@ from condense.evaluate import Summary, evaluate_images, evaluate_synset
 from condense.experts import RECIPES, train_experts
 from condense.methods.base import init_synthetic
 from condense.methods.mtt import ASTConfig, MTTConfig, distill_mtt
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device
 
 __all__ = ["SCALES", "ABLATIONS", "run", "main"]
@@ -136,8 +136,9 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
     return sections
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.trajectory", description=__doc__.splitlines()[0])
+    parser = CLIParser(prog="python -m experiments.trajectory", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     parser.add_argument("--datasets", nargs="+", default=["digits", "fashion_mnist"], choices=["digits", "fashion_mnist"])
     parser.add_argument("--root", default="../shared/data/fashion_mnist", help="Fashion-MNIST files (default: ../shared/data/fashion_mnist)")
@@ -148,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--part", default="all", choices=["all", "main", "ablations"], help="rows to run (split across processes)")
     parser.add_argument("--out", default=None, help="write the markdown tables here")
     args = parser.parse_args(argv)
+    lock_outputs(check_outputs({"--out": args.out}, roots={"--root": args.root}).values())
+    check_outputs({"--work": args.work}, directories=("--work",))
     started = time.perf_counter()
     try:
         torch.set_num_threads(args.threads)
