@@ -10,6 +10,20 @@ have different sizes, so they share one transformation).
 Ratios are the official ``ParamDiffAug`` defaults. ``mode="single"`` picks one operation group of
 the strategy per call (official ``aug_mode='S'``, used by DSA/DM/MTT/DataDAM); ``mode="all"``
 applies every group in order (``aug_mode='M'``).
+
+Defaults that differ between the official code bases (each a documented default with a flag):
+
+* strategy ``"auto"`` (:func:`resolve_strategy`): ``color_crop_cutout_scale_rotate`` (no flip) for the
+  digit datasets ``digits``/``mnist`` -- DatasetCondensation ``readme.md``: "use
+  color_crop_cutout_scale_rotate for the digit datasets (MNIST and SVHN), as flip augmentation is not
+  good for digit datasets" -- and ``color_crop_cutout_flip_scale_rotate`` for everything else
+  (Fashion-MNIST and CIFAR included, as in that README).
+* ``align_corners`` of the scale/rotate ``affine_grid``/``grid_sample``: ``False`` in
+  VICO-UoE/DatasetCondensation ``utils.py`` (DC/DSA/DM; the call passes no argument, torch's default
+  is ``False``) and DataDAM ``utils.py``; ``True`` in MTT's and AST's ``utils.py``. :class:`DSA`
+  defaults to ``False``; the MTT/AST configs and expert recipes set ``True``. Both conventions map pixel ``i`` to
+  ``s (i - c) + c`` for the centred scale/rotation of a *square* image, so on the square datasets here
+  the choice changes nothing numerically (tested); it matters for a rotation of non-square images.
 """
 from __future__ import annotations
 
@@ -21,9 +35,12 @@ import torch.nn.functional as F
 
 from .utils import UserError
 
-__all__ = ["DSA", "DSAParams", "DEFAULT_STRATEGY"]
+__all__ = ["DSA", "DSAParams", "DEFAULT_STRATEGY", "DIGITS_STRATEGY", "AUTO", "resolve_strategy", "make_dsa"]
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+DIGITS_STRATEGY = "color_crop_cutout_scale_rotate"  # DatasetCondensation readme: no flip for digit datasets
+AUTO = "auto"
+_DIGIT_DATASETS = ("digits", "mnist")
 _GROUPS = {
     "color": ("brightness", "saturation", "contrast"),
     "crop": ("crop",),
@@ -42,6 +59,18 @@ class DSAParams:
     values: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def resolve_strategy(strategy: str, dataset: str) -> str:
+    """``"auto"`` -> the dataset's default strategy (no flip for digit datasets); anything else unchanged."""
+    if strategy.lower() != AUTO:
+        return strategy
+    return DIGITS_STRATEGY if dataset in _DIGIT_DATASETS else DEFAULT_STRATEGY
+
+
+def make_dsa(strategy: str, dataset: str, *, align_corners: bool) -> "DSA":
+    """The DSA of a method config, ``"auto"`` resolved for ``dataset`` (``"none"``: the identity, ``enabled`` False)."""
+    return DSA(resolve_strategy(strategy, dataset), align_corners=align_corners)
+
+
 class DSA:
     """Differentiable augmentation with explicitly sampled (hence shareable) parameters."""
 
@@ -58,6 +87,7 @@ class DSA:
         brightness: float = 1.0,
         saturation: float = 2.0,
         contrast: float = 0.5,
+        align_corners: bool = False,
     ) -> None:
         groups = [g for g in strategy.split("_") if g] if strategy and strategy.lower() != "none" else []
         unknown = [g for g in groups if g not in _GROUPS]
@@ -69,9 +99,19 @@ class DSA:
         self.prob_flip, self.ratio_scale, self.ratio_rotate = prob_flip, ratio_scale, ratio_rotate
         self.ratio_crop_pad, self.ratio_cutout = ratio_crop_pad, ratio_cutout
         self.brightness, self.saturation, self.contrast = brightness, saturation, contrast
+        self.align_corners = bool(align_corners)
 
     def __repr__(self) -> str:
-        return f"DSA(strategy={self.strategy!r}, mode={self.mode!r})"
+        return f"DSA(strategy={self.strategy!r}, mode={self.mode!r}, align_corners={self.align_corners})"
+
+    @property
+    def enabled(self) -> bool:
+        """False for the identity strategy ``"none"``."""
+        return bool(self.groups)
+
+    def describe(self) -> dict:
+        """What a :class:`~condense.synset.SyntheticSet` records, so evaluation can rebuild this DSA."""
+        return {"strategy": self.strategy, "mode": self.mode, "align_corners": self.align_corners}
 
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, image_size: tuple[int, int], generator: torch.Generator | None = None) -> DSAParams:
@@ -145,10 +185,9 @@ class DSA:
     def _flip(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return torch.where(v < self.prob_flip, x.flip(3), x)
 
-    @staticmethod
-    def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=True)
-        return F.grid_sample(x, grid, align_corners=True)
+    def _affine(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=self.align_corners)
+        return F.grid_sample(x, grid, align_corners=self.align_corners)
 
     def _scale(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         zeros = torch.zeros_like(v[:, 0])

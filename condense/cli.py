@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 from .checkpoint import Checkpointer
 from .data import DATASETS, ImageDataset, load_dataset
-from .evaluate import Summary, evaluate_images, evaluate_synset
+from .augment import DSA, make_dsa
+from .evaluate import PROTOCOLS, Summary, evaluate_images, evaluate_synset, get_protocol
 from .experts import add_experts_parser, cmd_experts
 from .methods import METHODS, get_method
 from .safeio import CLIParser, check_outputs, cli_main, lock_outputs, parse_list
@@ -46,7 +47,10 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, title: s
 
 
 def config_from_args(config_cls: type, args: argparse.Namespace, preset: dict[str, Any] | None = None) -> Any:
-    """Config = dataclass defaults, overridden by ``preset``, overridden by explicit flags."""
+    """Config = dataclass defaults, overridden by ``preset``, overridden by explicit flags.
+
+    Only flags present on the command line reach the constructor, so configs that track explicit
+    fields (MTT/AST, whose ``--preset`` fills the rest) see exactly the user's flags."""
     values = dict(preset or {})
     for f in dataclasses.fields(config_cls):
         v = getattr(args, f"cfg_{f.name}", None)
@@ -92,6 +96,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
     lock_outputs(outputs.values(), outputs)
     start = time.perf_counter()
     synset = spec.distill(dataset, args.ipc, config, device=device, seed=args.seed, progress=not args.no_progress, checkpoint=ckpt)
+    if getattr(config, "preset", ""):
+        _log(f"effective config (preset {config.preset}, explicit flags kept): {synset.meta.get('config')}")
     synset.save(out)
     _log(f"wrote {out} ({len(synset)} images, method {args.method}) in {time.perf_counter() - start:.1f}s")
     if args.png:
@@ -111,15 +117,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     size = meta_ds.get("image_size", [None])[0]
     resize = args.resize if args.resize is not None else (size if name == "digits" and size != 8 else None)
     dataset = load_dataset(name, args.root, resize=resize, zca=bool(meta_ds.get("zca")), zca_eps=meta_ds.get("zca_eps") or 0.1)
-    dsa = args.dsa if args.dsa is not None else bool(synset.meta.get("train_dsa", False))
+    protocol = get_protocol(args.protocol or synset.protocol)
+    dsa: bool | DSA | None = args.dsa
+    if args.dsa_strategy is not None:
+        dsa = make_dsa(args.dsa_strategy, dataset.name, align_corners=protocol.align_corners) if args.dsa is not False else False
     start = time.perf_counter()
     res = evaluate_synset(
-        synset, dataset, models=models, num_evals=args.num_evals, epochs=args.epochs, dsa=dsa,
+        synset, dataset, models=models, num_evals=args.num_evals, epochs=args.epochs, dsa=dsa, protocol=protocol,
         device=device, seed=args.seed, progress=not args.no_progress,
     )  # fmt: skip
     rows = [[m, *_summary_cells(s)] for m, s in res.items()]
-    print(markdown_table(["model", "final acc % (mean ± std)", "max-over-checkpoints %"], rows))
-    _log(f"evaluated {args.file} ({len(synset)} images, {args.num_evals} nets per model, dsa={dsa}) in {time.perf_counter() - start:.1f}s")
+    print(markdown_table(["model", "final acc % (mean ± std)", protocol.max_label], rows))
+    used = synset.meta.get("dsa") if dsa is None or dsa is True else dsa
+    _log(f"evaluated {args.file} ({len(synset)} images, {args.num_evals} nets per model, protocol {protocol.name} "
+         f"[{protocol.source}], dsa={used}) in {time.perf_counter() - start:.1f}s")  # fmt: skip
     return 0
 
 
@@ -184,7 +195,7 @@ def _dataset_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--dataset", default="digits" if required else None, help=f"one of {', '.join(DATASETS)} (default: digits)")
     p.add_argument("--root", default=None, help="directory holding the dataset's files (not needed for digits)")
     p.add_argument("--resize", type=int, default=None, help="resize images to RESIZE x RESIZE")
-    p.add_argument("--zca", action="store_true", help="ZCA-whiten images (fit on train), as in MTT")
+    p.add_argument("--zca", action="store_true", help="ZCA-whiten raw [0, 1] pixels (no standardisation; fit on train), as MTT does")
     p.add_argument("--zca-eps", type=float, default=0.1, help="ZCA regulariser (default: 0.1)")
 
 
@@ -203,8 +214,10 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     demo.add_argument("--full-epochs", type=int, default=50, help="epochs for the full-data row (default: 50)")
     _common(demo)
 
+    epilog = getattr(METHODS[method].config_cls, "help_epilog", None) if method in METHODS else None
     d = sub.add_parser("distill", help="condense a dataset into a SyntheticSet file",
-                       description="Method flags: `python -m condense distill --method NAME --help`.")  # fmt: skip
+                       description="Method flags: `python -m condense distill --method NAME --help`.",
+                       epilog=epilog() if epilog else None, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     d.add_argument("--method", required=True, help=f"one of {', '.join(sorted(METHODS))}")
     d.add_argument("--ipc", type=int, required=True, help="images per class")
     d.add_argument("--out", required=True, help="output file (.pt)")
@@ -222,8 +235,12 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("file", help="SyntheticSet file")
     e.add_argument("--models", default="convnet", help="comma-separated architectures (default: convnet)")
     e.add_argument("--num-evals", type=int, default=5, help="networks per architecture (default: 5)")
-    e.add_argument("--epochs", type=int, default=None, help="training epochs (default: 1000 with DSA, 300 without)")
+    e.add_argument("--protocol", default=None, choices=sorted(PROTOCOLS),
+                   help="evaluation protocol: " + "; ".join(f"{p.name}: {p.source}" for p in PROTOCOLS.values())
+                   + " (default: the one the set records, i.e. its method's paper)")
+    e.add_argument("--epochs", type=int, default=None, help="training epochs E (default: the protocol's; dc: 1000 with DSA, 300 without)")
     e.add_argument("--dsa", action=argparse.BooleanOptionalAction, default=None, help="DSA while training (default: as the method)")
+    e.add_argument("--dsa-strategy", default=None, help="DSA strategy while training (default: the one the set was distilled with)")
     _dataset_flags(e, required=False)
     _common(e)
 

@@ -10,8 +10,10 @@ Datasets
 
 Images are returned as float32 tensors ``(N, C, H, W)`` standardised with the per-channel
 constants used by the dataset-distillation literature (DC/DSA/DM/MTT ``utils.get_dataset``).
-ZCA whitening (as in MTT / KIP: Kornia's ``ZCAWhitening`` fitted on the standardised training
-images, ``eps=0.1``) is an option.
+With ``zca=True`` they are instead ZCA-whitened exactly as MTT does it (GeorgeCazenavette/
+mtt-distillation ``utils.py`` ``get_dataset``: ``transforms.ToTensor()`` only -- raw ``[0, 1]``
+pixels, *no* mean/std standardisation -- then Kornia's ``ZCAWhitening(eps=0.1, compute_inv=True)``
+fitted on the training split and applied to both splits); see :class:`ZCA`.
 """
 from __future__ import annotations
 
@@ -47,8 +49,13 @@ _CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "fro
 class ZCA:
     """ZCA whitening ``x -> (x - mu) W`` with ``W = U (S + eps)^{-1/2} U^T`` of the train covariance.
 
-    Matches Kornia's ``ZCAWhitening(eps, compute_inv=True)`` used by MTT: unbiased covariance of the
-    flattened standardised images, ``eps`` added to the eigenvalues.
+    Kornia's ``ZCAWhitening(eps, compute_inv=True)`` (``kornia.enhance.zca_mean``) as MTT uses it: the
+    mean ``mu`` and the unbiased covariance ``C = U S U^T`` (divisor ``N - 1``) of the flattened
+    images, ``eps`` added to the eigenvalues; inverse ``x -> x U (S + eps)^{1/2} U^T + mu``. MTT fits it
+    on raw ``[0, 1]`` pixels (:func:`load_dataset` does the same). Kornia factorises ``C`` with an SVD,
+    here ``eigh`` (the same ``U``, ``S`` for a symmetric PSD matrix), in float64 (MTT: float32 on the GPU).
+    The state (``mu``, ``U``, ``S``, ``eps``) is what a :class:`~condense.synset.SyntheticSet` stores
+    to undo the whitening (:meth:`state_dict`, :meth:`from_state`).
     """
 
     def __init__(self, eps: float = 0.1) -> None:
@@ -56,19 +63,60 @@ class ZCA:
             raise UserError(f"zca_eps must be > 0, got {eps}")
         self.eps = float(eps)
         self.mean: torch.Tensor | None = None
+        self.eigvec: torch.Tensor | None = None
+        self.eigval: torch.Tensor | None = None
         self.transform: torch.Tensor | None = None
         self.inverse: torch.Tensor | None = None
 
     def fit(self, x: torch.Tensor) -> "ZCA":
         flat = x.reshape(len(x), -1).double()
-        self.mean = flat.mean(0)
-        centred = flat - self.mean
-        cov = centred.T @ centred / (len(flat) - 1)
-        eigval, eigvec = torch.linalg.eigh(cov)
-        eigval = eigval.clamp_min(0)
-        self.transform = (eigvec * (eigval + self.eps).rsqrt()) @ eigvec.T
-        self.inverse = (eigvec * (eigval + self.eps).sqrt()) @ eigvec.T
+        n, d = flat.shape
+        if n < 2:
+            raise UserError("ZCA needs at least two training images")
+        mean = flat.mean(0)
+        centred = flat - mean
+        if n - 1 < d:  # rank <= n - 1: thin SVD of the data; the null space has eigenvalue 0 (same W, far cheaper)
+            _, sv, vt = torch.linalg.svd(centred, full_matrices=False)
+            return self._set(mean, vt.T, sv**2 / (n - 1))
+        eigval, eigvec = torch.linalg.eigh(centred.T @ centred / (n - 1))
+        return self._set(mean, eigvec, eigval.clamp_min(0))
+
+    def _set(self, mean: torch.Tensor, eigvec: torch.Tensor, eigval: torch.Tensor) -> "ZCA":
+        """``U`` may hold only the ``r`` leading eigenvectors (``D x r``); the rest have eigenvalue 0:
+        ``W = U diag((S + eps)^-1/2 - eps^-1/2) U^T + eps^-1/2 I`` (and likewise the inverse)."""
+        self.mean, self.eigvec, self.eigval = mean.double(), eigvec.double(), eigval.double()
+        eye = torch.eye(len(self.mean), dtype=torch.float64)
+
+        def matrix(fn) -> torch.Tensor:
+            if self.eigvec.shape[1] == len(self.mean):
+                return (self.eigvec * fn(self.eigval + self.eps)) @ self.eigvec.T
+            null = fn(torch.tensor(self.eps, dtype=torch.float64))
+            return (self.eigvec * (fn(self.eigval + self.eps) - null)) @ self.eigvec.T + null * eye
+
+        self.transform, self.inverse = matrix(torch.rsqrt), matrix(torch.sqrt)
         return self
+
+    def state_dict(self) -> dict:
+        """Plain tensors (float32) and ``eps``: loadable with ``torch.load(weights_only=True)``."""
+        if self.mean is None or self.eigvec is None or self.eigval is None:
+            raise RuntimeError("ZCA.fit must be called first")
+        return {"eps": self.eps, "mean": self.mean.float(), "eigvec": self.eigvec.float(), "eigval": self.eigval.float()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ZCA":
+        try:
+            return cls(float(state["eps"]))._set(state["mean"], state["eigvec"], state["eigval"])
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"damaged ZCA state ({exc})") from exc
+
+    def matches(self, other: "ZCA", rtol: float = 1e-3) -> bool:
+        """Same eps, mean and spectrum (up to float32 storage): the same fitted transform."""
+        if self.mean is None or other.mean is None or self.mean.shape != other.mean.shape or self.eps != other.eps:
+            return False
+        if self.eigval.shape != other.eigval.shape:
+            return False
+        return bool(torch.allclose(self.mean, other.mean, rtol=rtol, atol=1e-5)
+                    and torch.allclose(self.eigval, other.eigval, rtol=rtol, atol=1e-5 * float(other.eigval.max())))  # fmt: skip
 
     def _apply(self, x: torch.Tensor, matrix: torch.Tensor | None, forward: bool) -> torch.Tensor:
         if matrix is None or self.mean is None:
@@ -325,7 +373,8 @@ def load_dataset(
     zca: bool = False,
     zca_eps: float = 0.1,
 ) -> ImageDataset:
-    """Load ``name`` from the local ``root`` (``digits`` needs none), standardised, optionally ZCA-whitened.
+    """Load ``name`` from the local ``root`` (``digits`` needs none): standardised, or (``zca``) raw ``[0, 1]``
+    pixels ZCA-whitened as in MTT (``mean``/``std`` are then 0/1).
 
     Raises :class:`UserError` for unknown names and missing/partial files, naming the exact files.
     """
@@ -348,6 +397,8 @@ def load_dataset(
         if need > _available_memory():
             raise UserError(f"--resize {resize} needs {need / 2**30:.1f} GiB for {key!r}, more than this machine has")
     mean, std = _STATS[key]
+    if zca:  # MTT: ToTensor() only (raw [0, 1] pixels, no standardisation), then ZCA fitted on them
+        mean, std = (0.0,) * len(mean), (1.0,) * len(std)
     ds = ImageDataset(
         name=key,
         train_x=_to_tensor(xtr, mean, std, resize),

@@ -9,6 +9,11 @@ Recipes (each ingredient is a separate field of :class:`ExpertRecipe` and a CLI 
 
 * ``mtt`` - MTT's ``buffer.py`` (Cazenavette et al., CVPR 2022): SGD lr 0.01, no momentum, no weight
   decay, batch 256, DSA on every real batch (``--zca`` at dataset loading).
+
+DSA of both recipes: MTT's/AST's ``utils.py`` DiffAugment, i.e. ``align_corners=True``; the strategy is
+the dataset's default (:func:`condense.augment.resolve_strategy`: no flip on digits/MNIST, as the
+DatasetCondensation README prescribes for digit datasets; the official ``buffer.py`` default
+``color_crop_cutout_flip_scale_rotate`` elsewhere).
 * ``ast`` - AST's smooth experts (Shen et al. 2023, Sec. 3.1; official ``buffer.py``/``utils.epoch_gp``):
   SGD momentum 0.9, weight decay 1e-3, lr 0.003 multiplied by 0.6 once after epoch ``E//2 + 1``;
   *clipping loss*: the cross-entropy of epoch ``e`` is multiplied by ``0.5 + 0.05 e`` for
@@ -40,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .augment import DSA
+from .augment import AUTO, make_dsa
 from .data import ImageDataset, load_dataset
 from .evaluate import Summary, accuracy, evaluate_images
 from .nets import get_network
@@ -175,7 +180,7 @@ def train_expert(
         torch.manual_seed(seed)
         net = get_network(model, dataset.channels, dataset.num_classes, dataset.image_size, **model_kwargs).to(device).train()
     gen = make_generator(seed)
-    dsa = DSA() if recipe.dsa else None
+    dsa = make_dsa(AUTO, dataset.name, align_corners=True) if recipe.dsa else None  # MTT/AST utils.py DiffAugment
     x_all, y_all = dataset.train_x, dataset.train_y
 
     def optimiser(lr: float) -> torch.optim.Optimizer:

@@ -9,12 +9,20 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from .data import ZCA
 from .safeio import check_labels
 from .utils import UserError, atomic_save, package_versions, safe_load
 
-__all__ = ["SyntheticSet", "FORMAT"]
+__all__ = ["SyntheticSet", "FORMAT", "dsa_record"]
 
 FORMAT = "condense.SyntheticSet/1"
+
+
+def dsa_record(dsa: Any, protocol: str) -> dict[str, Any]:
+    """Metadata a method stores so that evaluation follows its paper: the evaluation protocol
+    (:data:`condense.evaluate.PROTOCOLS`) and the DSA it was distilled with (``None``: none)."""
+    enabled = dsa is not None and dsa.enabled
+    return {"train_dsa": enabled, "dsa": dsa.describe() if enabled else None, "protocol": protocol}
 
 
 @dataclass
@@ -23,13 +31,17 @@ class SyntheticSet(Dataset):
 
     ``lr`` is the learned inner learning rate (MTT/AST) that evaluation uses when present.
     ``meta`` holds JSON-like provenance: method, dataset description (normalisation, ZCA), ipc,
-    seed, the full config, package versions and wall time.
+    seed, the full config, the evaluation ``protocol`` of the method's paper, the ``dsa`` it was
+    distilled with (strategy, mode, align_corners), package versions and wall time. ``zca`` is the
+    fitted whitening state of a ZCA set (:meth:`condense.data.ZCA.state_dict`), so :meth:`pixels`
+    shows un-whitened images without the dataset.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     lr: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    zca: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.images = self.images.detach().cpu().float().contiguous()
@@ -83,7 +95,7 @@ class SyntheticSet(Dataset):
         meta = dict(self.meta)
         meta.setdefault("versions", package_versions())
         return atomic_save(
-            {"format": FORMAT, "images": self.images, "labels": self.labels, "lr": self.lr, "meta": meta}, path
+            {"format": FORMAT, "images": self.images, "labels": self.labels, "lr": self.lr, "meta": meta, "zca": self.zca}, path
         )
 
     @classmethod
@@ -91,18 +103,29 @@ class SyntheticSet(Dataset):
         """Load a file written by :meth:`save`; foreign or corrupt files raise :class:`UserError`."""
         obj = safe_load(path, expected_format=FORMAT, what="SyntheticSet")
         try:
-            return cls(images=obj["images"], labels=obj["labels"], lr=obj.get("lr"), meta=dict(obj.get("meta") or {}))
+            return cls(images=obj["images"], labels=obj["labels"], lr=obj.get("lr"), meta=dict(obj.get("meta") or {}),
+                       zca=obj.get("zca"))  # fmt: skip
         except KeyError as exc:
             raise UserError(f"{path} is a damaged SyntheticSet (missing {exc})") from exc
         except UserError as exc:
             raise UserError(f"{path}: {exc}") from None
 
     # ---------------------------------------------------------------- visualisation
+    @property
+    def protocol(self) -> str:
+        """The evaluation protocol of the method's paper (``dc`` when the set does not say)."""
+        return str(self.meta.get("protocol") or "dc")
+
     def pixels(self) -> torch.Tensor:
-        """Images mapped back to ``[0, 1]`` using the stored normalisation (ZCA sets: min-max per image)."""
+        """Images mapped back to ``[0, 1]``: ZCA undone with the stored state, then the stored normalisation.
+
+        (A ZCA set without a stored state, written before the state was recorded: min-max per image.)
+        """
         ds = self.meta.get("dataset", {})
         x = self.images
-        if ds.get("zca"):
+        if ds.get("zca") and self.zca is not None:
+            x = ZCA.from_state(self.zca).invert(x)
+        elif ds.get("zca"):
             lo = x.amin(dim=(1, 2, 3), keepdim=True)
             hi = x.amax(dim=(1, 2, 3), keepdim=True)
             return (x - lo) / (hi - lo).clamp_min(1e-8)

@@ -25,10 +25,14 @@ Modes (:func:`unroll_backward`):
 * ``constant_memory`` - TESLA (Cui et al., ICML 2023, Sec. 4.1): the forward pass keeps no graph;
   the backward pass walks the steps in reverse, recomputing one step's graph at a time and pushing
   the adjoint :math:`\lambda_i = \partial L / \partial(\theta_i, b_i)` through it as a
-  vector-Jacobian product. The result equals ``full`` exactly. Peak memory is one step's graph plus
-  :math:`O(\sqrt N)` parameter copies: states are stored every ``checkpoint_every`` (default
-  :math:`\lceil\sqrt N\rceil`) steps and recomputed inside a segment (Griewank's checkpointing),
-  where TESLA's official code keeps all :math:`N` parameter copies.
+  vector-Jacobian product. The result equals ``full`` exactly. States are stored every
+  ``checkpoint_every`` steps and recomputed inside a segment (Griewank's checkpointing). The default
+  (``None``) chooses from a memory budget of one step's graph: when the :math:`N` stored states fit
+  in the bytes autograd saves for one forward pass of ``loss_fn`` (measured once with
+  ``saved_tensors_hooks``), every state is stored (``checkpoint_every = 1``, as TESLA's official
+  ``distill.py`` does, and no state is recomputed); otherwise :math:`\lceil\sqrt N\rceil`, i.e.
+  :math:`O(\sqrt N)` copies at the price of one more no-graph step per step. Either way the peak
+  is bounded independently of :math:`N`: about one step's graph plus at most the budget.
 
   Deviation note: TESLA's paper (Eq. 6) calls the procedure exact, but its official code
   (``distill.py``) treats the later iterates as constants, i.e. drops the Hessian-vector products
@@ -57,6 +61,7 @@ __all__ = [
     "Unrolled",
     "MODES",
     "BACKENDS",
+    "auto_checkpoint_every",
     "functional_loss",
     "unroll",
     "unroll_backward",
@@ -268,10 +273,38 @@ def unroll_backward(
         return res
     if not hessian and optimizer.momentum:
         raise UserError("hessian=False (TESLA's approximation) is only defined for plain SGD (momentum 0)")
-    k = math.ceil(math.sqrt(steps)) if checkpoint_every is None else checkpoint_every
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    k = checkpoint_every
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise UserError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+    if k is None:
+        k = auto_checkpoint_every(loss_fn, params, batches, steps, optimizer.momentum)
     return _constant_memory(outer_loss, loss_fn, params, lr, steps, batches, optimizer.momentum, rec, inputs, k, hessian)
+
+
+def _bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def auto_checkpoint_every(loss_fn: LossFn, params: Params, batches: BatchFn, steps: int, momentum: float = 0.0) -> int:
+    """``checkpoint_every`` for ``constant_memory``: 1 (store all states) if they fit in one step's graph.
+
+    The budget is the number of bytes autograd saves for one ordinary forward pass of ``loss_fn`` on
+    batch 0 (counted with :func:`torch.autograd.graph.saved_tensors_hooks`) - a lower bound on the
+    graph of one differentiable step, which also holds the backward's intermediates. The state of
+    one step is the parameters (and momentum buffers). Over budget: :math:`\lceil\sqrt N\rceil`.
+    """
+    state_bytes = sum(_bytes(p) for p in params.values()) * (2 if momentum else 1)
+    saved = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += _bytes(t)
+        return t
+
+    leaves = {k: _leaf(v) for k, v in params.items()}
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss_fn(leaves, batches(0))
+    return 1 if steps * state_bytes <= saved else math.ceil(math.sqrt(steps))
 
 
 def _backward(roots: Sequence[torch.Tensor], grads: Sequence[torch.Tensor] | None,

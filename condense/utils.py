@@ -164,7 +164,7 @@ def safe_load(path: str | os.PathLike, *, expected_format: str | None = None, wh
         with open(path, "rb") as fh:
             head = fh.read(2)
         if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch's zip container nor a legacy pickle
-            raise UserError(f"{path} is not a {what}: not a file written by torch.save (unrecognised content)")
+            raise UserError(f"{path} is not a readable {what} (not a file written by torch.save: unrecognised content)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's pickle-protocol warnings: the error below says what matters
             obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -9,6 +9,10 @@ torch tensors are small here).  Timings on a shared 2-core machine are noisy.
 
     python -m experiments.bench_mirage                      # --scale cpu: N up to 4000, L 1..3
     python -m experiments.bench_mirage --scale paper        # N up to 32000 (cycled NCI1)
+    python -m experiments.bench_mirage --selection 41000    # random/herding at 0.5 % / 5 % of the bytes
+
+``--selection N``: times the equal-bytes baselines (:mod:`graphs.mirage.baselines`) on N cycled
+graphs (ogbg-molhiv has ~41k) instead of the distillation phases.
 """
 from __future__ import annotations
 
@@ -27,9 +31,11 @@ from condense.safeio import CLIParser, cli_main
 from condense.utils import UserError, make_generator
 from graphs.data.motifs import make_motif_dataset
 from graphs.data.tu import load_tu
+from graphs.data.graphsets import graphs_nbytes
+from graphs.mirage.baselines import class_counts, herding_subset, random_subset
 from graphs.mirage.distill import MirageConfig, mirage_distill
 
-__all__ = ["SCALES", "measure", "main"]
+__all__ = ["SCALES", "measure", "measure_selection", "main"]
 
 SCALES = {"cpu": (250, 500, 1000, 2000, 4000), "paper": (1000, 4000, 16000, 32000)}
 DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -57,6 +63,19 @@ def measure(graphs, num_classes: int, config: MirageConfig) -> dict:
             "peak_mb": peak / 2**20, "trees": m["unique_trees_total"], "itemsets": sum(m["itemsets_mined_per_class"])}
 
 
+def measure_selection(graphs, fractions=(0.005, 0.05)) -> list[dict]:
+    """Seconds of random and herding selection at each budget fraction of the graphs' bytes."""
+    total = graphs_nbytes(graphs)
+    rows = []
+    for frac in fractions:
+        for name, fn in (("random", lambda b: random_subset(graphs, b, seed=0)), ("herding", lambda b: herding_subset(graphs, b))):
+            t0 = time.perf_counter()
+            idx = fn(frac * total)
+            rows.append({"method": name, "fraction": frac, "picked": len(idx), "per_class": class_counts(graphs, idx),
+                         "seconds": time.perf_counter() - t0})
+    return rows
+
+
 def _pool(dataset: str, shared: Path, tmp: Path):
     if dataset == "motifs":
         ds = make_motif_dataset(2000, seed=0)
@@ -77,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hops", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--explicit-max", type=int, default=1000, help="largest N also timed with the explicit-tree coder")
     p.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
+    p.add_argument("--selection", type=int, default=None, metavar="N", help="time random/herding selection on N graphs")
     args = p.parse_args(argv)
     try:
         with tempfile.TemporaryDirectory(prefix="mirage-bench-") as tmp:
@@ -84,9 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    order = torch.randperm(len(pool), generator=make_generator(0)).tolist()  # NCI1 is sorted by class
+    if args.selection:
+        graphs = [pool[order[i % len(pool)]] for i in range(args.selection)]
+        print("| N graphs | budget (% bytes) | method | graphs picked | per class | seconds |\n|---|---|---|---|---|---|")
+        for r in measure_selection(graphs):
+            print(f"| {args.selection} | {100 * r['fraction']:.1f} | {r['method']} | {r['picked']} | {r['per_class']} | {r['seconds']:.2f} |", flush=True)
+        return 0
     print("| N graphs | L | coder | decompose s | mine s | total s | peak MB | unique trees | itemsets |")
     print("|---|---|---|---|---|---|---|---|---|")
-    order = torch.randperm(len(pool), generator=make_generator(0)).tolist()  # NCI1 is sorted by class
     for n in SCALES[args.scale]:
         graphs = [pool[order[i % len(pool)]] for i in range(n)]
         for hops in args.hops:

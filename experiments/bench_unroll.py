@@ -13,10 +13,22 @@ running total is reported, i.e. the peak of tensor memory allocated *during* the
 of what was alive before it (model, data). A separate run without the profiler gives the time.
 
     python -m experiments.bench_unroll                    # --scale cpu, a few minutes
+    python -m experiments.bench_unroll --official-shape   # ConvNet-128, 100 images 1x28x28, N = 10/20/40/80
     python -m experiments.bench_unroll --scale paper      # ConvNet-128 on 3x32x32, IPC 10 (needs a GPU)
+
+``--official-shape`` is issue 18's side-by-side setting (func backend, full vs constant_memory).
+Each cell runs in a fresh process, so one run gives both its time and its peak resident memory
+(``ru_maxrss``; full mode at N = 40 peaks ~13.5 GB, so it is measured once, not twice as with the
+profiler). Before a full-mode cell the memory it needs is extrapolated from the previous full cell
+(linear in N); a cell that would not fit in 80 % of ``MemAvailable`` is skipped with the reason
+printed (full mode at N = 80 needs ~24 GB).
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
+import multiprocessing
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -47,6 +59,7 @@ class Scale:
 
 SCALES = {
     "cpu": Scale(width=32, channels=1, image_size=28, num_classes=10, ipc=5, steps=(10, 20, 40, 80), truncate=10),
+    "official": Scale(width=128, channels=1, image_size=28, num_classes=10, ipc=10, steps=(10, 20, 40, 80), truncate=10),
     "paper": Scale(width=128, channels=3, image_size=32, num_classes=10, ipc=10, steps=(10, 20, 40, 80), truncate=10),
 }
 CONFIGS = (("func", "full"), ("func", "truncated"), ("func", "constant_memory"), ("higher", "full"), ("higher", "truncated"))
@@ -84,7 +97,7 @@ def _outer_iteration(scale: Scale, problem, steps: int, backend: str, mode: str)
 
     def once():
         images.grad = lr.grad = None
-        unroll_backward(outer, functional_loss(net), params, lr, steps, lambda i: (images, labels), backend=backend, mode=mode,
+        return unroll_backward(outer, functional_loss(net), params, lr, steps, lambda i: (images, labels), backend=backend, mode=mode,
                         truncate=min(scale.truncate, steps) if mode == "truncated" else None)  # fmt: skip
 
     return once
@@ -134,6 +147,83 @@ def run(scale_name: str = "cpu", *, steps: Sequence[int] | None = None, configs:
     return rows
 
 
+def _isolated_cell(scale_name: str, n: int, mode: str, seed: int, threads: int) -> dict:
+    """One (N, mode) cell in this (fresh) process: seconds, peak RSS, and N plain steps' seconds."""
+    torch.set_num_threads(threads)
+    scale = SCALES[scale_name]
+    problem = _problem(scale, torch.device("cpu"), seed)
+    _outer_iteration(scale, problem, 2, "func", mode)()  # warm-up
+    plain = _seconds(_plain_training(problem, n), 1)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    res = _outer_iteration(scale, problem, n, "func", mode)()
+    secs = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"N": n, "backend": "func", "mode": mode, "seconds": secs, "plain_seconds": plain, "ratio": secs / plain,
+            "peak_rss_mb": peak / 2**20, "peak_mb": (peak - rss_before) / 2**20,
+            "checkpoint_every": res.extra.get("checkpoint_every", "-")}  # fmt: skip
+
+
+def _mem_available_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_isolated(scale_name: str = "official", *, steps: Sequence[int] | None = None,
+                 modes: Sequence[str] = ("full", "constant_memory"), seed: int = 0, threads: int = 1,
+                 progress: bool = True) -> tuple[list[dict], list[str]]:  # fmt: skip
+    """Every (N, mode) cell in its own spawned process; returns the rows and the skipped cells' reasons."""
+    ctx = multiprocessing.get_context("spawn")
+    rows, skipped = [], []
+    full_per_step: float | None = None
+    for n in steps or SCALES[scale_name].steps:
+        for mode in modes:
+            available = _mem_available_bytes()
+            if mode == "full" and full_per_step is not None and available is not None and n * full_per_step > 0.8 * available:
+                reason = (f"N={n} full skipped: needs ~{n * full_per_step / 2**30:.1f} GB (extrapolated from the previous "
+                          f"full cell), {available / 2**30:.1f} GB available")  # fmt: skip
+                skipped.append(reason)
+                print(reason, file=sys.stderr)
+                continue
+            with ctx.Pool(1) as pool:
+                row = pool.apply(_isolated_cell, (scale_name, n, mode, seed, threads))
+            if mode == "full":
+                full_per_step = row["peak_rss_mb"] * 2**20 / n
+            rows.append(row)
+            if progress:
+                print(f"N={n:3d} {mode:15s} {row['seconds']:7.2f}s  peak RSS {row['peak_rss_mb']:8.1f} MB  "
+                      f"x{row['ratio']:.1f} of N plain steps", file=sys.stderr)  # fmt: skip
+    return rows, skipped
+
+
+def isolated_markdown(rows: list[dict], skipped: list[str], scale_name: str) -> str:
+    """Side-by-side table: full vs constant_memory seconds, their ratio, peak RSS per cell."""
+    s = SCALES[scale_name]
+    by = {(r["N"], r["mode"]): r for r in rows}
+    lines = [
+        f"ConvNet-{s.width} on {s.channels}x{s.image_size}x{s.image_size}, {s.num_classes * s.ipc} images per step "
+        "(whole set), no augmentation, func backend; one fresh process per cell.",
+        "",
+        "| N | N plain steps s | full s (peak RSS MB) | constant_memory s (peak RSS MB) | checkpoint_every | constant / full |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for n in sorted({r["N"] for r in rows}):
+        f, c = by.get((n, "full")), by.get((n, "constant_memory"))
+        cell = lambda r: "skipped" if r is None else f"{r['seconds']:.2f} ({r['peak_rss_mb']:.0f})"  # noqa: E731
+        plain = (f or c)["plain_seconds"]
+        ratio = f"{c['seconds'] / f['seconds']:.2f}" if f and c else "-"
+        every = c.get("checkpoint_every", "-") if c else "-"
+        lines.append(f"| {n} | {plain:.2f} | {cell(f)} | {cell(c)} | {every} | {ratio} |")
+    lines += [""] + [f"- {r}" for r in skipped]
+    return "\n".join(lines)
+
+
 def to_markdown(rows: list[dict], scale_name: str) -> str:
     s = SCALES[scale_name]
     lines = [
@@ -155,6 +245,9 @@ def to_markdown(rows: list[dict], scale_name: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = CLIParser(prog="python -m experiments.bench_unroll", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=sorted(SCALES))
+    parser.add_argument("--official-shape", action="store_true",
+                        help="issue 18's setting: ConvNet-128, 100 images 1x28x28, N = 10/20/40/80, full vs "
+                             "constant_memory, one process per cell (time and peak RSS)")
     parser.add_argument("--steps", type=int, nargs="+", default=None, help="N values (default: the scale's 10 20 40 80)")
     parser.add_argument("--repeats", type=int, default=1, help="timing repeats (the minimum is reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
@@ -166,13 +259,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.repeats < 1 or args.threads < 1 or any(n < 1 for n in args.steps or ()):
             raise UserError("--repeats, --threads and --steps must be >= 1")
+        if args.official_shape and args.device != "cpu":
+            raise UserError("--official-shape measures CPU time and resident memory; use --device cpu")
         torch.set_num_threads(args.threads)
         t0 = time.perf_counter()
-        rows = run(args.scale, steps=args.steps, repeats=args.repeats, device=args.device, seed=args.seed)
+        if args.official_shape:
+            rows, skipped = run_isolated("official", steps=args.steps, seed=args.seed, threads=args.threads)
+            table = isolated_markdown(rows, skipped, "official")
+        else:
+            rows = run(args.scale, steps=args.steps, repeats=args.repeats, device=args.device, seed=args.seed)
+            table = to_markdown(rows, args.scale)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = to_markdown(rows, args.scale) + f"\n\nwall time {time.perf_counter() - t0:.0f} s, seed {args.seed}, threads {args.threads}\n"
+    text = table + f"\n\nwall time {time.perf_counter() - t0:.0f} s, seed {args.seed}, threads {args.threads}\n"
     print(text)
     if args.out:
         atomic_write_text(text, args.out)

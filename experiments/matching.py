@@ -5,6 +5,9 @@ row is evaluated with the *same* protocol (:func:`condense.evaluate.evaluate_syn
 architectures, epochs, DSA training, evaluation seeds ``seed .. seed + num_evals - 1``. Reported:
 final-checkpoint test accuracy, mean ± std over the evaluation networks (never max over checkpoints).
 Cross-architecture columns (MLP, LeNet, ResNet-18) train on the sets distilled with ConvNet.
+The shared protocol is ``dc`` (DC/DSA/DM ``evaluate_synset``) with DSA as each set records it (sets
+distilled without DSA: the dataset's default strategy); DataDAM rows add a ConvNet column under
+DataDAM's own protocol (``datadam``: BatchNorm ConvNet, batch 64; epochs = the scale's).
 
 ``--scale cpu`` (default): minutes per method on a laptop CPU — narrower ConvNets and far fewer
 iterations than published (table :data:`SCALES`; every difference is listed in the output).
@@ -41,6 +44,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"datadam_official": ("datadam
 # ResNet-18 with BatchNorm: the instance-norm ResNet-18 (GroupNorm(C, C)) reaches a 1x1 map on 8x8
 # digits, where instance normalisation zeroes every channel (constant output, chance accuracy).
 ARCHS = {"convnet": "ConvNet", "mlp": "MLP", "lenet": "LeNet", "resnet18_bn": "ResNet-18 (BN)"}
+DATADAM_COLUMN = "convnet@datadam"  # ConvNet under DataDAM's protocol (BatchNorm ConvNet, batch 64)
 
 
 @dataclass(frozen=True)
@@ -116,10 +120,15 @@ def run(
             n, epochs = (scale.num_evals, scale.eval_epochs) if arch == "convnet" else (scale.cross_evals, scale.cross_epochs)
             kw = {"convnet": {"width": scale.width}} if arch == "convnet" else {}
             res = evaluate_synset(
-                synset, dataset, models=(arch,), num_evals=n, epochs=epochs, dsa=True, model_kwargs=kw,
+                synset, dataset, models=(arch,), num_evals=n, epochs=epochs, dsa=True, model_kwargs=kw, protocol="dc",
                 device=device, seed=seed, progress=progress,
             )[arch]  # fmt: skip
             accs[arch] = res.accs
+        if base == "datadam" and "convnet" in archs:  # DataDAM's own protocol, beside the shared one
+            accs[DATADAM_COLUMN] = evaluate_synset(
+                synset, dataset, models=("convnet",), num_evals=scale.num_evals, epochs=scale.eval_epochs, dsa=True,
+                model_kwargs={"convnet": {"width": scale.width}}, protocol="datadam", device=device, seed=seed, progress=progress,
+            )["convnet"].accs  # fmt: skip
         row = {"dataset": dataset.name, "ipc": ipc, "method": method, "accs": accs, "distill_seconds": t_distill,
                "eval_seconds": time.perf_counter() - t0 - t_distill, "config": dataclasses.asdict(config)}  # fmt: skip
         log(f"{dataset.name} ipc={ipc} {method}: " + ", ".join(f"{a} {_fmt(v)}" for a, v in accs.items())
@@ -135,8 +144,10 @@ def _fmt(accs: list[float]) -> str:
 
 
 def table(rows: list[dict], archs: Sequence[str]) -> str:
-    headers = ["dataset", "IPC", "method"] + [f"{ARCHS.get(a, a)} %" for a in archs] + ["distill s"]
-    body = [[r["dataset"], r["ipc"], r["method"]] + [_fmt(r["accs"][a]) if a in r["accs"] else "-" for a in archs]
+    cols = list(archs) + ([DATADAM_COLUMN] if any(DATADAM_COLUMN in r["accs"] for r in rows) else [])
+    names = {**ARCHS, DATADAM_COLUMN: "ConvNet, datadam protocol"}
+    headers = ["dataset", "IPC", "method"] + [f"{names.get(a, a)} %" for a in cols] + ["distill s"]
+    body = [[r["dataset"], r["ipc"], r["method"]] + [_fmt(r["accs"][a]) if a in r["accs"] else "-" for a in cols]
             + [f"{r['distill_seconds']:.0f}"] for r in rows]  # fmt: skip
     return markdown_table(headers, body)
 

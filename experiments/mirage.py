@@ -9,6 +9,11 @@ of :mod:`graphs.mirage.train` and evaluate on the real validation/test graphs.
     python -m experiments.mirage --datasets ogbg-molbace --methods mirage --scale paper
     python -m experiments.mirage --sweep MUTAG                    # support/hops chosen on validation
     python -m experiments.mirage --datasets MUTAG --split-seeds 0 1 2 3 4   # 5 random splits, aggregated
+    python -m experiments.mirage --cv --datasets NCI1 PROTEINS MUTAG --scale paper   # full data, GIN-paper 10-fold CV
+
+``--cv``: full-data baselines only, with the dataset family's recipe (:data:`graphs.mirage.presets.RECIPES`)
+under the GIN paper's 10-fold stratified CV (:mod:`graphs.mirage.cv`); ``--cv-state DIR`` keeps
+finished folds so an interrupted run resumes.
 
 ``--split-seeds``: TU datasets have no official split and MUTAG's test set holds 19 graphs, so one
 split cannot separate methods a few points apart; each seed draws a new 80/10/10 split (and seeds
@@ -21,6 +26,7 @@ Results (JSON) go to ``--json``; the markdown table is printed.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -35,7 +41,8 @@ from condense.utils import UserError, atomic_write_text, package_versions, seed_
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
 from graphs.mirage.baselines import herding_subset, random_subset
 from graphs.mirage.distill import MirageConfig, mirage_distill
-from graphs.mirage.presets import SCALES, load_graph_dataset, mirage_preset, train_preset
+from graphs.mirage.cv import cross_validate
+from graphs.mirage.presets import SCALES, load_graph_dataset, mirage_preset, recipe, train_preset
 from graphs.mirage.train import RestartSummary, TrainConfig, train_restarts
 
 __all__ = ["run_dataset", "aggregate_splits", "sweep", "main"]
@@ -44,7 +51,7 @@ DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ogbg-molbace")
 MODELS = ("gcn", "gin", "gat")
 METHODS = ("full", "random", "herding", "mirage")
 _SUBDIR = {"ogbg-molbace": "ogb/ogbg_molbace", "MUTAG": "tu/MUTAG", "PROTEINS": "tu/PROTEINS", "NCI1": "tu/NCI1"}
-DEFAULT_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_SHARED = Path(os.environ.get("CONDENSE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def _writable_root(name: str, shared: Path, tmp: Path) -> Path | None:
@@ -108,6 +115,28 @@ def _md_row(name: str, r: dict) -> str:
             f"{f(r['top'])} | {f(r['all'])} | {f(r['final'])} | {r['train_time_s']:.1f} |")
 
 
+def run_cv(name: str, root: Path | None, *, scale: str, models, seed: int, device: str, progress: bool,
+           state_dir: Path | None) -> dict:
+    """Full-data 10-fold CV of each model with the dataset family's recipe; prints one row per model."""
+    ds = load_graph_dataset(name, root, seed=seed)
+    record = {"dataset": name, "summary": ds.summary(), "scale": scale, "seed": seed, "cv": []}
+    for model in models:
+        cfg = recipe(scale, name, model=model)
+        state = None if state_dir is None else state_dir / f"{name}_{model}_{scale}_seed{seed}.json"
+        out = cross_validate(ds, cfg, seed=seed, device=device, progress=progress, state=state)
+        record["cv"].append({"model": model, "config": asdict(cfg), **out})
+        print(_cv_md_row(name, model, out["summary"]), flush=True)
+    return record
+
+
+def _cv_md_row(name: str, model: str, s: dict) -> str:
+    f = lambda ms: f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"  # noqa: E731
+    acc, auc = s["accuracy"], s.get("rocauc")
+    auc_txt = f(auc["val_selected"]) if auc else "-"
+    return (f"| {name} | {model} | {s['folds']} | {f(acc['val_selected'])} | {f(acc['paper_protocol'])} (epoch {acc['paper_protocol_epoch']}) | "
+            f"{f(acc['final'])} | {f(acc['untrained'])} | {auc_txt} | {s['spearman_size'][0]:+.2f} | {s['train_time_s']:.0f} |")
+
+
 def aggregate_splits(records: list[dict]) -> list[dict]:
     """Mean ± std over split seeds of each (dataset, model, method)'s top-k test@best-val mean."""
     groups: dict[tuple, list] = {}
@@ -164,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seeds", type=int, nargs="+", default=None,
                    help="run every dataset on these split seeds (overrides --seed) and aggregate over them")
+    p.add_argument("--cv", action="store_true", help="full-data 10-fold CV with the dataset's recipe (TU datasets)")
+    p.add_argument("--cv-state", type=Path, default=None, help="directory for resumable per-fold CV state")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", type=Path, default=None, help="write all records here")
     p.add_argument("--no-progress", action="store_true")
@@ -172,7 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.no_progress
     try:
         with tempfile.TemporaryDirectory(prefix="mirage-exp-") as tmp:
-            if args.sweep:
+            if args.cv:
+                print("| dataset | model | folds | accuracy, val-selected (primary) | accuracy, epoch by mean CV test (GIN paper protocol) "
+                      "| final epoch | untrained | ROC-AUC val-selected | Spearman(score, |V|) | train s |")
+                print("|---|---|---|---|---|---|---|---|---|---|")
+                records = [run_cv(name, _writable_root(name, args.shared, Path(tmp)), scale=args.scale, models=args.models,
+                                  seed=args.seed, device=args.device, progress=progress, state_dir=args.cv_state)
+                           for name in args.datasets]
+            elif args.sweep:
                 print("| dataset | hops | support | graphs | bytes | val (mean best-val over restarts) |\n|---|---|---|---|---|---|")
                 records = sweep(args.sweep, _writable_root(args.sweep, args.shared, Path(tmp)), scale=args.scale,
                                 seed=args.seed, device=args.device, progress=progress,

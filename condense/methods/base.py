@@ -204,4 +204,5 @@ def make_synset(
         "wall_time": time.perf_counter() - started,
     }
     meta.update(extra or {})
-    return SyntheticSet(images=images.detach().cpu(), labels=labels.cpu(), lr=lr, meta=meta)
+    zca = dataset.zca.state_dict() if dataset.zca is not None else None  # lets `show` undo the whitening
+    return SyntheticSet(images=images.detach().cpu(), labels=labels.cpu(), lr=lr, meta=meta, zca=zca)

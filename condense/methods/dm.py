@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..augment import DSA, DEFAULT_STRATEGY
+from ..augment import AUTO, make_dsa
 from ..checkpoint import Checkpointer
 from ..data import ImageDataset
-from ..synset import SyntheticSet
+from ..synset import SyntheticSet, dsa_record
 from .base import build_network, make_synset, register_method, run_loop, start_pixels, validate_config
 
 __all__ = ["DMConfig", "distill_dm", "mean_embedding_loss"]
@@ -40,7 +40,8 @@ class DMConfig:
     init: str = field(default="real", metadata={"help": "initialisation: real or noise"})
     model: str = field(default="convnet", metadata={"help": "architecture of the random embedding networks"})
     width: int = field(default=128, metadata={"help": "ConvNet width"})
-    dsa_strategy: str = field(default=DEFAULT_STRATEGY, metadata={"help": "DSA strategy ('none' disables)"})
+    dsa_strategy: str = field(default=AUTO, metadata={"help": "DSA strategy ('none' disables; auto: no flip on digits/mnist)"})
+    dsa_align_corners: bool = field(default=False, metadata={"help": "DSA scale/rotate grid align_corners (official DatasetCondensation/DataDAM utils.py: False)"})
 
 
 def mean_embedding_loss(emb_real: torch.Tensor, emb_syn: torch.Tensor) -> torch.Tensor:
@@ -56,7 +57,7 @@ def distill_dm(
     validate_config(config)
     started = time.perf_counter()
     images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device, config.model, config.width)
-    dsa = DSA(config.dsa_strategy)
+    dsa = make_dsa(config.dsa_strategy, dataset.name, align_corners=config.dsa_align_corners)
     optimiser = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum_img)
     real_x = dataset.train_x
 
@@ -88,7 +89,7 @@ def distill_dm(
         step, config.iterations, tensors={"images": images}, optimisers={"images": optimiser},
         generators={"gen": gen}, checkpoint=checkpoint, progress=progress, desc="DM",
     )  # fmt: skip
-    return make_synset("dm", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra={"train_dsa": True})
+    return make_synset("dm", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=dsa_record(dsa, "dc"))
 
 
 register_method("dm", DMConfig, distill_dm, "distribution matching (Zhao & Bilen 2023)")

@@ -44,10 +44,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..augment import DEFAULT_STRATEGY, DSA
+from ..augment import AUTO, DSA, make_dsa
 from ..checkpoint import Checkpointer
 from ..data import ImageDataset
-from ..synset import SyntheticSet
+from ..synset import SyntheticSet, dsa_record
 from ..utils import UserError
 from .base import build_network, make_synset, register_method, run_loop, start_pixels, validate_config
 
@@ -85,12 +85,13 @@ class DCConfig:
     dis_metric: str = field(default="ours", metadata={"help": "gradient distance: ours (layer-wise, Eq. 10), mse or cos"})
     bn_batch_per_class: int = field(default=16, metadata={"help": "real images per class used to freeze BatchNorm statistics"})
     dsa_strategy: str = field(default="none", metadata={"help": "DSA strategy ('none' = DC)"})
+    dsa_align_corners: bool = field(default=False, metadata={"help": "DSA scale/rotate grid align_corners (official DatasetCondensation/DataDAM utils.py: False)"})
 
 
 @dataclass
 class DSAConfig(DCConfig):
     init: str = field(default="real", metadata={"help": "initialisation: real or noise (DSA paper/README: real)"})
-    dsa_strategy: str = field(default=DEFAULT_STRATEGY, metadata={"help": "DSA strategy ('none' = DC)"})
+    dsa_strategy: str = field(default=AUTO, metadata={"help": "DSA strategy ('none' = DC; auto: no flip on digits/mnist)"})
 
 
 def get_loops(ipc: int, outer_loop: int = 0, inner_loop: int = 0) -> tuple[int, int]:
@@ -181,7 +182,8 @@ def _distill(
     if config.dis_metric not in METRICS:
         raise UserError(f"unknown dis_metric {config.dis_metric!r}; choose {', '.join(METRICS)}")
     outer, inner = get_loops(ipc, config.outer_loop, config.inner_loop)
-    dsa = DSA(config.dsa_strategy) if config.dsa_strategy.lower() != "none" else None
+    dsa: DSA | None = make_dsa(config.dsa_strategy, dataset.name, align_corners=config.dsa_align_corners)
+    dsa = dsa if dsa.enabled else None
     started = time.perf_counter()
     images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device, config.model, config.width)
     real_x = dataset.train_x
@@ -219,7 +221,7 @@ def _distill(
         optimisers={"images": optimiser}, generators={"gen": gen}, checkpoint=checkpoint, progress=progress,
         desc=f"{method.upper()} (x{outer} steps/net)",
     )  # fmt: skip
-    extra = {"train_dsa": dsa is not None, "outer_loop": outer, "inner_loop": inner}
+    extra = {**dsa_record(dsa, "dc"), "outer_loop": outer, "inner_loop": inner}
     return make_synset(method, images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=extra)
 
 

@@ -26,9 +26,23 @@ AST switches (each independent; :class:`MTTConfig` defaults = MTT, :class:`ASTCo
 (d) ``weight_perturb`` - conv kernels of theta_0: ``W + alpha_p * D * W``, ``D ~ N(0, I) / ||D||_F``; the perturbed
     theta_0 is also used in the denominators (as in the official code).
 (e) ``init="representative"`` - see :mod:`condense.methods.ast_init`.
+
+Defaults are the official argparse defaults (MTT ``distill.py``; e.g. ``max_start_epoch`` 25, the
+README command uses 20); published per-dataset settings are :data:`PRESETS`. DSA: MTT's/AST's
+``utils.py`` DiffAugment (``dsa_align_corners=True``; strategy ``auto``: no flip on digits/MNIST).
+``hessian=False`` selects TESLA's cheaper approximation of the ``constant_memory`` gradient
+(:mod:`condense.unroll`). Sets record the evaluation protocol of their paper: MTT ``dc`` (MTT's
+``utils.py evaluate_synset`` is the DC loop), AST ``ast`` (:mod:`condense.evaluate`).
+
+Explicit values win over presets: a config remembers which fields were passed to its constructor
+or assigned afterwards (:func:`given_fields`; the CLI passes only the flags on the command line), and
+:func:`apply_preset` fills only the others. (``dataclasses.replace`` passes every field, so a replaced
+config counts every field as given.)
 """
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import tempfile
 import time
@@ -39,27 +53,56 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..augment import DEFAULT_STRATEGY, DSA
+from ..augment import AUTO, DSA, make_dsa
 from ..checkpoint import Checkpointer
 from ..data import ImageDataset
 from ..experts import RECIPES, ExpertBuffer, train_experts
-from ..synset import SyntheticSet
+from ..synset import SyntheticSet, dsa_record
 from ..unroll import BACKENDS, MODES, InnerSGD, unroll_backward
 from ..utils import UserError, make_generator
 from .ast_init import representative_indices
 from .base import build_network, init_synthetic, make_synset, register_method, run_loop, validate_config
 
-__all__ = ["MTTConfig", "ASTConfig", "PRESETS", "apply_preset", "balance_weight", "perturb_weights", "distill_mtt"]
+__all__ = ["MTTConfig", "ASTConfig", "PRESETS", "apply_preset", "given_fields", "balance_weight", "perturb_weights", "distill_mtt"]
 
 
+def _tracks_given(cls: type) -> type:
+    """Wrap a config dataclass's ``__init__`` so the instance remembers the fields it was given."""
+    init, names = cls.__init__, [f.name for f in fields(cls)]
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        object.__setattr__(self, "_given", set(names[: len(args)]) | set(kwargs))
+
+    cls.__init__ = __init__
+    return cls
+
+
+class _GivenTracking:
+    """Assignments after construction count as given too (e.g. ``cfg.experts = path``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        given = self.__dict__.get("_given")
+        if given is not None and name in self.__dataclass_fields__:
+            given.add(name)
+
+
+def given_fields(config: Any) -> frozenset[str]:
+    """The fields of ``config`` set explicitly (constructor arguments and later assignments)."""
+    return frozenset(config.__dict__.get("_given", ()))
+
+
+@_tracks_given
 @dataclass
-class MTTConfig:
+class MTTConfig(_GivenTracking):
     experts: str = field(default="", metadata={"help": "directory of expert trajectories (python -m condense experts)"})
-    preset: str = field(default="", metadata={"help": "published settings, e.g. cifar10-ipc10 (fills fields left at default)"})
+    preset: str = field(default="", metadata={"help": "published settings, e.g. cifar10-ipc10 (fills the fields not given explicitly)"})
     iterations: int = field(default=5000, metadata={"help": "outer iterations (paper: 5000)"})
     syn_steps: int = field(default=20, metadata={"help": "student steps N per iteration"})
     expert_epochs: int = field(default=3, metadata={"help": "expert epochs M the student must cover"})
-    max_start_epoch: int = field(default=20, metadata={"help": "start epochs are drawn from 0..T+-1"})
+    max_start_epoch: int = field(default=25, metadata={"help": "start epochs are drawn from 0..T+-1 (official argparse: 25)"})
     lr_img: float = field(default=1000.0, metadata={"help": "SGD lr of the synthetic pixels"})
     lr_lr: float = field(default=1e-5, metadata={"help": "SGD lr of the learnable student lr"})
     lr_teacher: float = field(default=0.01, metadata={"help": "initial student lr alpha_0"})
@@ -69,10 +112,12 @@ class MTTConfig:
     rep_clusters: str = field(default="ipc", metadata={"help": "representative init: ipc (k = IPC) or official (10 centres)"})
     model: str = field(default="convnet", metadata={"help": "student/expert architecture"})
     width: int = field(default=128, metadata={"help": "ConvNet width (must match the experts)"})
-    dsa_strategy: str = field(default=DEFAULT_STRATEGY, metadata={"help": "DSA on the student batches ('none' disables)"})
+    dsa_strategy: str = field(default=AUTO, metadata={"help": "DSA on the student batches ('none' disables; auto: no flip on digits/mnist)"})
+    dsa_align_corners: bool = field(default=True, metadata={"help": "DSA scale/rotate grid align_corners (MTT/AST utils.py: True)"})
     unroll_mode: str = field(default="full", metadata={"help": "full, truncated or constant_memory"})
     truncate: int = field(default=0, metadata={"help": "truncated mode: back-propagate through the last K steps"})
     backend: str = field(default="func", metadata={"help": "unroll backend: func or higher"})
+    hessian: bool = field(default=True, metadata={"help": "constant_memory: exact gradient; --no-hessian: TESLA's official approximation"})
     load_all: bool = field(default=False, metadata={"help": "keep every expert in memory instead of streaming"})
     inner_momentum: float = field(default=0.0, metadata={"help": "AST (a): heavy-ball momentum of the student"})
     balance_loss: bool = field(default=False, metadata={"help": "AST (b): weight the inner CE by w(start epoch)"})
@@ -84,6 +129,7 @@ class MTTConfig:
     expert_recipe: str = field(default="mtt", metadata={"help": "recipe of auto-trained experts: mtt or ast"})
 
 
+@_tracks_given
 @dataclass
 class ASTConfig(MTTConfig):
     init: str = field(default="representative", metadata={"help": "real, noise or representative (AST e)"})
@@ -94,45 +140,72 @@ class ASTConfig(MTTConfig):
     expert_recipe: str = field(default="ast", metadata={"help": "recipe of auto-trained experts: mtt or ast"})
 
 
-# Published settings. MTT: Appendix Table of hyper-parameters (ConvNet, batch_syn "-" = whole set);
-# the CIFAR-100 IPC 1 row is also the README command. AST: the official README / distill.sh commands.
-# "zca" is checked against the loaded dataset (pass --zca). "digits-cpu": this repo's laptop scale.
-# Provenance check (session 2): the official repository ships only the CIFAR-100 IPC 1 command, which
-# matches; the CIFAR-100 rows also match third-party reproduction scripts. For CIFAR-10 those scripts
-# disagree with each other and with the table (IPC 1 lr_img 100 vs 1000; IPC 10 lr_img 100/1000/1e5,
-# lr_lr 1e-5/1e-4; IPC 50 lr_teacher 0.001 vs 0.01) - the table's values are kept; override with flags.
+# Published settings, one row per paper command. Keys: config fields, ``zca`` (checked against the
+# loaded dataset: pass --zca) and ``source``. Sources:
+#   DC-Bench  = justincui03/dc_benchmark methods/tm/readme.md, "All the sota parameters are provided by the
+#               author" (MTT). It differs from MTT's appendix table on CIFAR-10 only: IPC 1 lr_img 100
+#               (table 1000); IPC 10 lr_img 100 (table 1e5, "definitely a typo" that makes the learned lr
+#               explode -- the author in GeorgeCazenavette/mtt-distillation issue #31) and lr_teacher 0.001
+#               (table 0.01); IPC 50 lr_teacher 0.001 (table 0.01). The author-provided values are used.
+#   MTT README = GeorgeCazenavette/mtt-distillation readme.md distill command (CIFAR-100 IPC 1).
+#   AST README / distill.sh = shenjiyuan123/AST-Alignment-with-Smooth-Expert.
+# Flags absent from a command keep the official argparse defaults (= MTTConfig / ASTConfig defaults);
+# AST's ``--pix_init avg`` is ``init="representative"`` and its absence ``init="real"``.
+# "digits-cpu": this repository's laptop scale, not a published setting.
 PRESETS: dict[str, dict[str, Any]] = {
-    "cifar10-ipc1": dict(syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=1000.0, lr_lr=1e-7, lr_teacher=0.01, zca=True),
-    "cifar10-ipc10": dict(syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_img=1e5, lr_lr=1e-5, lr_teacher=0.01, zca=True),
-    "cifar10-ipc50": dict(syn_steps=30, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=False),
-    "cifar100-ipc1": dict(syn_steps=20, expert_epochs=3, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=True),
-    "cifar100-ipc10": dict(syn_steps=20, expert_epochs=2, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=False),
+    "cifar10-ipc1": dict(syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=100.0, lr_lr=1e-7, lr_teacher=0.01, zca=True,
+                         source="DC-Bench (MTT table: lr_img 1000)"),
+    "cifar10-ipc10": dict(syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_img=100.0, lr_lr=1e-5, lr_teacher=0.001, zca=True,
+                          source="DC-Bench; MTT issue #31 (MTT table: lr_img 1e5 typo, lr_teacher 0.01)"),
+    "cifar10-ipc50": dict(syn_steps=30, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.001, zca=False,
+                          source="DC-Bench (MTT table: lr_teacher 0.01)"),
+    "cifar100-ipc1": dict(syn_steps=20, expert_epochs=3, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=True,
+                          source="MTT README command (= DC-Bench = MTT table)"),
+    "cifar100-ipc10": dict(syn_steps=20, expert_epochs=2, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=False,
+                           source="DC-Bench (= MTT table)"),
     "cifar100-ipc50": dict(syn_steps=80, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01,
-                           batch_syn=125, zca=True),  # fmt: skip
-    "ast-cifar10-ipc10": dict(syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=True),
-    "ast-cifar100-ipc1": dict(syn_steps=20, expert_epochs=3, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=True),
+                           batch_syn=125, zca=True, source="DC-Bench (= MTT table)"),
+    "ast-cifar10-ipc10": dict(syn_steps=30, expert_epochs=2, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01,
+                              init="real", balance_loss=True, intermediate="uniform", weight_perturb=True, zca=True,
+                              source="AST distill.sh, commented CIFAR-10 IPC 10 command with --buffer_path='buffer' (no --pix_init; "
+                                     "the other commented line, on 'buffer_cifa10_flat', uses lr_img 100, lr_lr 1e-6)"),
+    "ast-cifar100-ipc1": dict(syn_steps=20, expert_epochs=3, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01,
+                              init="representative", balance_loss=True, intermediate="uniform", weight_perturb=True, zca=True,
+                              source="AST README distill command"),
     "ast-cifar100-ipc10": dict(syn_steps=20, expert_epochs=2, max_start_epoch=30, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01,
-                               batch_syn=128, zca=False),  # fmt: skip
+                               batch_syn=128, init="representative", balance_loss=False, intermediate="uniform", weight_perturb=True,
+                               zca=False, source="AST distill.sh, active IPC 10 command (no --balance_loss, no --zca)"),
     "digits-cpu": dict(iterations=200, syn_steps=10, expert_epochs=2, max_start_epoch=6, lr_img=100.0, lr_lr=1e-5, lr_teacher=0.01,
-                       width=32, train_experts=5, train_expert_epochs=10, zca=False),  # fmt: skip
-}
+                       width=32, train_experts=5, train_expert_epochs=10, zca=False, source="this repository's CPU scale"),
+}  # fmt: skip
+
+
+def presets_help() -> str:
+    """Every preset with its values and source (the epilog of ``distill --method mtt|ast --help``)."""
+    lines = ["presets (--preset NAME; explicit flags win; 'zca' means: pass --zca):"]
+    for name, row in PRESETS.items():
+        values = ", ".join(f"{k}={v}" for k, v in row.items() if k != "source")
+        lines.append(f"  {name}: {values}\n      source: {row['source']}")
+    return "\n".join(lines)
 
 
 def apply_preset(config: MTTConfig, dataset: ImageDataset) -> MTTConfig:
-    """Fill the fields of ``config`` still at their defaults from ``PRESETS[config.preset]``."""
+    """A copy of ``config`` whose fields not given explicitly (:func:`given_fields`) take ``PRESETS[config.preset]``."""
     if not config.preset:
         return config
     if config.preset not in PRESETS:
         raise UserError(f"unknown preset {config.preset!r}; choose from {', '.join(PRESETS)}")
     preset = dict(PRESETS[config.preset])
+    preset.pop("source")
     if preset.pop("zca") != (dataset.zca is not None):
         raise UserError(f"preset {config.preset} was published {'with' if dataset.zca is None else 'without'} ZCA; "
                         f"load the dataset {'with' if dataset.zca is None else 'without'} --zca")  # fmt: skip
-    defaults = type(config)()
-    for f in fields(config):
-        if f.name in preset and getattr(config, f.name) == getattr(defaults, f.name):
-            setattr(config, f.name, preset[f.name])
-    return config
+    out, given = copy.copy(config), given_fields(config)
+    object.__setattr__(out, "_given", set(given))
+    for name, value in preset.items():
+        if name not in given:
+            object.__setattr__(out, name, value)  # a preset value is not an explicit one
+    return out
 
 
 def _validate(config: MTTConfig, n_syn: int) -> None:
@@ -151,6 +224,8 @@ def _validate(config: MTTConfig, n_syn: int) -> None:
         raise UserError(f"truncated unrolling needs 1 <= truncate <= syn_steps ({config.syn_steps}), got {config.truncate}")
     if not 0.0 <= config.inner_momentum < 1.0:
         raise UserError(f"inner_momentum must lie in [0, 1), got {config.inner_momentum}")
+    if not config.hessian and (config.unroll_mode != "constant_memory" or config.inner_momentum):
+        raise UserError("--no-hessian (TESLA's approximation) needs --unroll-mode constant_memory and inner_momentum 0")
 
 
 def balance_weight(start: int, max_start_epoch: int) -> float:
@@ -225,7 +300,7 @@ def distill_mtt(
         syn_lr = torch.tensor(config.lr_teacher, device=device).requires_grad_(True)
         opt_img = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum_img)
         opt_lr = torch.optim.SGD([syn_lr], lr=config.lr_lr, momentum=config.momentum_img)
-        dsa, targets = DSA(config.dsa_strategy), _matching_targets(config)
+        dsa, targets = make_dsa(config.dsa_strategy, dataset.name, align_corners=config.dsa_align_corners), _matching_targets(config)
         batch = config.batch_syn or n_syn
 
         def step(it: int) -> float:
@@ -250,6 +325,7 @@ def distill_mtt(
                 lambda i: (dsa.apply(images[plan[i][0]], plan[i][1]), labels[plan[i][0]]),
                 optimizer=InnerSGD(config.inner_momentum), mode=config.unroll_mode, truncate=config.truncate or None,
                 record=[n for n in goals if n != config.syn_steps], backend=config.backend, inputs=[images, syn_lr],
+                hessian=config.hessian,
             )  # fmt: skip
             return res.outer_loss
 
@@ -257,11 +333,11 @@ def distill_mtt(
             step, config.iterations, tensors={"images": images, "syn_lr": syn_lr}, optimisers={"images": opt_img, "lr": opt_lr},
             generators={"gen": gen}, checkpoint=checkpoint, progress=progress, desc=type(config).__name__[:-6],
         )  # fmt: skip
-    return make_synset(
-        "ast" if isinstance(config, ASTConfig) else "mtt", images, labels, dataset, ipc=ipc, seed=seed, config=config,
-        started=started, lr=float(syn_lr.detach()), extra={"train_dsa": True, "model": config.model, "model_kwargs": model_kwargs,
-                                                  "loss_history": history[-100:]},
-    )  # fmt: skip
+    method = "ast" if isinstance(config, ASTConfig) else "mtt"
+    extra = {**dsa_record(dsa, "ast" if method == "ast" else "dc"), "model": config.model, "model_kwargs": model_kwargs,
+             "loss_history": history[-100:]}  # fmt: skip
+    return make_synset(method, images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started,
+                       lr=float(syn_lr.detach()), extra=extra)  # fmt: skip
 
 
 def _expert_buffer(dataset: ImageDataset, config: MTTConfig, model_kwargs: dict[str, Any], tmp: str, device: torch.device,
@@ -280,5 +356,6 @@ def _expert_buffer(dataset: ImageDataset, config: MTTConfig, model_kwargs: dict[
     return ExpertBuffer(directory, dataset, model=config.model, model_kwargs=model_kwargs, load_all=config.load_all)
 
 
+MTTConfig.help_epilog = staticmethod(presets_help)  # the CLI's --help shows the presets and their sources
 register_method("mtt", MTTConfig, distill_mtt, "matching training trajectories (Cazenavette et al. 2022)")
 register_method("ast", ASTConfig, distill_mtt, "MTT with smooth experts and AST's student switches (Shen et al. 2023)")

@@ -8,6 +8,7 @@ stay ``float`` and ``node_cardinalities`` is ``None``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -101,7 +102,20 @@ def categorical_columns(values: Tensor) -> tuple[Tensor, int] | None:
         values = values.view(-1, 1)
     if values.is_floating_point() and not bool(torch.all(values == values.round())):
         return None
-    uniq, inverse = torch.unique(values.long(), dim=0, return_inverse=True)
+    values = values.long()
+    if values.size(0) == 0:
+        return values.new_zeros(0, 1), 0
+    # rows -> one mixed-radix key (first column most significant, so key order = sorted row order);
+    # torch.unique(dim=0) gives the same ids but is ~100x slower on a million rows
+    lo = values.min(0).values
+    span = (values.max(0).values - lo + 1).tolist()
+    if math.prod(span) < 2**62:
+        key = torch.zeros(values.size(0), dtype=torch.long)
+        for col, width in enumerate(span):
+            key = key * width + (values[:, col] - lo[col])
+        uniq, inverse = torch.unique(key, return_inverse=True)
+    else:
+        uniq, inverse = torch.unique(values, dim=0, return_inverse=True)
     return inverse.view(-1, 1), int(uniq.size(0))
 
 

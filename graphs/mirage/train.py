@@ -5,10 +5,21 @@ trees and its embedding sums the root nodes only, which equals the sum-pooled em
 real graph whose trees these are; evaluation uses ordinary sum pooling over all nodes with the
 same weights.  Graphs without ``root_mask`` (full data, random, herding) pool over all nodes.
 
-Protocol (official ``train_and_test.py``): each restart evaluates validation and test before
-every epoch and keeps the test score at the best validation score; the paper reports the mean
-and std over the 5 restarts with the best validation scores out of 10 (``top``).  We report
-that (labelled "top-k"), the mean over all restarts, and the final-epoch test score.
+Protocol (official ``train_and_test.py``): each restart keeps the test score at the epoch of best
+validation score; the paper reports the mean and std over the 5 restarts with the best
+validation scores out of 10 (``top``).  We report that (labelled "top-k"), the mean over all
+restarts, and the final-epoch test score.  Deviation (a fix): the official loop evaluates
+*before* every epoch, so epoch 0 -- the untrained network -- can be selected; here selection runs
+over epochs 1..E only, and the untrained network's test score is recorded separately
+(``untrained_test``) so a table shows what training added.  Every evaluation also records
+Spearman's rho between the model's score (class-1 probability; predicted-class probability for
+more classes) and the node count on the test graphs (``spearman_size``): a model whose output is
+a function of graph size shows |rho| near 1.
+
+Schedules: ``lr_step > 0`` halves (``lr_gamma``) the learning rate every ``lr_step`` epochs
+(StepLR, the GIN paper); ``iters_per_epoch > 0`` makes an epoch that many minibatches, each
+``batch_size`` graphs drawn without replacement afresh (the GIN code's ``train``), instead of
+one pass over the training set.
 
 Itemset sampling (``sampling``): ``"list"`` = every distilled graph once per epoch, shuffled
 (what the released code does in effect -- its support-weighted draw is overwritten);
@@ -17,7 +28,6 @@ Itemset sampling (``sampling``): ``"list"`` = every distilled graph once per epo
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -26,13 +36,13 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
 from condense.utils import UserError, check_positive, make_generator, resolve_device
 from graphs.models.graph import get_graph_model
 
-__all__ = ["TrainConfig", "RestartSummary", "train_restarts", "score", "SAMPLING"]
+__all__ = ["TrainConfig", "RestartSummary", "train_restarts", "score", "spearman", "size_score", "SAMPLING"]
 
 SAMPLING = ("list", "support")
 
@@ -54,6 +64,12 @@ class TrainConfig:
     restarts: int = 10
     top: int = 5
     sampling: str = "list"
+    norm: bool = False
+    train_eps: bool = True
+    use_edges: bool = True
+    lr_step: int = 0
+    lr_gamma: float = 0.5
+    iters_per_epoch: int = 0
 
     def validate(self) -> None:
         check_positive("lr", self.lr)
@@ -61,18 +77,27 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "restarts", "top"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.lr_step) < 0 or int(self.iters_per_epoch) < 0:
+            raise UserError(f"lr_step and iters_per_epoch must be >= 0, got {self.lr_step}, {self.iters_per_epoch}")
         if self.sampling not in SAMPLING:
             raise UserError(f"sampling must be one of {SAMPLING}, got {self.sampling!r}")
 
     def build_model(self, dims: tuple, num_classes: int) -> torch.nn.Module:
         """A fresh model for ``dims = (in_dim, edge_dim)``; raises :class:`UserError` for bad model options."""
         return get_graph_model(self.model, dims[0], num_classes, hidden=self.hidden, layers=self.layers,
-                               pooling=self.pooling, edge_dim=dims[1], dropout=self.dropout, jk=self.jk)
+                               pooling=self.pooling, edge_dim=dims[1] if self.use_edges else None, dropout=self.dropout,
+                               jk=self.jk, norm=self.norm, train_eps=self.train_eps)
 
 
 @dataclass
 class RestartSummary:
-    """Scores of all restarts: ``best_val``, ``test_at_best_val`` and ``final_test`` per restart."""
+    """Scores of all restarts: ``best_val``, ``test_at_best_val`` and ``final_test`` per restart.
+
+    ``best_epoch`` (>= 1) is the selected epoch, ``untrained_test`` the test score before any
+    update, ``spearman_size`` the test-graph Spearman(score, |V|) at the selected epoch, and
+    ``curves`` per restart ``{"val", "test", "spearman", "test_accuracy"[, "test_rocauc"]}`` lists
+    with entry ``e`` after ``e`` epochs (entry 0: untrained; ROC-AUC only for two classes).
+    """
 
     metric: str
     best_val: list[float]
@@ -80,6 +105,10 @@ class RestartSummary:
     final_test: list[float]
     top: int
     train_time_s: float
+    best_epoch: list[int] = field(default_factory=list)
+    untrained_test: list[float] = field(default_factory=list)
+    spearman_size: list[float] = field(default_factory=list)
+    curves: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def _top_idx(self) -> np.ndarray:
@@ -100,6 +129,16 @@ class RestartSummary:
         t = np.asarray(self.final_test)
         return float(t.mean()), float(t.std())
 
+    @property
+    def untrained_mean_std(self) -> tuple[float, float]:
+        t = np.asarray(self.untrained_test, dtype=float)
+        return float(t.mean()), float(t.std())
+
+    @property
+    def spearman_mean_std(self) -> tuple[float, float]:
+        t = np.asarray(self.spearman_size, dtype=float)
+        return float(np.nanmean(t)), float(np.nanstd(t))
+
 
 def score(logits: Tensor, y: Tensor, metric: str) -> float:
     """ROC-AUC of the class-1 probability (binary) or accuracy."""
@@ -110,44 +149,103 @@ def score(logits: Tensor, y: Tensor, metric: str) -> float:
     return float((logits.argmax(-1) == y).float().mean())
 
 
+def _ranks(v: Tensor) -> Tensor:
+    """Ranks 0..n-1 with ties averaged (as scipy's ``rankdata`` minus one)."""
+    uniq, inv, counts = torch.unique(v, return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts
+    return (first.double() + (counts.double() - 1) / 2)[inv]
+
+
+def spearman(a: Tensor, b: Tensor) -> float:
+    """Spearman's rank correlation of two 1-D tensors (nan when either is constant)."""
+    ra, rb = _ranks(a.double().view(-1)), _ranks(b.double().view(-1))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / denom if denom > 0 else float("nan")
+
+
+def size_score(logits: Tensor) -> Tensor:
+    """The scalar a classifier's output is correlated with |V| by: P(class 1), or P(predicted class)."""
+    p = logits.softmax(-1)
+    return p[:, 1] if p.size(1) == 2 else p.max(-1).values
+
+
 @torch.no_grad()
-def _evaluate(model: torch.nn.Module, batch: Batch, metric: str) -> float:
+def _logits(model: torch.nn.Module, batch: Data) -> Tensor:
     model.eval()
-    return score(model(batch).cpu(), batch.y.cpu(), metric)
+    return model(batch).cpu()
 
 
-def _epoch_order(n: int, weights: Tensor, sampling: str, gen: torch.Generator) -> Tensor:
-    if sampling == "support":
-        return torch.multinomial(weights, n, replacement=True, generator=gen)
-    return torch.randperm(n, generator=gen)
+def _epoch_batches(n: int, weights: Tensor, config: TrainConfig, gen: torch.Generator) -> list[Tensor]:
+    if config.iters_per_epoch:  # GIN code: each minibatch is a fresh draw without replacement
+        k = min(config.batch_size, n)
+        return [torch.randperm(n, generator=gen)[:k] for _ in range(config.iters_per_epoch)]
+    if config.sampling == "support":
+        order = torch.multinomial(weights, n, replacement=True, generator=gen)
+    else:
+        order = torch.randperm(n, generator=gen)
+    return list(order.split(config.batch_size))
 
 
-def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Batch], *, dims: tuple, num_classes: int,
-               metric: str, config: TrainConfig, seed: int, device: torch.device, root_pooling: bool, bar) -> tuple[float, float, float]:
+def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Data], *, dims: tuple, num_classes: int,
+               metric: str, config: TrainConfig, seed: int, device: torch.device, root_pooling: bool, bar) -> dict:
     torch.manual_seed(seed)
     gen = make_generator(seed)
     model = config.build_model(dims, num_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    best_val, test_at_best = -math.inf, float("nan")
+    sched = torch.optim.lr_scheduler.StepLR(opt, config.lr_step, config.lr_gamma) if config.lr_step else None
+    curves: dict[str, list[float]] = {"val": [], "test": [], "spearman": [], "test_accuracy": []}
+    if num_classes == 2:
+        curves["test_rocauc"] = []
+    y_test = evals["test"].y.cpu()
+
+    def record() -> None:
+        curves["val"].append(score(_logits(model, evals["valid"]), evals["valid"].y.cpu(), metric))
+        logits = _logits(model, evals["test"])
+        curves["test"].append(score(logits, y_test, metric))
+        curves["spearman"].append(spearman(size_score(logits), evals["test_sizes"]))
+        for m in ("accuracy", "rocauc"):
+            if f"test_{m}" in curves:
+                curves[f"test_{m}"].append(curves["test"][-1] if m == metric else score(logits, y_test, m))
+
+    record()  # epoch 0: the untrained network, reported but never selected
     for _ in range(config.epochs):
-        val, test = _evaluate(model, evals["valid"], metric), _evaluate(model, evals["test"], metric)
-        if val > best_val:
-            best_val, test_at_best = val, test
         model.train()
-        order = _epoch_order(len(train), weights, config.sampling, gen)
-        for chunk in order.split(config.batch_size):
-            batch = Batch.from_data_list([train[i] for i in chunk.tolist()]).to(device)
+        for chunk in _epoch_batches(len(train), weights, config, gen):
+            batch = collate([train[i] for i in chunk.tolist()]).to(device)
             mask = batch.root_mask if root_pooling else None
             loss = torch.nn.functional.cross_entropy(model(batch, pool_mask=mask), batch.y.view(-1))
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if sched is not None:
+            sched.step()
+        record()
         bar.update(1)
-    final_test = _evaluate(model, evals["test"], metric)
-    val = _evaluate(model, evals["valid"], metric)
-    if val > best_val:
-        best_val, test_at_best = val, final_test
-    return best_val, test_at_best, final_test
+    val = np.asarray(curves["val"][1:], dtype=float)
+    best = int(np.argmax(np.where(np.isnan(val), -np.inf, val))) + 1  # first epoch of best validation, >= 1
+    return {"best_epoch": best, "best_val": curves["val"][best], "test_at_best_val": curves["test"][best],
+            "final_test": curves["test"][-1], "untrained_test": curves["test"][0],
+            "spearman_size": curves["spearman"][best], "curves": curves}
+
+
+def collate(graphs: Sequence[Data]) -> Data:
+    """A disjoint-union batch (``x``, ``edge_index``, ``edge_attr``, ``root_mask``, ``y``, ``batch``).
+
+    Equal to ``Batch.from_data_list`` on these attributes and about 10x cheaper on CPU, which
+    matters for the GIN recipe's 17 500 minibatches per fold.
+    """
+    counts = torch.tensor([g.num_nodes for g in graphs], dtype=torch.long)
+    offsets = (torch.cumsum(counts, 0) - counts).tolist()
+    out = Data(x=torch.cat([g.x for g in graphs]),
+               edge_index=torch.cat([g.edge_index + o for g, o in zip(graphs, offsets)], 1),
+               y=torch.cat([g.y.view(1) for g in graphs]),
+               batch=torch.repeat_interleave(torch.arange(len(graphs)), counts))
+    for key in ("edge_attr", "root_mask"):
+        if getattr(graphs[0], key, None) is not None:
+            out[key] = torch.cat([g[key] for g in graphs])
+    out.num_graphs = len(graphs)
+    return out
 
 
 def _strip(graphs: Sequence[Data], keep_roots: bool) -> list[Data]:
@@ -193,7 +291,8 @@ def train_restarts(
     root_pooling = all(getattr(g, "root_mask", None) is not None for g in train)
     train_s = _strip(train, root_pooling)
     weights = torch.tensor([float(getattr(g, "weight", 1.0)) for g in train], dtype=torch.float64)
-    evals = {k: Batch.from_data_list(_strip(v, False)).to(dev) for k, v in (("valid", valid), ("test", test))}
+    evals = {k: collate(_strip(v, False)).to(dev) for k, v in (("valid", valid), ("test", test))}
+    evals["test_sizes"] = torch.tensor([g.num_nodes for g in test], dtype=torch.float64)
     bar = tqdm(total=config.restarts * config.epochs, desc=desc, disable=not progress, leave=False)
     t0 = time.perf_counter()
     previous = torch.get_num_threads()
@@ -208,5 +307,7 @@ def train_restarts(
     finally:
         torch.set_num_threads(previous)
         bar.close()
-    best_val, test_at_best, final = (list(x) for x in zip(*runs))
-    return RestartSummary(metric, best_val, test_at_best, final, min(config.top, config.restarts), time.perf_counter() - t0)
+    col = lambda key: [r[key] for r in runs]  # noqa: E731
+    return RestartSummary(metric, col("best_val"), col("test_at_best_val"), col("final_test"), min(config.top, config.restarts),
+                          time.perf_counter() - t0, best_epoch=col("best_epoch"), untrained_test=col("untrained_test"),
+                          spearman_size=col("spearman_size"), curves=col("curves"))

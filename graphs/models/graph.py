@@ -11,8 +11,22 @@ the root nodes of Mirage's computation trees (``pool_mask``, training on a disti
 :math:`\sigma` is ReLU between layers and the identity after the last one, followed by dropout
 (the layout of OGB's ``GNN_node`` that the Mirage code builds on).  Jumping knowledge as in
 ``GNN_node``: ``jk="last"`` reads out :math:`\mathbf{h}^{(L)}`, ``jk="sum"`` the sum
-:math:`\sum_{\ell=0}^{L}\mathbf{h}^{(\ell)}` including the encoded input (the official Mirage NCI1
-notebook's setting).
+:math:`\sum_{\ell=0}^{L}\mathbf{h}^{(\ell)}` including the encoded input (the official Mirage
+molbace notebook's setting; its NCI1 script uses ``last``).
+
+Two published full-data layouts (``norm=True``):
+
+* OGB's ``GNN_node`` (``examples/graphproppred/mol/conv.py``): GIN MLPs
+  ``Linear(d, 2d)-BN-ReLU-Linear(2d, d)``, BatchNorm after every convolution, then ReLU (not after
+  the last) and dropout; ``jk="last"``, mean readout, linear head.
+* The GIN paper's ``GraphCNN`` (Xu et al., ICLR 2019, Section 7; ``models/graphcnn.py`` of
+  weihua916/powerful-gnns), ``jk="layers"``: GIN MLPs ``Linear-BN-ReLU-Linear``, BatchNorm and
+  ReLU after every layer (the last included), no dropout between layers, and the prediction
+  :math:`\sum_{\ell=0}^{L} \mathrm{dropout}(\mathbf{W}_\ell \bigoplus_v \mathbf{h}_v^{(\ell)})`
+  -- one linear head per layer, the input layer included, dropout on each head's output.
+  ``train_eps=False`` is GIN-0 (the paper's best variant, the code's default).  Deviation: the
+  one-hot input is embedded (``Enc``, a linear map of the one-hot vector) before the first GIN
+  layer instead of entering its MLP directly; the composition is still linear in the one-hot.
 
 Categorical features (integer columns) are encoded AtomEncoder-style as a sum of one embedding
 per column; float features by a linear layer.  Edge features reach the messages in GIN
@@ -34,7 +48,7 @@ from condense.utils import UserError
 __all__ = ["FeatureEncoder", "GraphClassifier", "get_graph_model", "GRAPH_MODELS", "JK_MODES"]
 
 GRAPH_MODELS = ("gcn", "gin", "gat", "sage")
-JK_MODES = ("last", "sum")
+JK_MODES = ("last", "sum", "layers")
 FeatureSpec = int | Sequence[int]
 
 
@@ -63,15 +77,20 @@ class FeatureEncoder(nn.Module):
         return sum(table(x[:, i]) for i, table in enumerate(self.tables))
 
 
-def _gin_mlp(hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden))
+def _gin_mlp(hidden: int, inner: int, norm: bool) -> nn.Sequential:
+    mid = [nn.BatchNorm1d(inner)] if norm else []
+    return nn.Sequential(nn.Linear(hidden, inner), *mid, nn.ReLU(), nn.Linear(inner, hidden))
 
 
-def _make_conv(name: str, hidden: int, with_edges: bool) -> nn.Module:
+def _make_conv(name: str, hidden: int, with_edges: bool, *, norm: bool = False, paper_gin: bool = False,
+               train_eps: bool = True) -> nn.Module:
     if name == "gcn":
         return GCNConv(hidden, hidden)
     if name == "gin":
-        return GINEConv(_gin_mlp(hidden), train_eps=True, edge_dim=hidden) if with_edges else GINConv(_gin_mlp(hidden), train_eps=True)
+        mlp = _gin_mlp(hidden, hidden if paper_gin else 2 * hidden, norm)  # GIN paper: hidden units at all layers
+        if with_edges:
+            return GINEConv(mlp, train_eps=train_eps, edge_dim=hidden)
+        return GINConv(mlp, train_eps=train_eps)
     if name == "gat":
         return GATConv(hidden, hidden, heads=1, edge_dim=hidden if with_edges else None)
     return SAGEConv(hidden, hidden)
@@ -92,6 +111,8 @@ class GraphClassifier(nn.Module):
         edge_dim: FeatureSpec | None = None,
         dropout: float = 0.0,
         jk: str = "last",
+        norm: bool = False,
+        train_eps: bool = True,
     ) -> None:
         if conv not in GRAPH_MODELS:
             raise UserError(f"unknown graph model {conv!r} (expected one of {', '.join(GRAPH_MODELS)})")
@@ -108,12 +129,17 @@ class GraphClassifier(nn.Module):
         self.uses_edges = edge_dim is not None and conv in ("gin", "gat")
         self.encoder = FeatureEncoder(in_dim, hidden)
         self.edge_encoders = nn.ModuleList(FeatureEncoder(edge_dim, hidden) for _ in range(layers)) if self.uses_edges else None
-        self.convs = nn.ModuleList(_make_conv(conv, hidden, self.uses_edges) for _ in range(layers))
-        self.head = nn.Linear(hidden, num_classes)
+        self.convs = nn.ModuleList(_make_conv(conv, hidden, self.uses_edges, norm=norm, paper_gin=jk == "layers",
+                                              train_eps=train_eps) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers)) if norm else None
+        n_heads = layers + 1 if jk == "layers" else 1
+        self.heads = nn.ModuleList(nn.Linear(hidden, num_classes) for _ in range(n_heads))
 
-    def node_embeddings(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None) -> Tensor:
+    def layer_embeddings(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None) -> list[Tensor]:
+        r"""Node states :math:`\mathbf{h}^{(0)}, \dots, \mathbf{h}^{(L)}` (encoded input first)."""
         h = self.encoder(x)
-        readout = h if self.jk == "sum" else None
+        states = [h]
+        paper_gin = self.jk == "layers"
         for i, conv in enumerate(self.convs):
             if self.uses_edges:
                 if edge_attr is None:
@@ -121,22 +147,38 @@ class GraphClassifier(nn.Module):
                 h = conv(h, edge_index, self.edge_encoders[i](edge_attr))
             else:
                 h = conv(h, edge_index)
-            if i < len(self.convs) - 1:
+            if self.norms is not None:
+                h = self.norms[i](h)
+            if paper_gin or i < len(self.convs) - 1:
                 h = torch.relu(h)
-            h = nn.functional.dropout(h, self.dropout, self.training)
-            if readout is not None:
-                readout = readout + h
-        return h if readout is None else readout
+            if not paper_gin:
+                h = nn.functional.dropout(h, self.dropout, self.training)
+            states.append(h)
+        return states
+
+    def node_embeddings(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor | None = None) -> Tensor:
+        """The node representation that ``jk="last"``/``"sum"`` pools."""
+        states = self.layer_embeddings(x, edge_index, edge_attr)
+        return states[-1] if self.jk != "sum" else torch.stack(states).sum(0)
 
     def forward(self, data: Batch, pool_mask: Tensor | None = None) -> Tensor:
         """Logits per graph of ``data``; pool over ``pool_mask`` nodes only when given."""
-        h = self.node_embeddings(data.x, data.edge_index, getattr(data, "edge_attr", None))
-        batch = data.batch if getattr(data, "batch", None) is not None else h.new_zeros(h.size(0), dtype=torch.long)
+        edge_attr = getattr(data, "edge_attr", None)
+        states = self.layer_embeddings(data.x, data.edge_index, edge_attr)
+        if self.jk != "layers":
+            states = [states[-1] if self.jk == "last" else torch.stack(states).sum(0)]
+        batch = data.batch if getattr(data, "batch", None) is not None else states[0].new_zeros(states[0].size(0), dtype=torch.long)
         size = int(data.num_graphs) if hasattr(data, "num_graphs") else int(batch.max()) + 1
         if pool_mask is not None:
-            h, batch = h[pool_mask], batch[pool_mask]
-        g = scatter(h, batch, dim=0, dim_size=size, reduce=self.pooling)
-        return self.head(nn.functional.dropout(g, self.dropout, self.training))
+            states, batch = [h[pool_mask] for h in states], batch[pool_mask]
+        logits = 0
+        for head, h in zip(self.heads, states):
+            g = scatter(h, batch, dim=0, dim_size=size, reduce=self.pooling)
+            if self.jk == "layers":  # GIN paper: dropout on each layer's prediction
+                logits = logits + nn.functional.dropout(head(g), self.dropout, self.training)
+            else:
+                logits = logits + head(nn.functional.dropout(g, self.dropout, self.training))
+        return logits
 
 
 def get_graph_model(name: str, in_dim: FeatureSpec, num_classes: int, **kwargs) -> GraphClassifier:
@@ -144,7 +186,7 @@ def get_graph_model(name: str, in_dim: FeatureSpec, num_classes: int, **kwargs) 
 
     ``in_dim``/``edge_dim``: an ``int`` width for float features or a sequence of
     cardinalities for integer (categorical) columns; ``edge_dim=None`` ignores edge features.
-    Keyword arguments (``hidden``, ``layers``, ``pooling``, ``edge_dim``, ``dropout``, ``jk``) are
-    those of :class:`GraphClassifier`.
+    Keyword arguments (``hidden``, ``layers``, ``pooling``, ``edge_dim``, ``dropout``, ``jk``,
+    ``norm``, ``train_eps``) are those of :class:`GraphClassifier`.
     """
     return GraphClassifier(name.lower(), in_dim, num_classes, **kwargs)

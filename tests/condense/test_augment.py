@@ -65,3 +65,41 @@ def test_bad_strategy():
         DSA("color_warp")
     with pytest.raises(UserError, match="mode"):
         DSA(mode="sometimes")
+
+
+def test_auto_strategy_drops_flip_on_digit_datasets_only():
+    """DatasetCondensation readme: no flip for digit datasets (MNIST, SVHN); flip for Fashion-MNIST/CIFAR."""
+    from condense.augment import DEFAULT_STRATEGY, DIGITS_STRATEGY, make_dsa, resolve_strategy
+
+    assert DIGITS_STRATEGY == "color_crop_cutout_scale_rotate" and "flip" in DEFAULT_STRATEGY
+    assert resolve_strategy("auto", "digits") == resolve_strategy("auto", "mnist") == DIGITS_STRATEGY
+    assert resolve_strategy("auto", "fashion_mnist") == resolve_strategy("auto", "cifar10") == DEFAULT_STRATEGY
+    assert resolve_strategy("crop", "digits") == "crop"
+    assert not make_dsa("none", "digits", align_corners=False).enabled
+
+
+def test_align_corners_is_the_grid_convention_of_scale_and_rotate():
+    """Both conventions map pixel i to s (i - c) + c for a centred scale/rotation of a square image, so they
+    agree there (all datasets here are square); a rotation of a non-square image tells them apart."""
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(1)
+    square, wide = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.randn(2, 1, 8, 12, dtype=torch.float64)
+    for op in ("scale", "rotate"):
+        params = DSA(op).sample(2, (8, 8), gen)
+        assert torch.allclose(DSA(op, align_corners=False).apply(square, params), DSA(op, align_corners=True).apply(square, params))
+    params = DSA("rotate").sample(2, (8, 12), gen)
+    assert not torch.allclose(DSA("rotate", align_corners=False).apply(wide, params), DSA("rotate", align_corners=True).apply(wide, params))
+    theta = torch.tensor([[[1.1, 0.0, 0.0], [0.0, 0.9, 0.0]]], dtype=torch.float64).repeat(2, 1, 1)
+    expected = F.grid_sample(wide, F.affine_grid(theta, list(wide.shape), align_corners=False), align_corners=False)
+    assert torch.allclose(DSA("scale")._scale(wide, torch.tensor([[1.1, 0.9]] * 2, dtype=torch.float64)), expected)
+
+
+def test_method_dsa_defaults_follow_their_official_code():
+    """align_corners False for DC/DSA/DM/DataDAM (DatasetCondensation/DataDAM utils.py), True for MTT/AST."""
+    from condense.methods import get_method
+
+    for name, align in (("dc", False), ("dsa", False), ("dm", False), ("datadam", False), ("mtt", True), ("ast", True)):
+        cfg = get_method(name).config_cls()
+        assert cfg.dsa_align_corners is align, name
+        assert cfg.dsa_strategy == ("none" if name == "dc" else "auto"), name

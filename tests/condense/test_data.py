@@ -88,8 +88,39 @@ def test_cifar100_fine_labels(tmp_path):
     assert ds.num_classes == 100 and ds.train_y.tolist() == [5, 99, 0]
 
 
+@pytest.mark.parametrize("n", [300, 20])  # full rank (eigh path) and n - 1 < D (thin-SVD path)
+def test_zca_equals_kornia_zca_whitening(n):
+    """MTT's transform: kornia.enhance.ZCAWhitening(eps=0.1, compute_inv=True) fitted on the same images."""
+    kornia = pytest.importorskip("kornia")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 3, 4, 4, generator=gen, dtype=torch.float64) @ torch.rand(4, 4, generator=gen, dtype=torch.float64)
+    new = torch.rand(7, 3, 4, 4, generator=gen, dtype=torch.float64)
+    ref = kornia.enhance.ZCAWhitening(eps=0.1, compute_inv=True)
+    ref.fit(x)
+    ours = ZCA(0.1).fit(x)
+    for batch in (x, new):
+        assert torch.allclose(ours(batch), ref(batch), atol=1e-5, rtol=0)
+        assert torch.allclose(ours.invert(ours(batch)), ref.inverse_transform(ref(batch)), atol=1e-5, rtol=0)
+    back = ZCA.from_state(ours.state_dict())
+    assert back.matches(ours) and torch.allclose(back(new), ours(new), atol=1e-4)
+    assert not ZCA(0.2).fit(x).matches(ours)
+
+
+def test_zca_dataset_is_fitted_on_raw_pixels_as_mtt():
+    """--zca: no standardisation before whitening (MTT get_dataset: ToTensor() only)."""
+    plain, zca = load_dataset("digits"), load_dataset("digits", zca=True)
+    raw = plain.train_x * plain.std[0] + plain.mean[0]  # the [0, 1] pixels
+    expected = ZCA(0.1).fit(raw)
+    assert zca.mean == (0.0,) and zca.std == (1.0,)
+    assert torch.allclose(zca.train_x, expected(raw), atol=1e-4)
+    assert torch.allclose(zca.denormalise(zca.train_x), raw.clamp(0, 1), atol=1e-4)
+    # whitening the standardised images instead would be MTT's ZCA with eps * std^2: clearly different
+    assert (ZCA(0.1).fit(plain.train_x)(plain.train_x) - zca.train_x).abs().max() > 0.1
+
+
 def test_zca_whitens_and_inverts():
-    x = torch.randn(500, 1, 4, 4) @ torch.randn(4, 4)  # correlated pixels
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 1, 4, 4, generator=gen) @ (torch.eye(4) + 0.5 * torch.randn(4, 4, generator=gen))  # correlated pixels
     zca = ZCA(eps=1e-6).fit(x)
     w = zca(x).reshape(500, -1).double()
     cov = (w - w.mean(0)).T @ (w - w.mean(0)) / 499

@@ -50,3 +50,95 @@ def test_evaluate_synset_uses_learned_lr_and_checks_shape(digits):
         evaluate_synset(s, other, num_evals=1, epochs=1, progress=False)
     with pytest.raises(UserError, match="epochs"):
         evaluate_images(digits.train_x[:5], digits.train_y[:5], digits, epochs=0, progress=False)
+
+
+# ----------------------------------------------------------------------------- the three protocols
+import condense.evaluate as ev  # noqa: E402
+from condense.augment import DIGITS_STRATEGY  # noqa: E402
+from condense.evaluate import PROTOCOLS  # noqa: E402
+
+
+def _spy(monkeypatch):
+    """Record every SGD the evaluator creates and every training batch size."""
+    made = []
+    real_sgd = torch.optim.SGD
+
+    class SpySGD(real_sgd):
+        def __init__(self, params, lr, momentum, weight_decay):
+            made.append((lr, momentum, weight_decay))
+            super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    monkeypatch.setattr(ev.torch.optim, "SGD", SpySGD)
+    return made
+
+
+def _fit_and_record(monkeypatch, protocol, epochs, n, lr=None):
+    made = _spy(monkeypatch)
+    net = get_network("mlp", 1, 10, 8)
+    batches, passes = [], []
+    net.register_forward_pre_hook(lambda m, inp: batches.append(len(inp[0])) if m.training else None)
+    ev.fit(net, torch.randn(n, 1, 8, 8), torch.arange(n) % 10, epochs=epochs, lr=lr, protocol=protocol,
+           generator=torch.Generator().manual_seed(0), on_epoch=passes.append)  # fmt: skip
+    return made, batches, passes
+
+
+def test_dc_protocol_schedule_optimiser_batch_and_epochs(monkeypatch):
+    """DatasetCondensation utils.evaluate_synset: range(E + 1) passes, lr x0.1 after pass E//2 + 1, batch 256."""
+    p = PROTOCOLS["dc"]
+    assert (p.default_epochs(True), p.default_epochs(False), p.eval_norm, p.align_corners) == (1000, 300, None, False)
+    plan = p.schedule(300, 0.01)
+    assert len(plan) == 301 and plan[151] == (0.01, 0.9) and plan[152] == pytest.approx((0.001, 0.9)) and plan[-1] == plan[152]
+    made, batches, passes = _fit_and_record(monkeypatch, "dc", 4, 300)
+    assert passes == [0, 1, 2, 3, 4]  # E + 1 passes
+    assert made == [(0.01, 0.9, 5e-4), (pytest.approx(0.001), 0.9, 5e-4)]  # fresh optimiser at the decay
+    assert batches == [256, 44] * 5
+    made, _, _ = _fit_and_record(monkeypatch, "dc", 2, 10, lr=0.05)  # a learned lr replaces 0.01
+    assert made[0][0] == 0.05
+
+
+def test_ast_protocol_decay_momentum_and_test_every_20(monkeypatch, digits):
+    """AST utils.evaluate_synset: wd 1e-3; at pass E//2 + 1 lr x0.5 and momentum 0.8; test at ep % 20 == 0."""
+    p = PROTOCOLS["ast"]
+    assert (p.default_epochs(True), p.default_epochs(False), p.batch_size, p.align_corners) == (1000, 1000, 256, True)
+    made, batches, _ = _fit_and_record(monkeypatch, "ast", 6, 20)
+    assert made == [(0.01, 0.9, 1e-3), (0.005, 0.8, 1e-3)] and len(batches) == 7
+    net = get_network("mlp", 1, 10, 8)
+    res = train_and_test(net, digits.train_x[:50], digits.train_y[:50], digits.test_x, digits.test_y, epochs=41, protocol="ast",
+                         eval_every=7, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert [ep for ep, _ in res.history] == [0, 20, 40, 41]  # the protocol's checkpoints, then the final one
+    assert res.max_acc == max(a for _, a in res.history) and res.final_acc == res.history[-1][1]
+    assert "AST max-over-test" in p.max_label
+
+
+def test_datadam_protocol_batch_epochs_and_batchnorm_convnet(monkeypatch, digits):
+    """DataDAM: batch 64, 1800 epochs, ConvNet = its get_network's BatchNorm ConvNet."""
+    p = PROTOCOLS["datadam"]
+    assert (p.default_epochs(True), p.default_epochs(False), p.weight_decay) == (1800, 1800, 5e-4)
+    made, batches, _ = _fit_and_record(monkeypatch, "datadam", 4, 100)
+    assert batches == [64, 36] * 5 and made == [(0.01, 0.9, 5e-4), (pytest.approx(0.001), 0.9, 5e-4)]
+    assert _fit_and_record(monkeypatch, "datadam", 2, 10)[0] == [(0.01, 0.9, 5e-4)]  # E = 2: the decay follows the last pass
+    built = []
+    real_get = ev.get_network
+    monkeypatch.setattr(ev, "get_network", lambda name, *a, **kw: built.append((name, kw)) or real_get(name, *a, **kw))
+    evaluate_images(digits.train_x[:20], digits.train_y[:20], digits, models=("convnet", "mlp"), num_evals=1, epochs=1,
+                    protocol="datadam", model_kwargs={"convnet": {"width": 8}}, progress=False)  # fmt: skip
+    assert ("convnet", {"width": 8, "norm": "batchnorm"}) in built and ("mlp", {}) in built
+    with pytest.raises(UserError, match="unknown evaluation protocol"):
+        evaluate_images(digits.train_x[:5], digits.train_y[:5], digits, protocol="kip", epochs=1, progress=False)
+
+
+def test_evaluate_synset_defaults_to_recorded_protocol_and_dsa(monkeypatch, digits):
+    seen = []
+    real = ev.train_and_test
+    monkeypatch.setattr(ev, "train_and_test", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    meta = {"dataset": digits.describe(), "protocol": "ast", "train_dsa": True,
+            "dsa": {"strategy": "crop_scale", "mode": "single", "align_corners": True}}  # fmt: skip
+    s = SyntheticSet(digits.train_x[:20], digits.train_y[:20], meta=meta)
+    evaluate_synset(s, digits, models=("mlp",), num_evals=1, epochs=1, progress=False)
+    kw = seen[-1]
+    assert kw["protocol"].name == "ast" and kw["dsa"].strategy == "crop_scale" and kw["dsa"].align_corners
+    evaluate_synset(s, digits, models=("mlp",), num_evals=1, epochs=1, protocol="dc", dsa=False, progress=False)
+    assert seen[-1]["protocol"].name == "dc" and seen[-1]["dsa"] is None
+    plain = SyntheticSet(digits.train_x[:20], digits.train_y[:20], meta={"dataset": digits.describe()})
+    evaluate_synset(plain, digits, models=("mlp",), num_evals=1, epochs=1, dsa=True, progress=False)
+    assert seen[-1]["protocol"].name == "dc" and seen[-1]["dsa"].strategy == DIGITS_STRATEGY and not seen[-1]["dsa"].align_corners

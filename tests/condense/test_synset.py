@@ -73,3 +73,24 @@ def test_validation():
 def test_png_grid(tmp_path):
     out = _set().to_png(tmp_path / "grid.png")
     assert out.exists() and out.read_bytes()[:4] == b"\x89PNG" and os.path.getsize(out) > 500
+
+
+def test_zca_set_round_trips_with_its_transform_and_shows_unwhitened_pixels(tmp_path):
+    """A set distilled with --zca stores the fitted whitening; pixels()/PNG undo it; evaluation checks it."""
+    from condense.data import load_dataset
+    from condense.evaluate import evaluate_synset
+    from condense.methods import get_method
+
+    ds = load_dataset("digits", zca=True)
+    spec = get_method("random")
+    s = spec.distill(ds, 2, spec.config_cls(), device=torch.device("cpu"), seed=0)
+    t = SyntheticSet.load(s.save(tmp_path / "zca.pt"))
+    assert t.meta["dataset"]["zca"] and t.zca is not None and t.zca["eps"] == 0.1
+    raw = ds.denormalise(t.images)  # the real [0, 1] images that were picked
+    assert torch.allclose(t.pixels(), raw, atol=1e-4)
+    assert t.to_png(tmp_path / "zca.png").exists()
+    other = load_dataset("digits", zca=True, zca_eps=0.5)
+    with pytest.raises(UserError, match="ZCA whitening differs"):
+        evaluate_synset(t, other, num_evals=1, epochs=1, progress=False)
+    with pytest.raises(UserError, match="disagree on ZCA"):
+        evaluate_synset(t, load_dataset("digits"), num_evals=1, epochs=1, progress=False)

@@ -280,3 +280,21 @@ def test_bad_input_is_a_user_error(kwargs, match):
 def test_inner_momentum_validated():
     with pytest.raises(UserError, match="momentum"):
         InnerSGD(1.5)
+
+
+def test_checkpoint_every_is_chosen_from_one_steps_graph():
+    """Store every state when N parameter copies fit in one forward graph; sqrt(N) checkpoints otherwise."""
+    from condense.unroll import auto_checkpoint_every
+
+    params, x, y, lr, target, idx = tiny_problem()
+    batches = make_batches(x, y, idx)
+    # 24 float64 parameters (192 bytes); the forward graph saves x[idx] (6x3), w1, the tanh output (6x4), w2, ...
+    assert auto_checkpoint_every(loss_fn, params, batches, 2) == 1
+    assert auto_checkpoint_every(loss_fn, params, batches, 10_000) == 100
+    # momentum doubles the state: the threshold halves
+    n_plain = max(n for n in range(1, 200) if auto_checkpoint_every(loss_fn, params, batches, n) == 1)
+    n_mom = max(n for n in range(1, 200) if auto_checkpoint_every(loss_fn, params, batches, n, momentum=0.9) == 1)
+    assert n_mom == n_plain // 2
+    assert x.grad is None and all(p.grad is None for p in params.values()), "the probe must not accumulate gradients"
+    res = unroll_backward(make_outer(target, params), loss_fn, params, lr, N_STEPS, batches, mode="constant_memory")
+    assert res.extra["checkpoint_every"] == auto_checkpoint_every(loss_fn, params, batches, N_STEPS) == 3

@@ -152,3 +152,17 @@ def test_ogb_molbace_from_shared_data(writable_shared):
     assert sum(g.num_nodes for g in ds.graphs) == 51577
     assert sum(g.edge_index.size(1) for g in ds.graphs) == 2 * 55768
     assert ds.graphs[0].x.shape[1] == 9 and ds.graphs[0].edge_attr.shape[1] == 3
+
+
+def test_categorical_columns_equals_unique_rows():
+    import torch
+
+    from graphs.data.graphsets import categorical_columns
+
+    gen = torch.Generator().manual_seed(0)
+    for shape, hi in (((1000, 3), 5), ((500, 1), 40), ((300, 9), 3)):
+        v = torch.randint(-2, hi, shape, generator=gen)
+        uniq, inverse = torch.unique(v, dim=0, return_inverse=True)
+        ids, n = categorical_columns(v)
+        assert torch.equal(ids.view(-1), inverse) and n == len(uniq)
+    assert categorical_columns(torch.tensor([[0.5], [1.0]])) is None

@@ -70,7 +70,7 @@ def test_masked_pooling_equals_pooling_over_the_selected_nodes(batch):
     mask[::2] = True
     h = model.node_embeddings(batch.x, batch.edge_index, batch.edge_attr)
     pooled = torch.zeros(3, h.size(1)).index_add_(0, batch.batch[mask], h[mask])
-    assert torch.allclose(model(batch, pool_mask=mask), model.head(pooled), atol=1e-6)
+    assert torch.allclose(model(batch, pool_mask=mask), model.heads[0](pooled), atol=1e-6)
 
 
 def test_jk_sum_reads_out_the_sum_of_every_layer_including_the_input(batch):

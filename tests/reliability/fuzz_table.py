@@ -173,7 +173,7 @@ def make_workdir(root: Path) -> None:
     soft[0, 0] = float("nan")
     torch.save({"format": FORMAT, "images": images, "labels": soft, "lr": None, "meta": meta}, root / "syn_softnan.pt")
     torch.save({"format": FORMAT, "images": images, "labels": soft.abs().nan_to_num(0.1) - 0.2, "lr": None, "meta": meta}, root / "syn_softneg.pt")
-    (root / "payload.pt").write_bytes(_pickle_payload(root / "PWNED"))
+    (root / "payload.pt").write_bytes(_pickle_payload(Path("PWNED")))  # relative: the command's working directory
     (root / "other.ckpt").write_bytes((root / "bad.pt").read_bytes())
     ds32 = load_dataset("digits", resize=32)
     teacher = random_teacher("lenet5", (1, 32, 32), 10, seed=0)
@@ -214,7 +214,7 @@ def make_bad_roots(data: Path) -> None:
     pl = data / "planetoid_payload" / "Cora" / "raw"
     pl.mkdir(parents=True, exist_ok=True)
     for suffix in ("x", "tx", "allx", "y", "ty", "ally", "graph"):
-        (pl / f"ind.cora.{suffix}").write_bytes(_pickle_payload(data / "PWNED"))
+        (pl / f"ind.cora.{suffix}").write_bytes(_pickle_payload(Path("PWNED")))
     (pl / "ind.cora.test.index").write_text("1\n2\n")
 
 
