@@ -92,7 +92,8 @@ class Checkpointer:
         try:
             obj = self._read()
         except UserError as exc:
-            raise UserError(f"{exc}; refusing to overwrite it - point --checkpoint elsewhere" if "refusing" not in str(exc) else str(exc)) from None
+            msg = str(exc)
+            raise UserError(msg if "refusing" in msg else f"{msg}; refusing to overwrite it - point --checkpoint elsewhere") from None
         diff = self._mismatch(obj.get("signature", {}))
         if diff is not None:
             how = "" if self.resume else " (pass the same settings with --resume to continue it, or point --checkpoint elsewhere)"

@@ -88,7 +88,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         key = _compat_pickle.NAME_MAPPING.get((module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
         if key not in _ALLOWED_GLOBALS:
             raise _Refused(module, name)
-        return super().find_class(module, name)
+        if key[0].startswith("scipy.sparse"):  # old private module paths: resolve from the public namespace
+            import scipy.sparse
+
+            return getattr(scipy.sparse, key[1])
+        return super().find_class(*key)
 
 
 def safe_unpickle(path: str | os.PathLike, *, what: str = "data file") -> Any:
