@@ -274,19 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] == "demo" and method is None:
         method = "dm"
     if method is not None and method not in METHODS and not {"-h", "--help"} & set(argv):
-        print(f"error: unknown method {method!r}; choose from {', '.join(sorted(METHODS))}", file=sys.stderr)
-        return 2
-    args = build_parser(method).parse_args(argv)
-    try:
-        if getattr(args, "ipc", 1) < 1:
-            raise UserError(f"--ipc must be >= 1, got {args.ipc}")
-        check_positive("--zca-eps", getattr(args, "zca_eps", 1.0))
-        handler = {"demo": cmd_demo, "distill": cmd_distill, "evaluate": cmd_evaluate, "show": cmd_show,
-                   "experts": cmd_experts}[args.command]
-        return handler(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        raise UserError(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))}")
+    args = build_parser(method).parse_args(argv)  # flags' bounds are checked here (CLIParser)
+    check_positive("--zca-eps", getattr(args, "zca_eps", 1.0))
+    handler = {"demo": cmd_demo, "distill": cmd_distill, "evaluate": cmd_evaluate, "show": cmd_show, "experts": cmd_experts}
+    return handler[args.command](args)
