@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .safeio import check_labels, fingerprint_files, fingerprint_tensors, safe_unpickle
+from .safeio import check_labels, check_root, fingerprint_files, fingerprint_tensors, safe_unpickle
 from .utils import UserError
 
 __all__ = ["ImageDataset", "ZCA", "ClassSampler", "load_dataset", "split_validation", "DATASETS", "read_idx"]
@@ -258,9 +258,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 def _find(root: Path, subdirs: Sequence[str], files: Sequence[str], dataset: str) -> Path:
     """The first of ``root/<sub>`` that holds all ``files``; else a :class:`UserError` naming them."""
-    if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
-        raise UserError(f"dataset {dataset!r}: root {root} {what}")
+    check_root(root, f"dataset {dataset!r}")
     candidates = [root / s if s else root for s in subdirs]
     for cand in candidates:
         if all((cand / f).is_file() for f in files):

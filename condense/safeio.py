@@ -45,6 +45,7 @@ from .utils import UserError
 
 __all__ = [
     "safe_unpickle",
+    "check_root",
     "fingerprint_files",
     "fingerprint_tensors",
     "cache_is_stale",
@@ -113,6 +114,14 @@ def safe_unpickle(path: str | os.PathLike, *, what: str = "data file") -> Any:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # noqa: BLE001 - truncated/garbled pickles raise many types
         raise UserError(f"{path} is not a readable {what} (truncated or not a pickle: {type(exc).__name__}: {str(exc)[:120]})") from None
+
+
+def check_root(root: str | os.PathLike, what: str) -> Path:
+    """A dataset root must be an existing directory; the message says which of the two it is not."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserError(f"{what}: root {root} {'is not a directory' if root.exists() else 'does not exist'}")
+    return root
 
 
 # ---------------------------------------------------------------------------------- fingerprints
@@ -228,7 +237,7 @@ def check_outputs(
             if r is None:
                 continue
             r = Path(r).expanduser().resolve()
-            if r.is_dir() and r in outs[a].parents and outs[a].exists():
+            if a not in directories and r.is_dir() and r in outs[a].parents and outs[a].exists():
                 raise UserError(f"{a} {outs[a]} would replace a file inside the dataset root {f} {r}; write elsewhere")
     for flag, p in outs.items():
         if flag in directories:
@@ -364,7 +373,7 @@ FLAG_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "max_per_class": (1, None), "checkpoint_every": (0, None), "synset_size": (1, None),
     "batch_size": (1, None), "num_experts": (1, None), "width": (1, None), "hops": (1, 16), "bins": (1, None),
     "nodes": (2, None), "features": (1, None), "queries": (1, None), "repeats": (1, None),
-    "lr": (0, None), "weight_decay": (0, None), "dropout": (0, 0.99), "zca_eps": (0, None),
+    "lr": (0, None), "weight_decay": (0, None), "zca_eps": (0, None),
     "split_rate": (0, 0.99), "val_fraction": (0, 0.99), "degree": (0, None),
     "support": (0, None), "sweep_supports": (0, None), "sweep_hops": (1, 16), "steps": (1, None),
 }

@@ -1,6 +1,7 @@
 """``SyntheticSet``: the one artifact every distillation method produces and every evaluator reads."""
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from torch.utils.data import Dataset
 
 from .data import ZCA
 from .safeio import check_labels
-from .utils import UserError, atomic_save, package_versions, safe_load
+from .utils import UserError, atomic_save, atomic_write_bytes, package_versions, safe_load
 
 __all__ = ["SyntheticSet", "FORMAT", "dsa_record"]
 
@@ -156,10 +157,7 @@ class SyntheticSet(Dataset):
                     ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
             axes[r][0].set_title(str(names[c]) if c < len(names) else str(c), fontsize=6, loc="left")
         fig.suptitle(title or f"{self.meta.get('method', 'synthetic')} · {self.meta.get('dataset', {}).get('name', '')} · {len(self)} images", fontsize=8)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         plt.close(fig)
-        tmp.replace(path)
-        return path
+        return atomic_write_bytes(buf.getvalue(), path)

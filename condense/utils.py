@@ -28,6 +28,7 @@ __all__ = [
     "seed_everything",
     "make_generator",
     "atomic_save",
+    "atomic_write_bytes",
     "atomic_write_text",
     "safe_load",
     "package_versions",
@@ -146,9 +147,14 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically, like :func:`atomic_save` (figures, raw files)."""
+    return _atomic_write(path, lambda fh: fh.write(data))
+
+
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically, like :func:`atomic_save` (results tables, JSON)."""
-    return _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    return atomic_write_bytes(text.encode("utf-8"), path)
 
 
 def safe_load(path: str | os.PathLike, *, expected_format: str | None = None, what: str = "artifact") -> dict:

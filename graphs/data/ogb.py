@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from condense.safeio import fingerprint_files
+from condense.safeio import check_root, fingerprint_files
 from condense.utils import UserError, atomic_save, safe_load
 from graphs.data.graphsets import GraphDataset
 
@@ -135,7 +135,7 @@ def load_ogb(name: str, root: str | os.PathLike, *, cache: bool = True) -> Graph
         root: the directory holding ``ogbg_<name>/`` (ogb's own ``root`` argument).
         cache: store the parsed tensors in ``processed/`` (needs a writable root).
     """
-    base = ogb_dir(root, name)
+    base = ogb_dir(check_root(root, f"OGB dataset {name!r}"), name)
     expected = [base / "raw" / f"{r}.csv.gz" for r in _RAW] + [base / "split" / _SPLIT_KIND / f"{p}.csv.gz" for p in ("train", "valid", "test")]
     missing = [str(p.relative_to(base)) for p in expected if not p.is_file()]
     if missing:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch_geometric.data import Data
 
-from condense.safeio import cache_is_stale, fingerprint_files, mark_cache, safe_unpickle
+from condense.safeio import cache_is_stale, check_root, fingerprint_files, mark_cache, safe_unpickle
 from condense.utils import UserError
 
 __all__ = ["PLANETOID_NAMES", "RAW_SUFFIXES", "load_planetoid", "planetoid_available"]
@@ -79,9 +79,7 @@ def load_planetoid(name: str, root: str | Path, *, normalize_features: bool = Tr
     """
     key = _canonical(name)
     root = Path(root)
-    if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
-        raise UserError(f"Planetoid root {str(root)!r} for dataset {key!r} {what}")
+    check_root(root, f"Planetoid dataset {key!r}")
     missing = _missing_raw_files(key, root)
     if missing:
         listed = ", ".join(p.name for p in missing)

@@ -17,7 +17,7 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.datasets import TUDataset
 
-from condense.safeio import cache_is_stale, fingerprint_files, mark_cache
+from condense.safeio import cache_is_stale, check_root, fingerprint_files, mark_cache
 from condense.utils import UserError
 from graphs.data.graphsets import GraphDataset, categorical_columns, random_split
 
@@ -48,6 +48,7 @@ def load_tu(
         use_node_attr: use continuous node attributes (float ``x``) instead of node labels.
         use_edge_attr: keep edge labels as categorical ``edge_attr``.
     """
+    check_root(root, f"TU dataset {name!r}")
     files = tu_required_files(root, name)
     missing = [f.name for f in files if not f.is_file()]
     if missing:
