@@ -20,7 +20,7 @@ import torch
 
 from .utils import UserError, atomic_save, safe_load
 
-__all__ = ["Checkpointer", "rng_state", "set_rng_state", "interrupt_message"]
+__all__ = ["Checkpointer", "rng_state", "set_rng_state", "interrupt_message", "forget_progress"]
 
 FORMAT = "condense.Checkpoint/1"
 
@@ -119,6 +119,12 @@ def _short(value: Any) -> str:
 
 
 _ACTIVE: Checkpointer | None = None
+
+
+def forget_progress() -> None:
+    """Start of a command: no checkpointer of an earlier in-process command is reported on Ctrl-C."""
+    global _ACTIVE
+    _ACTIVE = None
 
 
 def interrupt_message() -> str:

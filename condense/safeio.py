@@ -437,24 +437,23 @@ class CLIParser(argparse.ArgumentParser):
             _check_value(flag, action.dest, value, action.help or "")
 
 
-def _interrupt_message() -> str:
-    from .checkpoint import interrupt_message
-
-    return interrupt_message()
 
 
 def cli_main(main: Callable[..., int]) -> Callable[..., int]:
     """Decorate a command's ``main(argv)``: user errors -> ``error: ...`` and 2; Ctrl-C -> one line and 130."""
 
+    from .checkpoint import forget_progress, interrupt_message  # checkpoint imports utils, not safeio: no cycle
+
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> int:
+        forget_progress()
         try:
             return main(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(_interrupt_message(), file=sys.stderr)
+            print(interrupt_message(), file=sys.stderr)
             return 130
         except OSError as exc:  # disk full, permission lost mid-run, ...: the environment, not a bug
             where = f": {exc.filename}" if getattr(exc, "filename", None) else ""

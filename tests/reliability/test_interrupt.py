@@ -47,20 +47,19 @@ def test_sigint_condense_distill_names_iteration_and_checkpoint(tmp_path):
     assert "o.pt.ckpt" in line and "--resume" in line and not (tmp_path / "o.pt").exists()
 
 
-@pytest.mark.slow
-def test_sigint_synth_distill(tmp_path):
+def _raise_interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_synth_and_mirage_is_one_line_and_130(tmp_path, monkeypatch, capsys):
+    """The same wrapper (cli_main) serves every CLI; in-process here, the subprocess case is above."""
+    import graphs.mirage.__main__ as mirage_cli
+    import synth.cli as synth_cli
+
     save_model(random_teacher("lenet5", (1, 32, 32), 10), tmp_path / "t.pt", dataset=load_dataset("digits", resize=32))
-    ckpt = tmp_path / "s.ckpt"
-    res = _interrupt(["synth", "distill", "--method", "dfad", "--teacher", "t.pt", "--resize", "32", "--out", "s.pt",
-                      "--iterations", "100000", "--batch-size", "4", "--ngf", "4", "--checkpoint", "s.ckpt",
-                      "--checkpoint-every", "1", "--no-progress"], tmp_path, ckpt.exists)  # fmt: skip
-    line = _one_line(res.stderr)
-    assert res.returncode == 130 and "the last checkpoint is" in line and "s.ckpt" in line
-
-
-@pytest.mark.slow
-def test_sigint_graphs_mirage_without_checkpoint(tmp_path):
-    out = tmp_path / "stdout.txt"
-    res = _interrupt(["graphs.mirage", "--no-progress", "--epochs", "100000"], tmp_path,
-                     lambda: out.exists() and "motifs" in out.read_text())  # the dataset summary: main() is running
-    assert res.returncode == 130 and _one_line(res.stderr).startswith("interrupted")
+    monkeypatch.setattr(synth_cli, "train_generator_kd", _raise_interrupt)
+    monkeypatch.setattr(mirage_cli, "mirage_distill", _raise_interrupt)
+    rc = synth_cli.main(["distill", "--method", "dfad", "--teacher", str(tmp_path / "t.pt"), "--resize", "32", "--out",
+                         str(tmp_path / "s.pt"), "--no-progress"])  # fmt: skip
+    assert rc == 130 and _one_line(capsys.readouterr().err).startswith("interrupted")
+    assert mirage_cli.main(["--no-progress"]) == 130 and _one_line(capsys.readouterr().err).startswith("interrupted")
