@@ -134,15 +134,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _meta_rows(path: str, synset: SyntheticSet) -> list[list[str]]:
+    """``show``'s metadata table: one ``field | value`` row per fact a reader needs to trust the set."""
+    m, ds = synset.meta, synset.meta.get("dataset", {})
+    history = m.get("loss_history") or []
+    config = m.get("config") or {}
+    rows = [
+        ["file", path], ["images", f"{len(synset)} x {tuple(synset.images.shape[1:])}"],
+        ["labels", f"soft ({synset.labels.shape[1]} classes)" if synset.soft else f"hard, {synset.num_classes} classes"],
+        ["method", m.get("method", "-")], ["dataset", f"{ds.get('name', '-')}" + (" (ZCA)" if ds.get("zca") else "")],
+        ["images per class", synset.ipc], ["seed", m.get("seed", "-")],
+        ["learned lr", "-" if synset.lr is None else f"{synset.lr:.4g}"],
+        ["wall time", f"{m['wall_time']:.1f} s" if "wall_time" in m else "-"],
+        ["loss history", f"{len(history)} iterations, first {history[0]:.4g}, last {history[-1]:.4g}" if history else "not stored"],
+        ["config", ", ".join(f"{k}={v}" for k, v in config.items()) or "-"],
+        ["versions", ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()) or "-"],
+    ]  # fmt: skip
+    return [[k, str(v)] for k, v in rows]
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     lock_outputs(check_outputs({"--png": args.png}, {"FILE": args.file}).values())
     synset = SyntheticSet.load(args.file)
-    synset.to_png(args.png, max_per_class=args.max_per_class)
-    m = synset.meta
-    print(f"{args.file}: {len(synset)} images {tuple(synset.images.shape[1:])}, method={m.get('method')}, "
-          f"dataset={m.get('dataset', {}).get('name')}, ipc={m.get('ipc')}, lr={synset.lr}, "
-          f"soft_labels={synset.soft}, wall_time={m.get('wall_time', 0):.1f}s")  # fmt: skip
-    _log(f"wrote {args.png}")
+    history = synset.meta.get("loss_history")
+    if args.curve and not history:  # check before writing anything
+        raise UserError(f"{args.file} stores no loss history (method {synset.meta.get('method')!r}; coresets have no loss, "
+                        f"and sets written before the history was stored have none): drop --curve")  # fmt: skip
+    print(markdown_table(["field", "value"], _meta_rows(args.file, synset)))
+    if args.png:
+        synset.to_png(args.png, max_per_class=args.max_per_class)
+        _log(f"wrote {args.png}")
+    if args.curve:
+        from .plotting import loss_curve
+
+        ds = synset.meta.get("dataset", {}).get("name", "")
+        loss_curve(history, args.curve, title=f"{synset.meta.get('method')} · {ds} · IPC {synset.ipc}: loss per outer iteration")
+        _log(f"wrote {args.curve}")
     return 0
 
 
@@ -248,9 +275,10 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     _dataset_flags(x)
     _common(x)
 
-    s = sub.add_parser("show", help="write a PNG grid of a SyntheticSet and print its metadata")
+    s = sub.add_parser("show", help="print a SyntheticSet's metadata; write its image grid and loss curve as PNGs")
     s.add_argument("file", help="SyntheticSet file")
-    s.add_argument("--png", required=True, help="output PNG")
+    s.add_argument("--png", default=None, help="write a grid of the images here")
+    s.add_argument("--curve", default=None, help="plot the stored distillation loss per outer iteration here (PNG)")
     s.add_argument("--max-per-class", type=int, default=10, help="columns per class (default: 10)")
     return parser
 

@@ -177,14 +177,24 @@ def unroll(
     lr, rec = _check(params, lr, steps, mode, truncate, backend, record)
     if mode == "constant_memory":
         raise UserError("constant_memory mode only exists inside unroll_backward (it needs the outer loss)")
+    recorded, losses = _forward(loss_fn, params, lr, steps, batches, optimizer, mode, truncate, rec, backend)
+    return Unrolled(params=recorded[steps], recorded=recorded, inner_losses=_floats(losses))
+
+
+def _forward(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int, batches: BatchFn, optimizer: InnerSGD, mode: str,
+             truncate: int | None, rec: list[int], backend: str) -> tuple[dict[int, Params], list[torch.Tensor]]:  # fmt: skip
     first_graph_step = steps - truncate if mode == "truncated" else 0
     runner = _unroll_func if backend == "func" else _unroll_higher
-    recorded, losses = runner(loss_fn, params, lr, steps, batches, optimizer.momentum, first_graph_step, set(rec))
-    return Unrolled(params=recorded[steps], recorded=recorded, inner_losses=losses)
+    return runner(loss_fn, params, lr, steps, batches, optimizer.momentum, first_graph_step, set(rec))
+
+
+def _floats(values: list[torch.Tensor]) -> list[float]:
+    """Scalars to floats with one host synchronisation (not one per value)."""
+    return torch.stack(values).tolist() if values else []
 
 
 def _unroll_func(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int, batches: BatchFn, momentum: float,
-                 first_graph_step: int, rec: set[int]) -> tuple[dict[int, Params], list[float]]:  # fmt: skip
+                 first_graph_step: int, rec: set[int]) -> tuple[dict[int, Params], list[torch.Tensor]]:  # fmt: skip
     names = list(params)
     state = _initial_state(params, momentum)
     recorded: dict[int, Params] = {}
@@ -198,11 +208,11 @@ def _unroll_func(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int, 
             state, loss = _func_step(loss_fn, names, state, batches(i), lr, momentum)
         losses.append(loss)
     recorded[steps] = dict(zip(names, state[: len(names)]))
-    return recorded, [float(v) for v in losses]
+    return recorded, losses
 
 
 def _unroll_higher(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int, batches: BatchFn, momentum: float,
-                   first_graph_step: int, rec: set[int]) -> tuple[dict[int, Params], list[float]]:  # fmt: skip
+                   first_graph_step: int, rec: set[int]) -> tuple[dict[int, Params], list[torch.Tensor]]:  # fmt: skip
     """The same unroll stepped by ``higher.optim.DifferentiableSGD`` (a cross-check of the update rule)."""
     import higher
 
@@ -230,7 +240,7 @@ def _unroll_higher(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int
             current = [p if p.requires_grad else p.detach().requires_grad_() for p in current]
         loss = loss_fn(dict(zip(names, current)), batches(i))
         current = opt.step(loss, params=current)
-        losses.append(float(loss.detach()))
+        losses.append(loss.detach())
     recorded[steps] = dict(zip(names, current))
     return recorded, losses
 
@@ -265,12 +275,11 @@ def unroll_backward(
     """
     lr, rec = _check(params, lr, steps, mode, truncate, backend, record)
     if mode != "constant_memory":
-        res = unroll(loss_fn, params, lr, steps, batches, optimizer=optimizer, mode=mode, truncate=truncate,
-                     record=record, backend=backend)  # fmt: skip
-        loss = outer_loss(res.recorded)
+        recorded, losses = _forward(loss_fn, params, lr, steps, batches, optimizer, mode, truncate, rec, backend)
+        loss = outer_loss(recorded)
         _backward([loss], None, inputs)
-        res.outer_loss = float(loss.detach())
-        return res
+        *inner, outer = _floats([*losses, loss.detach()])
+        return Unrolled(params=recorded[steps], recorded=recorded, inner_losses=inner, outer_loss=outer)
     if not hessian and optimizer.momentum:
         raise UserError("hessian=False (TESLA's approximation) is only defined for plain SGD (momentum 0)")
     k = checkpoint_every
@@ -291,7 +300,7 @@ def auto_checkpoint_every(loss_fn: LossFn, params: Params, batches: BatchFn, ste
     The budget is the number of bytes autograd saves for one ordinary forward pass of ``loss_fn`` on
     batch 0 (counted with :func:`torch.autograd.graph.saved_tensors_hooks`) - a lower bound on the
     graph of one differentiable step, which also holds the backward's intermediates. The state of
-    one step is the parameters (and momentum buffers). Over budget: :math:`\lceil\sqrt N\rceil`.
+    one step is the parameters (and momentum buffers). Over budget: ⌈√N⌉.
     """
     state_bytes = sum(_bytes(p) for p in params.values()) * (2 if momentum else 1)
     saved = 0
@@ -334,17 +343,24 @@ def _constant_memory(outer_loss: OuterLossFn, loss_fn: LossFn, params: Params, l
         with torch.set_grad_enabled(graph):
             return _func_step(loss_fn, names, state, batches(i), lr_leaf, momentum)
 
-    # forward: no graphs; keep segment checkpoints and the recorded iterates
+    # forward: no graphs except the last step's, which the backward pass needs first; keep segment
+    # checkpoints and the recorded iterates
     state = tuple(t.detach() for t in _initial_state(params, momentum))
     checkpoints: dict[int, State] = {}
     recorded: dict[int, Params] = {}
-    losses = []
+    losses: list[torch.Tensor] = []
+    last: tuple[State, State] | None = None
     for i in range(steps):
         if i % every == 0:
             checkpoints[i] = state
         if i in rec:
             recorded[i] = dict(zip(names, state[:n]))
-        state, loss = step(state, i, graph=False)
+        if i == steps - 1:
+            leaves = tuple(_leaf(t, hessian) for t in state)
+            new, loss = step(leaves, i, graph=True)
+            last, state = (leaves, new), tuple(t.detach() for t in new)
+        else:
+            state, loss = step(state, i, graph=False)
         losses.append(loss)
     recorded[steps] = dict(zip(names, state[:n]))
 
@@ -357,12 +373,17 @@ def _constant_memory(outer_loss: OuterLossFn, loss_fn: LossFn, params: Params, l
 
     adjoint = seeds[steps] + tuple(torch.zeros_like(t) for t in state[n:])
     for start in reversed(range(0, steps, every)):
+        end = min(start + every, steps)
         segment = [checkpoints[start]]
-        for i in range(start, min(start + every, steps) - 1):
+        for i in range(start, end - 1 - (end == steps)):  # the last step's state is not needed (its graph is kept)
             segment.append(step(segment[-1], i, graph=False)[0])
-        for i in reversed(range(start, start + len(segment))):
-            leaves = tuple(_leaf(t, hessian) for t in segment.pop())
-            new, _ = step(leaves, i, graph=True)
+        for i in reversed(range(start, end)):
+            if i == steps - 1:
+                assert last is not None
+                (leaves, new), last = last, None
+            else:
+                leaves = tuple(_leaf(t, hessian) for t in segment.pop())
+                new, _ = step(leaves, i, graph=True)
             step_inputs = None if inputs is None else [*inputs, lr_leaf, *(leaves if hessian else ())]
             _backward(list(new), list(adjoint), step_inputs)
             if hessian:
@@ -373,10 +394,9 @@ def _constant_memory(outer_loss: OuterLossFn, loss_fn: LossFn, params: Params, l
     # hand the adjoints of θ_0 and α to whatever graph produced them
     roots = [*params.values(), lr]
     _backward(roots, [*adjoint[:n], _grad_or_zero(lr_leaf)], inputs)
-    return Unrolled(
-        params=recorded[steps], recorded=recorded, inner_losses=[float(v) for v in losses],
-        outer_loss=float(loss_value.detach()), extra={"checkpoint_every": every},
-    )  # fmt: skip
+    *inner, outer = _floats([*losses, loss_value.detach()])
+    return Unrolled(params=recorded[steps], recorded=recorded, inner_losses=inner, outer_loss=outer,
+                    extra={"checkpoint_every": every})  # fmt: skip
 
 
 def _grad_or_zero(t: torch.Tensor) -> torch.Tensor:

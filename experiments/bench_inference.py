@@ -18,6 +18,9 @@ models have the same depth and width. Timings on a shared CPU are noisy.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
+import json
 import statistics
 import sys
 import time
@@ -27,6 +30,8 @@ from torch_geometric.utils import k_hop_subgraph
 
 from condense.safeio import CLIParser, cli_main
 from condense.utils import UserError, make_generator, resolve_device
+from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
+from experiments import figures
 from graphs.data.csbm import csbm
 from graphs.models.node import build_node_model
 
@@ -110,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="write the rows here, and the speed-up figure next to it")
+    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no timing)")
     args = p.parse_args(argv)
+    if args.figure_only:
+        return figures.redraw("bench_inference", args.json)
     scale = dict(SCALES[args.scale])
     try:
         sizes = tuple(args.sizes or scale["sizes"])
@@ -123,9 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"\nscale={args.scale} threads={args.threads} queries={queries} wall={time.perf_counter() - start:.0f}s")
+    wall = time.perf_counter() - start
+    print(f"\nscale={args.scale} threads={args.threads} queries={queries} wall={wall:.0f}s")
     print(markdown(rows))
-    return 0
+    if args.json:
+        payload = {"scale": args.scale, "threads": args.threads, "queries": queries, "seed": args.seed, "wall_seconds": wall, "rows": rows}
+        atomic_write_text(json.dumps(payload, indent=1), args.json)
+    return figures.finish("bench_inference", args.json)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ batch per class (``--batch-real``) so that their costs are comparable.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +28,8 @@ from condense.data import ImageDataset, load_dataset
 from condense.methods import get_method
 from condense.safeio import CLIParser, cli_main
 from condense.utils import UserError, make_generator, markdown_table, resolve_device
+from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device
+from experiments import figures
 from experiments.bench_unroll import peak_memory_bytes
 
 __all__ = ["BenchScale", "SCALES", "random_dataset", "bench_method", "main"]
@@ -95,7 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-real", type=int, default=None, help="real images per class (default: by scale)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--json", default=None, help="write the measurements here, and the seconds/memory figure next to it")
+    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no timing)")
     args = p.parse_args(argv)
+    if args.figure_only:
+        return figures.redraw("bench_matching", args.json)
     try:
         device = resolve_device(args.device)
         scale = SCALES[args.scale]
@@ -118,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 scale = dataclasses.replace(scale, **{flag: getattr(args, flag)})
         torch.set_num_threads(args.threads)
         dataset = _dataset(scale.dataset)
-        rows, start = [], time.perf_counter()
+        rows, records, start = [], [], time.perf_counter()
         for ipc in ipcs:
             res = {}
             for m in methods:
@@ -128,13 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             for m in methods:
                 ratio = f"{res[m]['seconds'] / res['dm']['seconds']:.2f}" if "dm" in res and res["dm"]["seconds"] > 0 else "-"
                 rows.append([ipc, m, f"{res[m]['seconds']:.3f}", ratio, f"{res[m]['peak_mb']:.1f}"])
+                records.append({"ipc": ipc, "method": m, **res[m]})
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(markdown_table(["IPC", "method", "s / iteration", "time / DM", "peak MB"], rows))
     print(f"\nscale={args.scale} ({scale.dataset}, ConvNet-{scale.width}, real batch {scale.batch_real}/class), "
           f"threads={args.threads}, wall={time.perf_counter() - start:.0f}s; shared CPU, timings are noisy")  # fmt: skip
-    return 0
+    if args.json:
+        payload = {"scale": args.scale, "bench_scale": dataclasses.asdict(scale), "threads": args.threads,
+                   "wall_seconds": time.perf_counter() - start, "rows": records}  # fmt: skip
+        atomic_write_text(json.dumps(payload, indent=1), args.json)
+    return figures.finish("bench_matching", args.json)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
+import json
 import multiprocessing
 import resource
 import sys
@@ -42,6 +43,7 @@ from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
 from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
+from experiments import figures
 
 __all__ = ["SCALES", "peak_memory_bytes", "run", "main"]
 
@@ -155,12 +157,12 @@ def _isolated_cell(scale_name: str, n: int, mode: str, seed: int, threads: int) 
     _outer_iteration(scale, problem, 2, "func", mode)()  # warm-up
     plain = _seconds(_plain_training(problem, n), 1)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = _outer_iteration(scale, problem, n, "func", mode)()
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"N": n, "backend": "func", "mode": mode, "seconds": secs, "plain_seconds": plain, "ratio": secs / plain,
-            "peak_rss_mb": peak / 2**20, "peak_mb": (peak - rss_before) / 2**20,
+    return {"N": n, "backend": "func", "mode": mode, "seconds": secs, "cpu_seconds": cpu, "plain_seconds": plain,
+            "ratio": secs / plain, "peak_rss_mb": peak / 2**20, "peak_mb": (peak - rss_before) / 2**20,
             "checkpoint_every": res.extra.get("checkpoint_every", "-")}  # fmt: skip
 
 
@@ -197,7 +199,7 @@ def run_isolated(scale_name: str = "official", *, steps: Sequence[int] | None = 
                 full_per_step = row["peak_rss_mb"] * 2**20 / n
             rows.append(row)
             if progress:
-                print(f"N={n:3d} {mode:15s} {row['seconds']:7.2f}s  peak RSS {row['peak_rss_mb']:8.1f} MB  "
+                print(f"N={n:3d} {mode:15s} {row['seconds']:7.2f}s (CPU {row['cpu_seconds']:.2f}s)  peak RSS {row['peak_rss_mb']:8.1f} MB  "
                       f"x{row['ratio']:.1f} of N plain steps", file=sys.stderr)  # fmt: skip
     return rows, skipped
 
@@ -210,16 +212,18 @@ def isolated_markdown(rows: list[dict], skipped: list[str], scale_name: str) -> 
         f"ConvNet-{s.width} on {s.channels}x{s.image_size}x{s.image_size}, {s.num_classes * s.ipc} images per step "
         "(whole set), no augmentation, func backend; one fresh process per cell.",
         "",
-        "| N | N plain steps s | full s (peak RSS MB) | constant_memory s (peak RSS MB) | checkpoint_every | constant / full |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| N | N plain steps s | full s (peak RSS MB) | constant_memory s (peak RSS MB) | checkpoint_every "
+        "| constant / full (wall) | constant / full (CPU time) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n in sorted({r["N"] for r in rows}):
         f, c = by.get((n, "full")), by.get((n, "constant_memory"))
         cell = lambda r: "skipped" if r is None else f"{r['seconds']:.2f} ({r['peak_rss_mb']:.0f})"  # noqa: E731
         plain = (f or c)["plain_seconds"]
         ratio = f"{c['seconds'] / f['seconds']:.2f}" if f and c else "-"
+        cpu_ratio = f"{c['cpu_seconds'] / f['cpu_seconds']:.2f}" if f and c else "-"
         every = c.get("checkpoint_every", "-") if c else "-"
-        lines.append(f"| {n} | {plain:.2f} | {cell(f)} | {cell(c)} | {every} | {ratio} |")
+        lines.append(f"| {n} | {plain:.2f} | {cell(f)} | {cell(c)} | {every} | {ratio} | {cpu_ratio} |")
     lines += [""] + [f"- {r}" for r in skipped]
     return "\n".join(lines)
 
@@ -254,8 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the markdown table here")
+    parser.add_argument("--json", default=None, help="write the rows here, and the seconds/memory figure next to it")
+    parser.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no timing)")
     args = parser.parse_args(argv)
     lock_outputs(check_outputs({"--out": args.out}).values())
+    if args.figure_only:
+        return figures.redraw("bench_unroll", args.json)
     try:
         if args.repeats < 1 or args.threads < 1 or any(n < 1 for n in args.steps or ()):
             raise UserError("--repeats, --threads and --steps must be >= 1")
@@ -272,11 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = table + f"\n\nwall time {time.perf_counter() - t0:.0f} s, seed {args.seed}, threads {args.threads}\n"
+    wall = time.perf_counter() - t0
+    text = table + f"\n\nwall time {wall:.0f} s, seed {args.seed}, threads {args.threads}\n"
     print(text)
     if args.out:
         atomic_write_text(text, args.out)
-    return 0
+    if args.json:
+        payload = {"scale": "official" if args.official_shape else args.scale, "seed": args.seed, "threads": args.threads, "repeats": args.repeats, "wall_seconds": wall, "rows": rows}
+        atomic_write_text(json.dumps(payload, indent=1), args.json)
+    return figures.finish("bench_unroll", args.json, args.out)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ bag-of-words inputs, i.e. minutes per model on a shared 2-core CPU. Narrow the g
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import json
 import os
 import shutil
@@ -25,8 +27,9 @@ import torch
 
 from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, resolve_device
+from experiments import figures
 from graphs.data.planetoid import PLANETOID_NAMES, planetoid_available
-from graphs.g2m.pipeline import load_task, make_task_split, run
+from graphs.g2m.pipeline import inference_seconds, load_task, make_task_split, run
 from graphs.g2m.presets import PROTOCOLS, TEACHERS, get_preset
 from graphs.g2m.student import METHODS
 
@@ -70,9 +73,10 @@ def run_grid(datasets, teachers, settings, seeds, *, root, preset, device, progr
                     start = time.perf_counter()
                     split = make_task_split(data, labelled, setting, seed=seed)
                     out = run(data, split, teacher, get_preset(dataset, teacher, preset), METHODS, seed=seed, device=device, progress=progress)
-                    cell["teacher"].append(out.teacher.scores)
-                    for method, (_, res) in out.students.items():
-                        cell[method].append(res.scores)
+                    # full-graph inference seconds (every node's logits; median of 5) for the accuracy-vs-latency figure
+                    cell["teacher"].append({**out.teacher.scores, "latency_s": inference_seconds(out.teacher_model, data)})
+                    for method, (student, res) in out.students.items():
+                        cell[method].append({**res.scores, "latency_s": inference_seconds(student, data)})
                     key = "tran" if setting == "tran" else "ind"
                     summary = " ".join(f"{c}={100 * cell[c][-1][key]:.1f}" for c in COLUMNS)
                     log(f"{dataset:9s} {teacher:5s} {setting:4s} seed={seed} [{key}] {summary} ({time.perf_counter() - start:.0f}s)")
@@ -111,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", nargs="+", default=None, choices=("tran", "ind"))
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--preset", default="ff-g2m", choices=PROTOCOLS)
-    p.add_argument("--json", default=None, help="also write raw per-seed scores here (atomically)")
+    p.add_argument("--json", default=None, help="also write raw per-seed scores and latencies here (atomically), and the figure next to it")
+    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no training)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription on shared CPUs)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--progress", action="store_true", help="per-epoch progress bars")
@@ -121,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("datasets", "teachers", "settings", "seeds"):
         if getattr(args, key) is not None:
             scale[key] = tuple(getattr(args, key))
+    if args.figure_only:
+        return figures.redraw("g2m", args.json)
     try:
         device = resolve_device(args.device)
         torch.set_num_threads(max(1, args.threads))
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload = json.dumps(dict(scale=args.scale, preset=args.preset, seeds=list(scale["seeds"]), wall_seconds=wall, results=results))
         atomic_write_text(payload, args.json)
-    return 0
+    return figures.finish("g2m", args.json)
 
 
 if __name__ == "__main__":

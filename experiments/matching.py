@@ -19,6 +19,8 @@ batch 64; DC/DSA 1000 it. batch 256; 1000 DSA training epochs; 10 evaluation net
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import dataclasses
 import json
 import sys
@@ -35,6 +37,7 @@ from condense.methods import get_method
 from condense.synset import SyntheticSet
 from condense.safeio import CLIParser, check_outputs, cli_main, parse_list
 from condense.utils import UserError, atomic_write_text, markdown_table, resolve_device
+from experiments import figures
 
 __all__ = ["Scale", "SCALES", "METHOD_ORDER", "VARIANTS", "ARCHS", "method_config", "run", "plot_grid", "main"]
 
@@ -181,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, the machine is shared)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    p.add_argument("--figure-only", action="store_true", help="only redraw the figures from the sets already in --out-dir")
+    p.add_argument("--figure-only", action="store_true",
+                   help="only redraw the figures: image grids from the sets in --out-dir, accuracy curves from --json")
+    p.add_argument("--json", default=None, help="with --figure-only: the results JSON to redraw the accuracy figure from")
     args = p.parse_args(argv)
     check_outputs({"--out-dir": args.out_dir}, directories=("--out-dir",), roots={"--root": args.root})
     try:
@@ -209,20 +214,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 files = {m: out_dir / f"{key}_ipc{ipc}_{m}.pt" for m in METHOD_ORDER}  # every set made so far, in order
                 sets = {m: SyntheticSet.load(f) for m, f in files.items() if f.exists()}
                 if not sets:
+                    if args.figure_only and args.json:
+                        continue
                     raise UserError(f"no synthetic sets for {key} ipc {ipc} in {out_dir}")
                 print(f"wrote {plot_grid(sets, out_dir / f'{key}_ipc{ipc}.png')}", file=sys.stderr)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.figure_only:
-        return 0
+        return figures.redraw("matching", args.json) if args.json else 0
     wall = time.perf_counter() - start
     print(table(rows, archs))
     print(f"\nscale={args.scale} seed={args.seed} wall={wall / 60:.1f} min (shared 2-core CPU; timings are noisy)")
     tag = "_".join(datasets) + "_ipc" + "-".join(map(str, ipcs)) + "_" + "-".join(methods)
-    atomic_write_text(json.dumps({"scale": args.scale, "seed": args.seed, "wall_seconds": wall, "rows": rows}, indent=1),
-                      out_dir / f"results_{args.scale}_{tag}.json")
-    return 0
+    result_json = out_dir / f"results_{args.scale}_{tag}.json"
+    atomic_write_text(json.dumps({"scale": args.scale, "seed": args.seed, "wall_seconds": wall, "rows": rows}, indent=1), result_json)
+    print(f"wrote synthetic sets and image grids: {out_dir}", file=sys.stderr)
+    return figures.finish("matching", result_json)
 
 
 if __name__ == "__main__":

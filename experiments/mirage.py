@@ -25,6 +25,8 @@ Results (JSON) go to ``--json``; the markdown table is printed.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import json
 import os
 import shutil
@@ -38,32 +40,38 @@ import torch
 
 from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
+from experiments import figures
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
-from graphs.mirage.baselines import herding_subset, random_subset
+from graphs.mirage.baselines import class_counts, herding_subset, random_subset
 from graphs.mirage.distill import MirageConfig, mirage_distill
 from graphs.mirage.cv import cross_validate
-from graphs.mirage.presets import SCALES, load_graph_dataset, mirage_preset, recipe, train_preset
+from graphs.mirage.presets import PRESETS, SCALES, SPLITS, load_graph_dataset, mirage_preset, recipe, train_preset
+from graphs.mirage.sanity import roots_per_class, size_only
 from graphs.mirage.train import RestartSummary, TrainConfig, train_restarts
 
-__all__ = ["run_dataset", "aggregate_splits", "sweep", "main"]
+__all__ = ["run_dataset", "run_cv", "method_config", "split_counts", "aggregate_splits", "sweep", "pick_from_sweep", "choose_mirage_config", "main"]
 
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ogbg-molbace")
 MODELS = ("gcn", "gin", "gat")
 METHODS = ("full", "random", "herding", "mirage")
-_SUBDIR = {"ogbg-molbace": "ogb/ogbg_molbace", "MUTAG": "tu/MUTAG", "PROTEINS": "tu/PROTEINS", "NCI1": "tu/NCI1"}
 DEFAULT_SHARED = Path(os.environ.get("CONDENSE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
-def _writable_root(name: str, shared: Path, tmp: Path) -> Path | None:
-    """Copy ``shared/<subdir>`` into ``tmp`` and return the loader root (None for embedded sets)."""
+def _writable_root(name: str, shared: Path, tmp: Path, root: Path | None = None) -> Path | None:
+    """Copy the dataset's directory into ``tmp`` and return the loader root (None for embedded sets).
+
+    Looked up as ``root/NAME`` (TU) or ``root/ogbg_*`` (OGB) when ``root`` is given, else in the
+    shared layout ``shared/tu/NAME`` or ``shared/ogb/ogbg_*`` -- any TU or OGB molecule dataset.
+    """
     if name == "motifs":
         return None
-    sub = _SUBDIR.get(name)
-    if sub is None or not (shared / sub).is_dir():
-        raise UserError(f"{name!r} not found under shared data {shared} (known: {', '.join(_SUBDIR)})")
-    dst = tmp / sub
+    sub = name.replace("-", "_") if name.startswith("ogbg-") else name
+    src = root / sub if root is not None else shared / ("ogb" if name.startswith("ogbg-") else "tu") / sub
+    if not src.is_dir():
+        raise UserError(f"{name!r} not found: expected the directory {src} (TU: NAME/raw/NAME_*.txt; OGB: ogbg_NAME/raw + split)")
+    dst = tmp / (root.name if root is not None else "shared") / src.relative_to(root if root is not None else shared)
     if not dst.exists():
-        shutil.copytree(shared / sub, dst)
+        shutil.copytree(src, dst)
     return dst.parent
 
 
@@ -78,22 +86,42 @@ def _training_sets(ds: GraphDataset, mcfg: MirageConfig, methods, seed: int, pro
         sets["random"] = [train[i] for i in random_subset(train, budget, seed=seed)]
     if "herding" in methods:
         sets["herding"] = [train[i] for i in herding_subset(train, budget)]
-    return {m: sets[m] for m in methods}, distilled.meta
+    meta = dict(distilled.meta, roots_per_class=roots_per_class(distilled.graphs, ds.num_classes))
+    return {m: sets[m] for m in methods}, meta
 
 
-def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, seed: int, device: str, progress: bool) -> dict:
+def method_config(method: str, scale: str, name: str, model: str, hops: int) -> TrainConfig:
+    """Mirage trains with its official settings at depth L (the trees are L deep); full data,
+    random and herding use the dataset family's full-data recipe (its own depth, not L), with
+    the Mirage preset's restarts/top so every row averages the same number of runs."""
+    mirage = train_preset(scale, name, model=model, layers=max(hops, 1))
+    if method == "mirage":
+        return mirage
+    return recipe(scale, name, model=model, restarts=mirage.restarts, top=mirage.top)
+
+
+def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, seed: int, device: str, progress: bool,
+                split: str = "random", max_itemsets: int | None = None) -> dict:
     """All methods x models on one dataset; returns a JSON-able record."""
     seed_everything(seed)
-    ds = load_graph_dataset(name, root, seed=seed)
-    mcfg = mirage_preset(name)
+    ds = load_graph_dataset(name, root, seed=seed, split=split)
+    print(f"<!-- {ds.summary()}; {split_counts(ds)} -->", flush=True)
+    mcfg = choose_mirage_config(ds, scale=scale, seed=seed, device=device, progress=progress)
+    if max_itemsets is not None:
+        mcfg.max_itemsets = int(max_itemsets)
     sets, meta = _training_sets(ds, mcfg, methods, seed, progress)
-    train_bytes = graphs_nbytes(ds.subset("train"))
-    record = {"dataset": name, "summary": ds.summary(), "metric": ds.metric, "scale": scale, "seed": seed,
-              "mirage_meta": meta, "train_bytes": train_bytes, "results": []}
+    train, test = ds.subset("train"), ds.subset("test")
+    train_bytes = graphs_nbytes(train)
+    record = {"dataset": name, "summary": ds.summary(), "split": split, "mirage_config": asdict(mcfg), "split_counts": split_counts(ds), "metric": ds.metric,
+              "scale": scale, "seed": seed, "mirage_meta": meta, "train_bytes": train_bytes,
+              "size_only": size_only(train, test, ds.num_classes), "results": []}
+    so = record["size_only"]
+    print(f"<!-- {name}: size-only test {ds.metric} {so.get(ds.metric, so['accuracy']):.3f} (accuracy {so['accuracy']:.3f}); "
+          f"Mirage tree roots per class {meta['roots_per_class']} -->", flush=True)
     for model in models:
-        tcfg = train_preset(scale, name, model=model, layers=max(mcfg.hops, 1))
         for method, graphs in sets.items():
-            s = train_restarts(graphs, ds.subset("valid"), ds.subset("test"), dims=(ds.in_dim, ds.edge_dim),
+            tcfg = method_config(method, scale, name, model, mcfg.hops)
+            s = train_restarts(graphs, ds.subset("valid"), test, dims=(ds.in_dim, ds.edge_dim),
                                num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed,
                                device=device, progress=progress, desc=f"{name} {model} {method}")
             record["results"].append(_row(model, method, graphs, train_bytes, s, tcfg))
@@ -101,18 +129,26 @@ def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, se
     return record
 
 
+def split_counts(ds: GraphDataset) -> dict[str, list[int]]:
+    """Graphs per class in each split part."""
+    return {part: torch.bincount(ds.labels(part), minlength=ds.num_classes).tolist() for part in ("train", "valid", "test")}
+
+
 def _row(model: str, method: str, graphs, train_bytes: int, s: RestartSummary, tcfg: TrainConfig) -> dict:
     nbytes = graphs_nbytes(graphs)
     return {"model": model, "method": method, "graphs": len(graphs), "bytes": nbytes, "fraction": nbytes / train_bytes,
-            "top": s.top_mean_std, "all": s.all_mean_std, "final": s.final_mean_std, "k": s.top,
-            "restarts": tcfg.restarts, "train_time_s": s.train_time_s, "per_restart": {
-                "best_val": s.best_val, "test_at_best_val": s.test_at_best_val, "final_test": s.final_test}}
+            "per_class": class_counts(graphs), "top": s.top_mean_std, "all": s.all_mean_std, "final": s.final_mean_std,
+            "untrained": s.untrained_mean_std, "spearman_size": s.spearman_mean_std, "k": s.top,
+            "restarts": tcfg.restarts, "config": asdict(tcfg), "train_time_s": s.train_time_s, "per_restart": {
+                "best_val": s.best_val, "test_at_best_val": s.test_at_best_val, "final_test": s.final_test,
+                "best_epoch": s.best_epoch, "untrained_test": s.untrained_test, "spearman_size": s.spearman_size}}
 
 
 def _md_row(name: str, r: dict) -> str:
     f = lambda ms: f"{ms[0]:.3f} ± {ms[1]:.3f}"  # noqa: E731
-    return (f"| {name} | {r['model']} | {r['method']} | {r['graphs']} | {r['bytes']} | {100 * r['fraction']:.2f}% | "
-            f"{f(r['top'])} | {f(r['all'])} | {f(r['final'])} | {r['train_time_s']:.1f} |")
+    per_class = "/".join(str(v) for v in r["per_class"].values())
+    return (f"| {name} | {r['model']} | {r['method']} | {r['graphs']} ({per_class}) | {r['bytes']} | {100 * r['fraction']:.2f}% | "
+            f"{f(r['top'])} | {f(r['all'])} | {f(r['final'])} | {f(r['untrained'])} | {r['spearman_size'][0]:+.2f} | {r['train_time_s']:.1f} |")
 
 
 def run_cv(name: str, root: Path | None, *, scale: str, models, seed: int, device: str, progress: bool,
@@ -155,11 +191,13 @@ def aggregate_splits(records: list[dict]) -> list[dict]:
     return out
 
 
-def sweep(name: str, root: Path | None, *, scale: str, seed: int, device: str, progress: bool,
-          hops=(1, 2, 3), supports=(0.2, 0.3, 0.5)) -> list[dict]:
+SWEEP_HOPS, SWEEP_SUPPORTS = (1, 2, 3), (0.3, 0.5, 0.7)
+
+
+def sweep(ds: GraphDataset, *, scale: str, seed: int, device: str, progress: bool,
+          hops=SWEEP_HOPS, supports=SWEEP_SUPPORTS) -> list[dict]:
     """Validation score of GIN trained on Mirage sets over a small hops x support grid (no test)."""
-    ds = load_graph_dataset(name, root, seed=seed)
-    out = []
+    name, out = ds.name, []
     for h in hops:
         for sup in supports:
             try:
@@ -179,6 +217,27 @@ def sweep(name: str, root: Path | None, *, scale: str, seed: int, device: str, p
     return out
 
 
+def pick_from_sweep(rows: list[dict], tolerance: float = 0.01) -> dict:
+    """The rule used for MUTAG: the most compact set (bytes) whose validation score is within
+    ``tolerance`` of the best."""
+    if not rows:
+        raise UserError("the hops/support sweep mined no itemset anywhere; pass an explicit preset")
+    best = max(r["val"] for r in rows)
+    return min((r for r in rows if r["val"] >= best - tolerance), key=lambda r: (r["bytes"], -r["val"]))
+
+
+def choose_mirage_config(ds: GraphDataset, *, scale: str, seed: int, device: str, progress: bool) -> MirageConfig:
+    """The dataset's preset, or -- when it has none -- the validation sweep's choice (printed)."""
+    if ds.name in PRESETS:
+        return mirage_preset(ds.name)
+    print(f"<!-- {ds.name}: no Mirage preset; validation sweep over hops {list(SWEEP_HOPS)} x support {list(SWEEP_SUPPORTS)} -->")
+    choice = pick_from_sweep(sweep(ds, scale=scale, seed=seed, device=device, progress=progress, hops=SWEEP_HOPS,
+                                   supports=SWEEP_SUPPORTS))
+    print(f"<!-- {ds.name}: chose hops {choice['hops']}, support {choice['support']} (val {choice['val']:.3f}, "
+          f"{choice['graphs']} graphs, {choice['bytes']} bytes; most compact within 0.01 of the best) -->", flush=True)
+    return MirageConfig(hops=choice["hops"], support=(choice["support"],))
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     p = CLIParser(prog="python -m experiments.mirage", description=__doc__.split("\n")[0])
@@ -186,20 +245,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + ("sage",))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="read-only shared data directory")
+    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="read-only shared data directory (tu/NAME, ogb/ogbg_*)")
+    p.add_argument("--root", type=Path, default=None, help="directory holding NAME/raw (TU) or ogbg_* (OGB); overrides --shared")
+    p.add_argument("--max-itemsets", type=int, default=None, help="per-class cap on mined itemsets (default: MirageConfig's)")
     p.add_argument("--sweep", default=None, metavar="DATASET", help="only run the validation sweep for DATASET")
-    p.add_argument("--sweep-hops", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--sweep-supports", type=float, nargs="+", default=[0.2, 0.3, 0.5])
+    p.add_argument("--sweep-hops", type=int, nargs="+", default=list(SWEEP_HOPS))
+    p.add_argument("--sweep-supports", type=float, nargs="+", default=list(SWEEP_SUPPORTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-seeds", type=int, nargs="+", default=None,
                    help="run every dataset on these split seeds (overrides --seed) and aggregate over them")
+    p.add_argument("--split", choices=SPLITS, default="random",
+                   help="TU datasets: random (seeded 80/10/10) or official (Mirage's PyG shuffle after manual_seed(0))")
     p.add_argument("--cv", action="store_true", help="full-data 10-fold CV with the dataset's recipe (TU datasets)")
     p.add_argument("--cv-state", type=Path, default=None, help="directory for resumable per-fold CV state")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", type=Path, default=None, help="write all records here")
+    p.add_argument("--json", type=Path, default=None, help="write all records here, and the figure next to it")
+    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no mining, no training)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     lock_outputs(check_outputs({"--json": args.json}, roots={"--shared": args.shared}).values())
+    if args.figure_only:
+        return figures.redraw("mirage", args.json)
     progress = not args.no_progress
     try:
         with tempfile.TemporaryDirectory(prefix="mirage-exp-") as tmp:
@@ -207,23 +273,26 @@ def main(argv: list[str] | None = None) -> int:
                 print("| dataset | model | folds | accuracy, val-selected (primary) | accuracy, epoch by mean CV test (GIN paper protocol) "
                       "| final epoch | untrained | ROC-AUC val-selected | Spearman(score, |V|) | train s |")
                 print("|---|---|---|---|---|---|---|---|---|---|")
-                records = [run_cv(name, _writable_root(name, args.shared, Path(tmp)), scale=args.scale, models=args.models,
+                records = [run_cv(name, _writable_root(name, args.shared, Path(tmp), args.root), scale=args.scale, models=args.models,
                                   seed=args.seed, device=args.device, progress=progress, state_dir=args.cv_state)
                            for name in args.datasets]
             elif args.sweep:
                 print("| dataset | hops | support | graphs | bytes | val (mean best-val over restarts) |\n|---|---|---|---|---|---|")
-                records = sweep(args.sweep, _writable_root(args.sweep, args.shared, Path(tmp)), scale=args.scale,
-                                seed=args.seed, device=args.device, progress=progress,
+                ds = load_graph_dataset(args.sweep, _writable_root(args.sweep, args.shared, Path(tmp), args.root), seed=args.seed,
+                                        split=args.split)
+                records = sweep(ds, scale=args.scale, seed=args.seed, device=args.device, progress=progress,
                                 hops=args.sweep_hops, supports=args.sweep_supports)
             else:
-                print("| dataset | model | method | graphs | bytes | % train bytes | test@best-val top-k | all restarts | final epoch | train s |")
-                print("|---|---|---|---|---|---|---|---|---|---|")
+                print("| dataset | model | method | graphs (per class) | bytes | % train bytes | test@best-val top-k | all restarts | final epoch "
+                      "| untrained | Spearman(score, |V|) | train s |")
+                print("|---|---|---|---|---|---|---|---|---|---|---|---|")
                 records = []
                 for name in args.datasets:
                     for seed in args.split_seeds or [args.seed]:
                         t0 = time.perf_counter()
-                        rec = run_dataset(name, _writable_root(name, args.shared, Path(tmp)), scale=args.scale, models=args.models,
-                                          methods=args.methods, seed=seed, device=args.device, progress=progress)
+                        rec = run_dataset(name, _writable_root(name, args.shared, Path(tmp), args.root), scale=args.scale,
+                                          models=args.models, methods=args.methods, seed=seed, device=args.device, progress=progress,
+                                          split=args.split, max_itemsets=args.max_itemsets)
                         rec["wall_time_s"] = time.perf_counter() - t0
                         m = rec["mirage_meta"]
                         print(f"<!-- {name} seed {seed}: distillation {m['time_total_s']:.2f}s (decompose {m['time_decompose_s']:.2f}s, "
@@ -245,7 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"argv": sys.argv if argv is None else argv, "versions": package_versions(),
                    "train_config": asdict(replace(SCALES[args.scale])), "records": records}
         atomic_write_text(json.dumps(payload, indent=1, default=str), args.json)
-    return 0
+    if args.sweep:  # validation sweep: no figure
+        print("sweep table printed above" + (f"; wrote results JSON: {args.json}" if args.json else ""), file=sys.stderr)
+        return 0
+    return figures.finish("mirage", args.json)
 
 
 if __name__ == "__main__":

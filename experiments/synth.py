@@ -24,6 +24,9 @@ beyond a laptop CPU.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
+import json
 import statistics
 import sys
 import time
@@ -35,6 +38,7 @@ from condense.data import ImageDataset, load_dataset, split_validation
 from condense.evaluate import accuracy
 from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, markdown_table
+from experiments import figures
 from synth.baselines import train_on_noise
 from synth.generator_kd import GeneratorKDConfig, train_generator_kd
 from synth.hard import HardConfig, train_hard, translate
@@ -90,8 +94,8 @@ def _student(ds: ImageDataset, seed: int) -> torch.nn.Module:
 
 
 def run(dataset: ImageDataset, scale: str, seeds: list[int], progress: bool = False, teacher_epochs: int | None = None,
-        only: Sequence[str] = GROUPS, meta_ks: Sequence[int] | None = None) -> list[list[str]]:
-    """All rows of the table for ``seeds``; ``only`` restricts the row groups, ``meta_ks`` the meta grid's k."""
+        only: Sequence[str] = GROUPS, meta_ks: Sequence[int] | None = None) -> list[dict]:
+    """All rows for ``seeds`` (accuracies in %, one per seed); ``only`` restricts the row groups, ``meta_ks`` the meta grid's k."""
     sc = dict(SCALES[scale])
     if teacher_epochs is not None:  # teachers and the real-data student
         sc["teacher"] = {**sc["teacher"], "epochs": teacher_epochs}
@@ -134,12 +138,14 @@ def run(dataset: ImageDataset, scale: str, seeds: list[int], progress: bool = Fa
             rnd = random_teacher("lenet5", shape, dataset.num_classes, seed=seed, arch_kwargs={"norm": TEACHER_NORMS["kd"]})
             cfg = GeneratorKDConfig.from_preset("dafl", **sc["dafl"])
             record("control: DAFL from random teacher", lambda: train_generator_kd(rnd, _student(dataset, seed), cfg, pixel_stats=stats, seed=seed, progress=progress).student)
-    rows = []
-    for name, vals in results.items():
-        accs = [100 * a for a, _ in vals]
-        std = statistics.pstdev(accs) if len(accs) > 1 else 0.0
-        rows.append([name, f"{statistics.fmean(accs):.2f} ± {std:.2f}", f"{statistics.fmean(t for _, t in vals):.0f}"])
-    return rows
+    return [{"name": name, "seeds": list(seeds), "accs": [100 * a for a, _ in vals], "seconds": [t for _, t in vals]}
+            for name, vals in results.items()]  # fmt: skip
+
+
+def _cells(row: dict) -> list[str]:
+    """Table cells of one :func:`run` row: name, mean ± population std over seeds (%), mean seconds."""
+    std = statistics.pstdev(row["accs"]) if len(row["accs"]) > 1 else 0.0
+    return [row["name"], f"{statistics.fmean(row['accs']):.2f} ± {std:.2f}", f"{statistics.fmean(row['seconds']):.0f}"]
 
 
 def hard_toy(dataset: ImageDataset, seeds: list[int], shift: int, epochs: int) -> list[list[str]]:
@@ -177,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="input side length (default 32: LeNet-5's input; below it conv3 runs on padding)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default=None, help="write the markdown table here")
+    p.add_argument("--json", default=None, help="write per-seed accuracies here, and the figure next to it")
+    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no training)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--toy", choices=["hard"], default=None, help="run HARD's shift toy instead of the benchmark")
     p.add_argument("--split", choices=["test", "val"], default="test",
@@ -190,10 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shift", type=int, default=2, help="toy: max translation of the test digits in pixels")
     args = p.parse_args(argv)
     lock_outputs(check_outputs({"--out": args.out}, roots={"--root": args.root}).values())
+    if args.figure_only:
+        return figures.redraw("synth", args.json)
     torch.set_num_threads(1)
     try:
         if args.teacher_epochs is not None and args.teacher_epochs < 1:
             raise UserError(f"--teacher-epochs must be >= 1, got {args.teacher_epochs}")
+        if args.toy and args.json:
+            raise UserError("--json (results JSON and figure) is for the benchmark; the --toy table has no figure")
         full = load_dataset(args.dataset, args.root, resize=args.resize)
         fit, val = split_validation(full, args.val_fraction, seed=0)
         ds = val if args.split == "val" else fit  # same training images either way; only the scored split differs
@@ -203,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = hard_toy(ds, args.seeds, args.shift, epochs=30 if args.scale == "cpu" else 200)
             headers = ["row", "clean test acc %", f"translated (±{args.shift} px) test acc %"]
         else:
-            rows = run(ds, args.scale, args.seeds, progress=args.progress, teacher_epochs=args.teacher_epochs,
-                       only=args.only, meta_ks=args.meta_k)
+            results = run(ds, args.scale, args.seeds, progress=args.progress, teacher_epochs=args.teacher_epochs,
+                          only=args.only, meta_ks=args.meta_k)
+            rows = [_cells(r) for r in results]
             headers = ["row", f"{args.split} acc % (final, mean ± std)", "seconds / seed"]
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -216,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         atomic_write_text(text, args.out)
-    return 0
+    if args.json and args.toy is None:
+        payload = {"dataset": args.dataset, "image_size": list(ds.image_size), "scale": args.scale, "seeds": args.seeds, "split": args.split,
+                   "teacher_epochs": args.teacher_epochs, "only": args.only, "wall_seconds": time.perf_counter() - t0, "rows": results}
+        atomic_write_text(json.dumps(payload, indent=1), args.json)
+    return figures.finish("synth", args.json, args.out)
 
 
 if __name__ == "__main__":

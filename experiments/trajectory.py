@@ -17,7 +17,10 @@ Nothing here looks at the test split except the final evaluation.
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -34,6 +37,7 @@ from condense.methods.base import init_synthetic
 from condense.methods.mtt import ASTConfig, MTTConfig, distill_mtt
 from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device
+from experiments import figures
 
 __all__ = ["SCALES", "ABLATIONS", "run", "main"]
 
@@ -93,15 +97,21 @@ def _experts(dataset: ImageDataset, setting: Setting, recipe: str, work: Path, d
     return directory
 
 
-def _row(name: str, n_images: int, res: Summary, ast: Summary, seconds: float, lr: float | None) -> list[str]:
-    return [name, str(n_images), f"{100 * res.mean:.2f} ± {100 * res.std:.2f}", f"{100 * res.max_mean:.2f}",
-            f"{100 * ast.mean:.2f} ± {100 * ast.std:.2f}", f"{100 * ast.max_mean:.2f}",
-            "-" if lr is None else f"{lr:.4g}", f"{seconds:.0f}"]  # fmt: skip
+def _row(name: str, n_images: int, res: Summary, ast: Summary, seconds: float, lr: float | None) -> dict[str, Any]:
+    """One JSON row (accuracies in %): ``mean``/``std``/``max_mean`` under the dc protocol, ``ast_*`` under AST's."""
+    return {"name": name, "images": n_images, "mean": 100 * res.mean, "std": 100 * res.std, "max_mean": 100 * res.max_mean,
+            "ast_mean": 100 * ast.mean, "ast_std": 100 * ast.std, "ast_max_mean": 100 * ast.max_mean, "lr": lr, "seconds": seconds}  # fmt: skip
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    return [r["name"], str(r["images"]), f"{r['mean']:.2f} ± {r['std']:.2f}", f"{r['max_mean']:.2f}",
+            f"{r['ast_mean']:.2f} ± {r['ast_std']:.2f}", f"{r['ast_max_mean']:.2f}",
+            "-" if r["lr"] is None else f"{r['lr']:.4g}", f"{r['seconds']:.0f}"]  # fmt: skip
 
 
 def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, device: torch.device, seed: int = 0,
-        part: str = "all", log=print) -> list[tuple[str, list[list[str]]]]:  # fmt: skip
-    """Returns ``[(section title, rows)]``."""
+        part: str = "all", log=print) -> list[dict[str, Any]]:  # fmt: skip
+    """Returns ``[{"dataset", "ipc", "rows": [row dicts, accuracies in %]}]``."""
     sections = []
     for name in datasets:
         setting = SCALES[scale][name]
@@ -139,8 +149,8 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
                 res = evaluate_synset(synset, dataset, protocol="dc", **ev)["convnet"]
                 ast = evaluate_synset(synset, dataset, protocol="ast", **ev)["convnet"]
                 rows.append(_row(label, len(synset), res, ast, time.perf_counter() - t0, synset.lr))
-                log(f"{name} ipc {ipc} {label}: {rows[-1][2]} (lr {rows[-1][4]}, {rows[-1][5]} s)")
-            sections.append((f"{name}, IPC {ipc}", rows))
+                log(f"{name} ipc {ipc} {label}: " + " ".join(_cells(rows[-1])[2:]))
+            sections.append({"dataset": name, "ipc": ipc, "rows": rows})
     return sections
 
 
@@ -156,9 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     parser.add_argument("--part", default="all", choices=["all", "main", "ablations"], help="rows to run (split across processes)")
     parser.add_argument("--out", default=None, help="write the markdown tables here")
+    parser.add_argument("--json", default=None, help="write the results JSON here, and the figure next to it")
+    parser.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no training)")
     args = parser.parse_args(argv)
     lock_outputs(check_outputs({"--out": args.out}, roots={"--root": args.root}).values())
     check_outputs({"--work": args.work}, directories=("--work",))
+    if args.figure_only:
+        return figures.redraw("trajectory", args.json)
     started = time.perf_counter()
     try:
         torch.set_num_threads(args.threads)
@@ -170,13 +184,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     header = ["training set", "images", "dc: final acc % (mean ± std)", "dc: max-over-checkpoints %", "ast: final acc % (mean ± std)",
               "ast: AST max-over-test %", "learned lr", "distill+eval s"]  # fmt: skip
-    text = "\n\n".join(f"### {title}\n\n{markdown_table(header, rows)}" for title, rows in sections)
+    text = "\n\n".join(f"### {s['dataset']}, IPC {s['ipc']}\n\n{markdown_table(header, [_cells(r) for r in s['rows']])}" for s in sections)
     cfg = {k: dataclasses.asdict(v) for k, v in SCALES[args.scale].items() if k in args.datasets}
-    text += f"\n\nscale {args.scale}: {cfg}\nseed {args.seed}, threads {args.threads}, wall time {time.perf_counter() - started:.0f} s\n"
+    wall = time.perf_counter() - started
+    text += f"\n\nscale {args.scale}: {cfg}\nseed {args.seed}, threads {args.threads}, wall time {wall:.0f} s\n"
     print(text)
     if args.out:
         atomic_write_text(text, args.out)
-    return 0
+    if args.json:
+        payload = {"scale": args.scale, "seed": args.seed, "part": args.part, "wall_seconds": wall, "settings": cfg, "sections": sections}
+        atomic_write_text(json.dumps(payload, indent=1, default=str), args.json)
+    return figures.finish("trajectory", args.json, args.out)
 
 
 if __name__ == "__main__":

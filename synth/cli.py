@@ -33,8 +33,17 @@ from .meta import MetaConfig, train_meta_generator
 from .random_teacher import RandomTeacherConfig, embed, knn_accuracy, linear_probe_accuracy, train_from_random_teacher
 from .teachers import Model, build_network, load_model, random_teacher, save_model, train_teacher
 
-__all__ = ["main", "build_parser", "METHOD_CONFIGS"]
+__all__ = ["main", "build_parser", "METHOD_CONFIGS", "METHOD_HELP"]
 
+#: one line per method for ``--help`` (paper; what the student learns from)
+METHOD_HELP: dict[str, str] = {
+    "dafl": "DAFL (Chen et al., ICCV 2019): generator makes inputs the teacher finds confident and class-balanced",
+    "dfad": "DFAD (Fang et al., 2019): adversarial generator maximises teacher-student disagreement (L1 on logits)",
+    "zskt": "ZSKT (Micaelli & Storkey, NeurIPS 2019): adversarial generator (KL) + attention transfer",
+    "meta": "Fast-DFKD (Fang et al., AAAI 2022): meta-learned generator, k inner steps (exact / fomaml / reptile)",
+    "hard": "HARD (Nix, Burg & Sinz, 2023): learned augmenter moves real inputs to where teacher and student disagree",
+    "random": "random teachers (Sarnthein et al., ICML 2023): DINO self-distillation from an untrained teacher",
+}
 METHOD_CONFIGS: dict[str, type] = {"dafl": GeneratorKDConfig, "dfad": GeneratorKDConfig, "zskt": GeneratorKDConfig,
                                    "meta": MetaConfig, "hard": HardConfig, "random": RandomTeacherConfig}  # fmt: skip
 
@@ -49,7 +58,14 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:
-    parser = CLIParser(prog="python -m synth", description=__doc__.splitlines()[0])
+    methods = "\n".join(f"  {name:7s} {text}" for name, text in METHOD_HELP.items())
+    parser = CLIParser(
+        prog="python -m synth", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"methods (python -m synth distill --method NAME --help lists a method's flags with its published defaults):\n{methods}\n\n"
+               "example (DAFL's teacher recipe, then the CPU preset of experiments.synth):\n"
+               "  python -m synth teacher --dataset digits --resize 32 --epochs 200 --out T.pt\n"
+               "  python -m synth distill --method dafl --teacher T.pt --resize 32 --out S.pt --iterations 1500 --batch-size 128",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("teacher", help="train (or randomly initialise) a teacher network")
     _data_flags(t)
@@ -62,7 +78,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="teacher checkpoint to write")
     d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
     _data_flags(d)
-    d.add_argument("--method", required=True, choices=sorted(METHOD_CONFIGS))
+    d.add_argument("--method", required=True, choices=sorted(METHOD_CONFIGS), help="; ".join(f"{k}: {v.split(':')[0]}" for k, v in METHOD_HELP.items()))
     d.add_argument("--teacher", required=True, help="teacher checkpoint (python -m synth teacher)")
     d.add_argument("--student", default="lenet5_half", help="student architecture (default: lenet5_half; random: the teacher's)")
     d.add_argument("--out", required=True, help="student checkpoint to write")

@@ -17,6 +17,27 @@ os.environ.setdefault("OMP_NUM_THREADS", _THREADS)  # inherited by the CLI subpr
 REPO = Path(__file__).resolve().parents[1]
 
 
+def device_under_test() -> torch.device:
+    """``$CONDENSE_TEST_DEVICE`` (default ``cpu``; e.g. ``cuda``) - the device of the tests that take one."""
+    from condense.utils import UserError, resolve_device
+
+    name = os.environ.get("CONDENSE_TEST_DEVICE", "cpu")
+    try:
+        return resolve_device(name)
+    except UserError as exc:
+        raise pytest.UsageError(f"CONDENSE_TEST_DEVICE={name!r}: {exc}") from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    device_under_test()  # a bad CONDENSE_TEST_DEVICE stops the run with one line, before any test
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The device under test (:func:`device_under_test`); tests taking it run on a GPU with CONDENSE_TEST_DEVICE=cuda."""
+    return device_under_test()
+
+
 def shared_data_dir() -> Path | None:
     """``$CONDENSE_SHARED_DATA`` or ``../shared/data`` next to the checkout, if present."""
     env = os.environ.get("CONDENSE_SHARED_DATA")

@@ -197,8 +197,10 @@ def make_synset(
     started: float,
     lr: float | None = None,
     extra: dict[str, Any] | None = None,
+    history: list[float] | None = None,
 ) -> SyntheticSet:
-    """Wrap a method's result with full provenance metadata."""
+    """Wrap a method's result with full provenance metadata (and the loss per outer iteration, ``history``,
+    which ``python -m condense show --curve`` plots)."""
     meta = {
         "method": method,
         "dataset": dataset.describe(),
@@ -208,6 +210,8 @@ def make_synset(
         "config": asdict(config),
         "wall_time": time.perf_counter() - started,
     }
+    if history is not None:
+        meta["loss_history"] = [float(v) for v in history]
     meta.update(extra or {})
     zca = dataset.zca.state_dict() if dataset.zca is not None else None  # lets `show` undo the whitening
     return SyntheticSet(images=images.detach().cpu(), labels=labels.cpu(), lr=lr, meta=meta, zca=zca)

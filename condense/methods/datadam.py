@@ -207,12 +207,13 @@ def distill_datadam(
         loss.backward()
         return loss.item()
 
-    run_loop(
+    history = run_loop(
         step, config.iterations, tensors={"images": images}, optimisers={"images": optimiser},
         generators={"gen": gen}, checkpoint=checkpoint, progress=progress, desc="DataDAM",
     )  # fmt: skip
     extra = {**dsa_record(dsa, "datadam"), "lr_img": _lr(config, ipc)}
-    return make_synset("datadam", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=extra)
+    return make_synset("datadam", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=extra,
+                       history=history)
 
 
 register_method("datadam", DataDAMConfig, distill_datadam, "attention matching (Sajedi, Khaki et al. 2023)")

@@ -65,7 +65,7 @@ def distill_dm(
         net = build_network(config.model, dataset, config.width).to(device).train()
         net.requires_grad_(False)
         joint = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
-        pairs, total = [], 0.0
+        pairs, total = [], torch.zeros((), device=device)
         for c in range(dataset.num_classes):
             real = real_x[sampler.sample(c, config.batch_real, gen)].to(device)
             pairs.append(dsa.siamese(real, images[c * ipc : (c + 1) * ipc], generator=gen))
@@ -75,21 +75,22 @@ def distill_dm(
                     emb_real = net.embed(real)
                 loss = mean_embedding_loss(emb_real, net.embed(syn))
                 loss.backward()
-                total += loss.item()
+                total = total + loss.detach()  # one host sync per iteration (below), not one per class
         if joint:  # official BN branch: one forward of all classes, so batch statistics span them
             with torch.no_grad():
                 emb_real = net.embed(torch.cat([r for r, _ in pairs])).split([len(r) for r, _ in pairs])
             emb_syn = net.embed(torch.cat([s for _, s in pairs])).split(ipc)
             loss = sum(mean_embedding_loss(r, s) for r, s in zip(emb_real, emb_syn))
             loss.backward()
-            total = loss.item()
-        return total
+            total = loss.detach()
+        return total.item()
 
-    run_loop(
+    history = run_loop(
         step, config.iterations, tensors={"images": images}, optimisers={"images": optimiser},
         generators={"gen": gen}, checkpoint=checkpoint, progress=progress, desc="DM",
     )  # fmt: skip
-    return make_synset("dm", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=dsa_record(dsa, "dc"))
+    return make_synset("dm", images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=dsa_record(dsa, "dc"),
+                       history=history)
 
 
 register_method("dm", DMConfig, distill_dm, "distribution matching (Zhao & Bilen 2023)")

@@ -216,13 +216,14 @@ def _distill(
             total += loss.item()
         return total
 
-    run_loop(
+    history = run_loop(
         step, config.iterations * outer, tensors={"images": images, **{f"net.{k}": v for k, v in net.state_dict().items()}},
         optimisers={"images": optimiser}, generators={"gen": gen}, checkpoint=checkpoint, progress=progress,
         desc=f"{method.upper()} (x{outer} steps/net)",
     )  # fmt: skip
     extra = {**dsa_record(dsa, "dc"), "outer_loop": outer, "inner_loop": inner}
-    return make_synset(method, images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=extra)
+    return make_synset(method, images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started, extra=extra,
+                       history=history)
 
 
 def distill_dc(

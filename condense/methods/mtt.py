@@ -334,10 +334,9 @@ def distill_mtt(
             generators={"gen": gen}, checkpoint=checkpoint, progress=progress, desc=type(config).__name__[:-6],
         )  # fmt: skip
     method = "ast" if isinstance(config, ASTConfig) else "mtt"
-    extra = {**dsa_record(dsa, "ast" if method == "ast" else "dc"), "model": config.model, "model_kwargs": model_kwargs,
-             "loss_history": history[-100:]}  # fmt: skip
+    extra = {**dsa_record(dsa, "ast" if method == "ast" else "dc"), "model": config.model, "model_kwargs": model_kwargs}
     return make_synset(method, images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started,
-                       lr=float(syn_lr.detach()), extra=extra)  # fmt: skip
+                       lr=float(syn_lr.detach()), extra=extra, history=history)  # fmt: skip
 
 
 def _expert_buffer(dataset: ImageDataset, config: MTTConfig, model_kwargs: dict[str, Any], tmp: str, device: torch.device,

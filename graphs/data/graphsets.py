@@ -87,6 +87,8 @@ class GraphDataset:
     def summary(self) -> str:
         sizes = "/".join(str(len(self.split[s])) for s in SPLITS)
         feats = f"categorical {list(self.node_cardinalities)}" if self.node_cardinalities else f"float[{self.in_dim}]"
+        if self.info.get("node_labels") == "degree":
+            feats += " (node degrees: the dataset has no node labels)"
         edges = f", edge categories {list(self.edge_cardinalities)}" if self.edge_cardinalities else ""
         return f"{self.name}: {len(self.graphs)} graphs, {self.num_classes} classes, split {sizes}, node features {feats}{edges}"
 

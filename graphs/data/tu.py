@@ -3,8 +3,12 @@
 Reads ``root/NAME/raw/NAME_*.txt`` through PyG's :class:`~torch_geometric.datasets.TUDataset`
 (which writes ``root/NAME/processed/``), after checking the raw files exist so PyG never tries
 to download.  Node and edge labels are turned back from PyG's one-hot blocks into one
-categorical id per distinct label tuple; continuous node attributes are kept as floats only
-when asked for (``use_node_attr=True``).  Split: seeded random 80/10/10.
+categorical id per distinct label tuple (datasets without node labels get node degrees as labels,
+as is standard for IMDB-style sets, and say so in their summary line); continuous node attributes are kept as floats only
+when asked for (``use_node_attr=True``).  Split: seeded random 80/10/10 (``split="random"``), or
+the official Mirage code's (``split="official"``): PyG ``dataset.shuffle()`` after
+``torch.manual_seed(0)``, then test = the first ``n // 10`` graphs, validation = the next
+``n // 10``, training = the rest (NCI1: 1627 / 1661 training graphs per class).
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ from condense.safeio import cache_is_stale, check_root, fingerprint_files, mark_
 from condense.utils import UserError
 from graphs.data.graphsets import GraphDataset, categorical_columns, random_split
 
-__all__ = ["load_tu", "tu_required_files", "validate_tu_raw"]
+__all__ = ["load_tu", "tu_required_files", "validate_tu_raw", "official_split", "TU_SPLITS"]
+
+TU_SPLITS = ("random", "official")
 
 _REQUIRED = ("A", "graph_indicator", "graph_labels")
 
@@ -38,6 +44,7 @@ def load_tu(
     seed: int = 0,
     use_node_attr: bool = False,
     use_edge_attr: bool = True,
+    split: str = "random",
 ) -> GraphDataset:
     """Load TU dataset ``name`` from a writable ``root`` with a seeded 80/10/10 split.
 
@@ -47,8 +54,11 @@ def load_tu(
         seed: seed of the random split.
         use_node_attr: use continuous node attributes (float ``x``) instead of node labels.
         use_edge_attr: keep edge labels as categorical ``edge_attr``.
+        split: ``"random"`` (seeded 80/10/10) or ``"official"`` (Mirage's shuffle, see the module doc).
     """
     check_root(root, f"TU dataset {name!r}")
+    if split not in TU_SPLITS:
+        raise UserError(f"split must be one of {', '.join(TU_SPLITS)}, got {split!r}")
     files = tu_required_files(root, name)
     missing = [f.name for f in files if not f.is_file()]
     if missing:
@@ -71,9 +81,12 @@ def load_tu(
     num_graphs = len(ds)
 
     node_cards: tuple[int, ...] | None
-    if store.x is None:  # unlabelled graphs (e.g. IMDB-BINARY): one constant category
-        node_ids, node_cards = torch.zeros(store.num_nodes, 1, dtype=torch.long), (1,)
+    node_labels = "labels"
+    if store.x is None:  # unlabelled graphs (e.g. IMDB-BINARY): node degrees as labels, the usual choice
         node_ptr = _node_ptr(ds)
+        deg = torch.cat([torch.bincount(ds[i].edge_index[0], minlength=ds[i].num_nodes) for i in range(num_graphs)])
+        coded = categorical_columns(deg.view(-1, 1))
+        node_ids, node_cards, node_labels = coded[0], (coded[1],), "degree"
     else:
         node_ptr = slices["x"]
         coded = None if use_node_attr and ds.num_node_attributes > 0 else categorical_columns(store.x)
@@ -98,10 +111,10 @@ def load_tu(
         name=name,
         graphs=graphs,
         num_classes=int(store.y.max()) + 1,
-        split=random_split(num_graphs, seed),
+        split=random_split(num_graphs, seed) if split == "random" else official_split(num_graphs),
         node_cardinalities=node_cards,
         edge_cardinalities=edge_cards,
-        info={"root": str(root), "split": f"random 80/10/10 seed {seed}"},
+        info={"node_labels": node_labels, "root": str(root), "split": f"random 80/10/10 seed {seed}" if split == "random" else "official (PyG shuffle, seed 0)"},
     )
 
 
@@ -144,6 +157,11 @@ def validate_tu_raw(raw: Path, name: str) -> None:
         path = raw / f"{name}_{part}.txt"
         if path.is_file() and len(table := _table(path, integer=integer)) != rows:
             raise UserError(f"{path} has {len(table)} rows but the dataset has {rows} {part.split('_')[0]}s")
+def official_split(num_graphs: int) -> dict[str, torch.Tensor]:
+    """Mirage's TU split: ``torch.manual_seed(0); dataset.shuffle()`` (a ``randperm``), test first, then validation."""
+    perm = torch.randperm(num_graphs, generator=torch.Generator().manual_seed(0))
+    k = num_graphs // 10
+    return {"test": perm[:k], "valid": perm[k:2 * k], "train": perm[2 * k:]}
 
 
 def _node_ptr(ds: TUDataset) -> torch.Tensor:

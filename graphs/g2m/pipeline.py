@@ -8,6 +8,8 @@ start from the same student weights.
 """
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from graphs.g2m.teacher import train_teacher
 from graphs.g2m.train import RunResult
 from graphs.models.node import build_node_model
 
-__all__ = ["CSBM_DEFAULTS", "load_task", "make_task_split", "PipelineResult", "run"]
+__all__ = ["CSBM_DEFAULTS", "load_task", "make_task_split", "PipelineResult", "run", "inference_seconds"]
 
 #: the embedded default graph: homophilous, features weak on their own (MLP << GNN).
 CSBM_DEFAULTS = dict(num_nodes=3000, num_features=500, avg_degree=8.0, lam=2.0, mu=6.0)
@@ -88,3 +90,22 @@ def run(
 def make_task_split(data: Data, labelled: tuple, setting: str, *, seed: int, rate: float = 0.2, observed: str = "all") -> NodeSplit:
     """:func:`make_split` on ``data``'s labelled split."""
     return make_split(data.num_nodes, *labelled, setting, rate=rate, seed=seed, observed=observed)
+
+
+@torch.no_grad()
+def inference_seconds(model: nn.Module, data: Data, repeats: int = 5) -> float:
+    """Median wall seconds of one full-graph forward pass (logits for every node), after a warm-up.
+
+    GNNs get ``edge_index``; the graph-free MLP reads the features only. The model is put in eval mode.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    x = data.x.to(device)
+    edge_index = data.edge_index.to(device) if getattr(model, "uses_graph", True) else None
+    model(x, edge_index)  # warm-up
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        model(x, edge_index)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

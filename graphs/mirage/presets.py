@@ -24,11 +24,13 @@ from condense.utils import UserError
 from graphs.data.graphsets import GraphDataset
 from graphs.data.motifs import make_motif_dataset
 from graphs.data.ogb import load_ogb
-from graphs.data.tu import load_tu
+from graphs.data.tu import TU_SPLITS, load_tu
 from graphs.mirage.distill import MirageConfig
 from graphs.mirage.train import TrainConfig
 
-__all__ = ["PRESETS", "SCALES", "RECIPES", "dataset_family", "recipe", "mirage_preset", "train_preset", "load_graph_dataset"]
+SPLITS = TU_SPLITS
+
+__all__ = ["SPLITS", "PRESETS", "SCALES", "RECIPES", "dataset_family", "recipe", "mirage_preset", "train_preset", "load_graph_dataset"]
 
 PRESETS: dict[str, MirageConfig] = {
     "ogbg-molhiv": MirageConfig(hops=3, support=(1800, 115)),
@@ -111,12 +113,17 @@ def train_preset(scale: str, dataset: str | None = None, **overrides) -> TrainCo
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def load_graph_dataset(name: str, root: str | os.PathLike | None = None, *, seed: int = 0) -> GraphDataset:
-    """``motifs`` (embedded, no files), ``ogbg-*`` (OGB layout under root) or a TU name (root/NAME/raw)."""
+def load_graph_dataset(name: str, root: str | os.PathLike | None = None, *, seed: int = 0, split: str = "random") -> GraphDataset:
+    """``motifs`` (embedded, no files), ``ogbg-*`` (OGB layout under root) or a TU name (root/NAME/raw).
+
+    ``split`` (TU only; OGB sets always use their official scaffold split): ``random`` or ``official``.
+    """
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if name == "motifs":
         return make_motif_dataset(seed=seed)
     if root is None:
         raise UserError(f"dataset {name!r} needs --root (the directory holding its files)")
     if name.startswith("ogbg-"):
         return load_ogb(name, root)
-    return load_tu(name, root, seed=seed)
+    return load_tu(name, root, seed=seed, split=split)

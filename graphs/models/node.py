@@ -7,8 +7,9 @@ but the last, ``h = dropout(act(norm(layer(h))))``; the last layer outputs logit
 * **GraphSAGE** with the ``gcn`` aggregator used by both official codes (DGL ``SAGEConv(...,
   "gcn")``): :math:`h_i' = W\,\mathrm{mean}_{j \in N(i)\cup\{i\}} h_j + b`.
 * **GAT** (Velickovic et al. 2018): ``num_heads`` concatenated heads in hidden layers (each of
-  width ``hidden // num_heads``, as in the official code), one head in the output layer, dropout on
-  every layer's input and ``attn_dropout`` on the attention coefficients.
+  width ``hidden // num_heads``, as in the official code), one head in the output layer, dropout
+  once on every layer's input (and not between layers) and ``attn_dropout`` on the attention
+  coefficients.
 * **MLP**: ``Linear`` layers only; ``forward(x, edge_index=None)`` ignores the graph.
 
 Deviation: GLNN's GCN applies the activation before the (optional) norm; here norm precedes the
@@ -37,6 +38,8 @@ class _Stack(nn.Module):
     """``num_layers`` layers with norm -> ReLU -> dropout between them (subclasses build the layers)."""
 
     uses_graph = True
+    #: dropout after each hidden activation; GAT drops each layer's *input* instead (feat_drop)
+    inter_dropout = True
 
     def __init__(self, layers: list[nn.Module], hidden: int, dropout: float, norm: str) -> None:
         if norm not in NORMS:
@@ -60,7 +63,9 @@ class _Stack(nn.Module):
         for i, layer in enumerate(self.layers):
             h = self._layer(layer, h, edge_index)
             if i < len(self.layers) - 1:
-                h = F.dropout(F.relu(self.norms[i](h)), self.dropout, self.training)
+                h = F.relu(self.norms[i](h))
+                if self.inter_dropout:
+                    h = F.dropout(h, self.dropout, self.training)
         return h
 
 
@@ -102,7 +107,13 @@ class GraphSAGE(_Stack):
 
 
 class GAT(_Stack):
-    """GAT: ``num_heads`` heads of width ``hidden // num_heads`` per hidden layer, 1 output head."""
+    """GAT: ``num_heads`` heads of width ``hidden // num_heads`` per hidden layer, 1 output head.
+
+    Dropout once per layer, on its input (DGL ``GATConv(feat_drop=dropout)`` in the GLNN/FF-G2M
+    code), not also after the activation as the other stacks do.
+    """
+
+    inter_dropout = False
 
     def __init__(
         self,

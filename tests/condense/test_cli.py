@@ -27,7 +27,8 @@ def test_distill_evaluate_show_end_to_end(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| mlp" in table and "| lenet" in table and "±" in table
     assert _run("show", str(out), "--png", str(tmp_path / "show.png")) == 0
-    assert "method=dm" in capsys.readouterr().out and (tmp_path / "show.png").exists()
+    shown = capsys.readouterr().out
+    assert "| method " in shown and "| dm " in shown and (tmp_path / "show.png").exists()
 
 
 def test_checkpoint_and_resume_via_cli(tmp_path):

@@ -20,18 +20,22 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def tiny_problem(dtype=torch.float64, seed=0):
-    """A 2-layer tanh regression net, data X (requires grad), lr and θ0 (require grad)."""
+def tiny_problem(dtype=torch.float64, seed=0, device="cpu"):
+    """A 2-layer tanh regression net, data X (requires grad), lr and θ0 (require grad), on ``device``."""
     g = torch.Generator().manual_seed(seed)
+
+    def leaf(t):
+        return t.to(device).requires_grad_()
+
     params = {
-        "w1": (torch.randn(3, 4, generator=g, dtype=dtype) * 0.5).requires_grad_(),
-        "b1": (torch.randn(4, generator=g, dtype=dtype) * 0.1).requires_grad_(),
-        "w2": (torch.randn(4, 2, generator=g, dtype=dtype) * 0.5).requires_grad_(),
+        "w1": leaf(torch.randn(3, 4, generator=g, dtype=dtype) * 0.5),
+        "b1": leaf(torch.randn(4, generator=g, dtype=dtype) * 0.1),
+        "w2": leaf(torch.randn(4, 2, generator=g, dtype=dtype) * 0.5),
     }
-    x = torch.randn(12, 3, generator=g, dtype=dtype).requires_grad_()
-    y = torch.randn(12, 2, generator=g, dtype=dtype)
-    lr = torch.tensor(0.3, dtype=dtype, requires_grad=True)
-    target = {k: torch.randn(v.shape, generator=g, dtype=dtype) * 0.5 for k, v in params.items()}
+    x = leaf(torch.randn(12, 3, generator=g, dtype=dtype))
+    y = torch.randn(12, 2, generator=g, dtype=dtype).to(device)
+    lr = leaf(torch.tensor(0.3, dtype=dtype))
+    target = {k: (torch.randn(v.shape, generator=g, dtype=dtype) * 0.5).to(device) for k, v in params.items()}
     idx = [torch.randperm(12, generator=g)[:BATCH] for _ in range(N_STEPS)]
     return params, x, y, lr, target, idx
 
@@ -97,8 +101,8 @@ def leaves(params, x, lr):
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_func_backend_matches_hand_written_loop(momentum):
-    params, x, y, lr, target, idx = tiny_problem()
+def test_func_backend_matches_hand_written_loop(momentum, device):
+    params, x, y, lr, target, idx = tiny_problem(device=device)
     outer = make_outer(target, params, {2: 0.5, N_STEPS: 1.0})
     rec = hand_written(params, x, y, lr, target, idx, momentum, record=(2,))
     outer(rec).backward()
@@ -156,9 +160,9 @@ def test_truncated_is_exact_through_last_k_steps(momentum):
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-@pytest.mark.parametrize("every", [None, 1, 2, N_STEPS])
-def test_constant_memory_equals_full(momentum, every):
-    params, x, y, lr, target, idx = tiny_problem()
+@pytest.mark.parametrize("every", [None, 1, 2, 3, N_STEPS])
+def test_constant_memory_equals_full(momentum, every, device):
+    params, x, y, lr, target, idx = tiny_problem(device=device)
     outer = make_outer(target, params, {0: 0.1, 3: 0.5, N_STEPS: 1.0})
     kw = dict(optimizer=InnerSGD(momentum), record=[0, 3])
     full = unroll_backward(outer, loss_fn, params, lr, N_STEPS, make_batches(x, y, idx), **kw)

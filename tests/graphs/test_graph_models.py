@@ -98,3 +98,18 @@ def test_validation_errors():
         get_graph_model("gin", CARDS, 1)
     with pytest.raises(UserError, match="jk must be one of last, sum"):
         get_graph_model("gin", CARDS, 2, jk="max")
+
+
+@pytest.mark.parametrize("name,calls", [("gat", 3), ("gcn", 2), ("mlp", 2)])
+def test_node_models_apply_dropout_once_per_layer(monkeypatch, name, calls):
+    """GAT drops each layer's input (DGL feat_drop) and nothing else: 3 layers -> 3 dropouts, not 5;
+    the other stacks drop after each hidden activation (2 for 3 layers)."""
+    import graphs.models.node as node
+
+    seen = []
+    real = node.F.dropout
+    monkeypatch.setattr(node.F, "dropout", lambda h, p, training: seen.append(p) or real(h, p, training))
+    model = node.build_node_model(name, 5, 3, hidden=8, num_layers=3, dropout=0.4, num_heads=2).train()
+    ei = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]])
+    model(torch.randn(4, 5), ei)
+    assert [p for p in seen if p == 0.4] == [0.4] * calls  # GATConv also drops attention (p=0.3)

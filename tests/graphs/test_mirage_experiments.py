@@ -4,12 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from condense.utils import UserError
 from experiments.bench_mirage import measure
 from experiments.mirage import main
 from graphs.data.motifs import make_motif_dataset
-from graphs.mirage.distill import MirageConfig
+from graphs.mirage.distill import MirageConfig, mirage_distill
 from graphs.mirage.presets import mirage_preset, train_preset
 
 
@@ -53,3 +54,98 @@ def test_split_seeds_run_each_split_and_aggregate(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| motifs | gin | mirage | 3.0 | 10.00% | 0.900 ± 0.100 | 0.450 ± 0.050 |" in out
     assert "| motifs | gin | random | 3.0 | 10.00% | 0.500 ± 0.000 |" in out
+
+
+def test_official_split_reproduces_the_official_nci1_class_counts(writable_shared):
+    from experiments.mirage import split_counts
+    from graphs.data.tu import load_tu
+
+    root = writable_shared("tu/NCI1").parent
+    ds = load_tu("NCI1", root, split="official")
+    counts = split_counts(ds)
+    assert counts["train"] == [1627, 1661]
+    assert sum(counts["test"]) == sum(counts["valid"]) == 411
+    assert set(ds.split["train"].tolist()).isdisjoint(ds.split["test"].tolist())
+
+
+def test_size_only_baseline_sees_a_planted_size_signal():
+    from graphs.mirage.sanity import roots_per_class, size_only
+    from tests.graphs._generated import size_dataset
+
+    ds = size_dataset(120, seed=0)
+    so = size_only(ds.subset("train"), ds.subset("test"), 2)
+    assert so["rocauc"] > 0.99 and so["accuracy"] > 0.95
+    flipped = size_dataset(120, seed=0, flip_eval=True)
+    assert size_only(flipped.subset("train"), flipped.subset("test"), 2)["rocauc"] < 0.01
+    d = mirage_distill(ds.subset("train"), 2, MirageConfig(hops=1, support=(0.15,)), progress=False)
+    roots = roots_per_class(d.graphs, 2)
+    assert sum(roots) == sum(int(g.root_mask.sum()) for g in d.graphs) and min(roots) > 0
+
+
+@pytest.mark.slow
+def test_experiment_rows_show_size_only_spearman_and_class_counts(monkeypatch, tmp_path: Path, capsys):
+    """End to end on a planted size signal: the trained model's output follows |V| (Spearman near
+    +1), and the table carries the untrained, Spearman and per-class columns."""
+    import json
+
+    import experiments.mirage as exp
+    from graphs.mirage import presets
+    from tests.graphs._generated import size_dataset
+
+    monkeypatch.setattr(exp, "load_graph_dataset", lambda name, root, **_: size_dataset(160, seed=1))
+    monkeypatch.setitem(presets.PRESETS, "sizes", MirageConfig(hops=1, support=(0.15,)))
+    monkeypatch.setattr(exp, "_writable_root", lambda *a: None)
+    tiny = presets.TrainConfig(hidden=16, epochs=8, restarts=1, top=1)
+    monkeypatch.setitem(presets.SCALES, "cpu", tiny)
+    monkeypatch.setitem(presets.RECIPES["tu-bio"], "cpu", presets.replace(presets.RECIPES["tu-bio"]["cpu"], hidden=16, epochs=8,
+                                                                          iters_per_epoch=4))
+    out_json = tmp_path / "r.json"
+    assert exp.main(["--datasets", "sizes", "--models", "gin", "--methods", "full", "random", "mirage", "--no-progress",
+                     "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "size-only test rocauc 1.000" in out and "Spearman(score, |V|)" in out
+    rec = json.loads(out_json.read_text())["records"][0]
+    assert rec["size_only"]["rocauc"] > 0.99
+    full = next(r for r in rec["results"] if r["method"] == "full")
+    assert full["spearman_size"][0] > 0.8 and full["top"][0] > 0.9
+    rand = next(r for r in rec["results"] if r["method"] == "random")
+    assert set(rand["per_class"]) == {"0", "1"} and rand["bytes"] <= rec["results"][-1]["bytes"]
+    assert all(e >= 1 for r in rec["results"] for e in r["per_restart"]["best_epoch"])
+
+
+def test_unlabelled_tu_dataset_gets_degree_labels(tmp_path: Path):
+    from graphs.data.tu import load_tu
+    from tests.graphs._generated import size_dataset, write_tu
+
+    graphs = size_dataset(40, seed=0).graphs
+    for g in graphs:
+        g.x = None
+    ds = load_tu("NOLAB", write_tu(tmp_path, "NOLAB", graphs))
+    assert "node degrees" in ds.summary()
+    g = ds.graphs[0]
+    deg = torch.bincount(g.edge_index[0], minlength=g.num_nodes)
+    assert torch.equal(torch.unique(deg, return_inverse=True)[1].unique(), g.x.view(-1).unique()) or ds.node_cardinalities[0] > 1
+
+
+@pytest.mark.slow
+def test_any_tu_layout_dataset_runs_without_a_preset(monkeypatch, tmp_path: Path, capsys):
+    import json
+
+    import experiments.mirage as exp
+    from graphs.mirage import presets
+    from tests.graphs._generated import size_dataset, write_tu
+
+    root = write_tu(tmp_path / "data", "PLANTED", size_dataset(100, seed=2).graphs)
+    monkeypatch.setitem(presets.SCALES, "cpu", presets.TrainConfig(hidden=8, epochs=2, restarts=1, top=1))
+    monkeypatch.setitem(presets.RECIPES["tu-bio"], "cpu", presets.replace(presets.RECIPES["tu-bio"]["cpu"], hidden=8, epochs=2,
+                                                                          iters_per_epoch=2))
+    monkeypatch.setattr(exp, "SWEEP_HOPS", (1,))
+    monkeypatch.setattr(exp, "SWEEP_SUPPORTS", (0.1, 0.3))
+    out_json = tmp_path / "r.json"
+    assert exp.main(["--datasets", "PLANTED", "--root", str(root), "--models", "gin", "--methods", "random", "mirage",
+                     "--max-itemsets", "5000", "--no-progress", "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "PLANTED: no Mirage preset" in out and "chose hops 1, support" in out
+    rec = json.loads(out_json.read_text())["records"][0]
+    assert rec["mirage_config"]["max_itemsets"] == 5000 and rec["mirage_config"]["hops"] == 1
+    assert {r["method"] for r in rec["results"]} == {"random", "mirage"}
