@@ -22,7 +22,8 @@ Modes (:func:`unroll_backward`):
 * ``full`` - every step keeps its graph (``create_graph``); exact; memory grows with :math:`N`.
 * ``truncated`` - the first :math:`N-k` steps run without a graph; the gradient is exact through the
   last ``truncate = k`` steps only (truncated back-propagation, Shaban et al., AISTATS 2019).
-* ``constant_memory`` - TESLA (Cui et al., ICML 2023, Sec. 4.1): the forward pass keeps no graph;
+* ``constant_memory`` - TESLA (Cui et al., ICML 2023, Sec. 4.1): the forward pass keeps no graph
+  but the last step's (the first one the backward pass needs, so it is not recomputed);
   the backward pass walks the steps in reverse, recomputing one step's graph at a time and pushing
   the adjoint :math:`\lambda_i = \partial L / \partial(\theta_i, b_i)` through it as a
   vector-Jacobian product. The result equals ``full`` exactly. States are stored every

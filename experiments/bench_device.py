@@ -13,10 +13,11 @@ Sections (every number comes from the project's public APIs: ``condense.methods.
   distilled trees), GLNN and FF-G2M (GCN teacher, CSBM graph): seconds per iteration =
   ``(t(1 + n) - t(1)) / n`` of the real training functions (set-up cancels), peak device memory
   (``torch.cuda.max_memory_allocated``; CPU: not measured), host synchronisations per iteration
-  (profiler events ``aten::_local_scalar_dense`` = ``.item()``/``float()``, ``aten::nonzero``,
-  ``cudaStreamSynchronize``/``cudaDeviceSynchronize``, counted the same way, ``(c(3) - c(1)) / 2``)
-  and a device audit: every convolution / linear / matmul / normalisation / scatter call made during
-  a run is recorded with its output's device (:class:`DeviceAudit`, a ``TorchFunctionMode``) and a
+  counted two ways on the difference of a 2- and a 1-iteration run - scalar reads of the device's
+  tensors (``.item()``, ``float()``, ``.tolist()``, ``nonzero`` ...; :class:`DeviceAudit`) and the
+  profiler's ``cudaStreamSynchronize`` / ``cudaDeviceSynchronize`` events - and a device audit:
+  every convolution / linear / matmul / normalisation / scatter call made during a run is recorded
+  with its output's device (a ``TorchFunctionMode``) and a
   call on another device fails the check - nothing may silently fall back to the CPU.
 * **unroll** - one MTT outer iteration (ConvNet-128, 100 images 3x32x32, whole set per step, no
   DSA) at N = 30 / 50 / 80 in ``full`` and ``constant_memory`` mode: seconds and peak memory.

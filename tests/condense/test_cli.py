@@ -103,3 +103,16 @@ def test_demo_runs_end_to_end_at_tiny_scale(tmp_path, capsys):
     for row in ("dm synthetic set", "random real images", "full training set"):
         assert row in out
     assert (tmp_path / "digits_dm_ipc1.pt").exists() and (tmp_path / "digits_dm_ipc1.png").exists()
+
+
+def test_evaluate_protocol_flag_and_labelled_max_column(tmp_path, capsys):
+    out = tmp_path / "dm.pt"
+    assert _run("distill", "--method", "dm", "--ipc", "1", "--out", str(out), *TINY) == 0
+    s = SyntheticSet.load(out)
+    assert s.protocol == "dc" and s.meta["dsa"]["strategy"] == "color_crop_cutout_scale_rotate"  # digits: no flip
+    capsys.readouterr()
+    assert _run("evaluate", str(out), "--models", "mlp", "--num-evals", "1", "--epochs", "2", "--protocol", "ast", "--no-progress") == 0
+    captured = capsys.readouterr()
+    assert "AST max-over-test" in captured.out and "protocol ast" in captured.err and "color_crop_cutout_scale_rotate" in captured.err
+    assert _run("evaluate", str(out), "--models", "mlp", "--num-evals", "1", "--epochs", "1", "--dsa-strategy", "warp", "--no-progress") == 2
+    assert "unknown DSA operation" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ENTRY_POINTS = sorted(
     [p for p in REPO.glob("*/__main__.py")] + [p for p in REPO.glob("*/*/__main__.py")]
-    + [p for p in (REPO / "experiments").glob("*.py") if p.name != "__init__.py"]
+    + [p for p in (REPO / "experiments").glob("*.py") if '__name__ == "__main__"' in p.read_text()]
 )  # fmt: skip
 
 

@@ -149,3 +149,56 @@ def test_any_tu_layout_dataset_runs_without_a_preset(monkeypatch, tmp_path: Path
     rec = json.loads(out_json.read_text())["records"][0]
     assert rec["mirage_config"]["max_itemsets"] == 5000 and rec["mirage_config"]["hops"] == 1
     assert {r["method"] for r in rec["results"]} == {"random", "mirage"}
+
+
+def test_threshold_sweep_keeps_the_best_validation_candidate(monkeypatch, capsys):
+    import experiments.mirage as exp
+    from graphs.mirage import presets
+    from tests.graphs._generated import size_dataset
+
+    ds = size_dataset(80, seed=0)
+    monkeypatch.setitem(presets.PRESETS, "sizes", MirageConfig(hops=1, support=(0.3,), filter_shared=True))
+    monkeypatch.setitem(exp.THRESHOLD_SWEEPS, "sizes", ((0.3, 0.3), (0.1, 0.2)))
+    monkeypatch.setitem(presets.SCALES, "cpu", presets.TrainConfig(hidden=8, epochs=2, restarts=1, top=1))
+    cfg = exp.choose_mirage_config(ds, scale="cpu", seed=0, device="cpu", progress=False, threshold_sweep=True)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sizes |")]
+    vals = {line.split("|")[3].strip(): float(line.split("|")[6]) for line in rows}
+    assert cfg.filter_shared and cfg.hops == 1 and str(cfg.support) == max(vals, key=vals.get)
+    with pytest.raises(UserError, match="no official threshold sweep"):
+        exp.choose_mirage_config(make_motif_dataset(20, seed=0), scale="cpu", seed=0, device="cpu", progress=False,
+                                 threshold_sweep=True)
+
+
+def test_cv_cli_runs_resumes_and_labels_the_test_selected_number(monkeypatch, tmp_path: Path, capsys):
+    import json
+
+    import experiments.mirage as exp
+    from graphs.mirage import cv, presets
+    from tests.graphs._generated import size_dataset
+
+    monkeypatch.setattr(exp, "load_graph_dataset", lambda name, root, **_: size_dataset(60, seed=0))
+    monkeypatch.setattr(exp, "_writable_root", lambda *a: None)
+    monkeypatch.setitem(presets.RECIPES["tu-bio"], "cpu", presets.replace(presets.RECIPES["tu-bio"]["cpu"], hidden=8, epochs=2,
+                                                                          iters_per_epoch=2))
+    args = ["--cv", "--datasets", "sizes", "--models", "gin", "--no-progress", "--cv-state", str(tmp_path / "state"),
+            "--json", str(tmp_path / "cv.json")]
+    assert exp.main(args) == 0
+    assert "GIN paper protocol" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "cv.json").read_text())["records"][0]["cv"][0]["summary"]
+    assert summary["folds"] == 10 and min(summary["best_epoch"]) >= 1
+    calls = []
+    monkeypatch.setattr(cv, "train_restarts", lambda *a, **k: calls.append(1))
+    assert exp.main(args) == 0 and not calls  # every fold is resumed from the state file
+    folds = cv.stratified_folds(size_dataset(60, seed=0).labels())
+    assert sorted(torch.cat(folds).tolist()) == list(range(60)) and all(len(f) == 6 for f in folds)
+
+
+def test_cv_summary_val_selected_versus_test_selected():
+    from graphs.mirage.cv import summarise_folds
+
+    folds = [{"best_epoch": 1, "train_time_s": 1.0, "curves": {"test_accuracy": [0.5, 0.6, 0.9], "spearman": [0, 0.2, 0.4]}},
+             {"best_epoch": 2, "train_time_s": 1.0, "curves": {"test_accuracy": [0.5, 0.8, 0.7], "spearman": [0, 0.1, 0.3]}}]
+    s = summarise_folds(folds)["accuracy"]
+    assert s["val_selected"][0] == pytest.approx((0.6 + 0.7) / 2)  # each fold at its own validation epoch
+    assert s["paper_protocol_epoch"] == 2 and s["paper_protocol"][0] == pytest.approx(0.8)  # max of the mean test curve
+    assert s["untrained"][0] == 0.5 and s["final"][0] == pytest.approx(0.8)

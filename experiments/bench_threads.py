@@ -1,0 +1,113 @@
+"""Busy-machine robustness: a default command's wall time idle and beside busy processes.
+
+Each command runs (in a fresh process, torch's default thread count: ``OMP_NUM_THREADS`` and the
+wait-policy variables are removed from its environment, so the entry point's
+:mod:`condense.threads` policy applies) three ways, in this order:
+
+* ``idle`` - alone;
+* ``busy`` - beside ``--busy`` single-threaded busy-loop processes (pure Python spinning);
+* ``busy, torch default`` - the same, with ``OMP_WAIT_POLICY=`` (empty: libgomp ignores it and uses
+  its default spin-then-sleep waiting, i.e. the behaviour before the policy existed).
+
+Reported: seconds and the ratios to ``idle`` (target: busy <= 1.5x idle). The machine is shared, so
+its 1-minute load average before each run is printed too.
+
+    python -m experiments.bench_threads                               # graphs.g2m and graphs.mirage defaults
+    python -m experiments.bench_threads --commands "condense" --busy 2
+"""
+from __future__ import annotations
+
+import condense.threads  # noqa: F401  (thread policy before torch)
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Sequence
+
+from condense.utils import UserError, atomic_write_text
+
+__all__ = ["clean_env", "timed_run", "bench", "to_markdown", "main"]
+
+DEFAULT_COMMANDS = ("graphs.g2m", "graphs.mirage")
+POLICY_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME")
+SPIN = "while True: pass"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the thread variables (the entry point decides), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in POLICY_VARS}
+    env.update(extra)
+    return env
+
+
+def timed_run(module_and_args: str, env: dict[str, str], busy: int, cwd: str) -> float:
+    """Wall seconds of ``python -m <module_and_args>`` with ``busy`` spinning processes beside it."""
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.DEVNULL) for _ in range(busy)]
+    try:
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", *shlex.split(module_and_args)], env=env, cwd=cwd,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        secs = time.perf_counter() - t0
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    if done.returncode != 0:
+        raise UserError(f"`python -m {module_and_args}` failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+    return secs
+
+
+def bench(commands: Sequence[str], busy: int, log=print) -> list[dict]:
+    rows = []
+    for cmd in commands:
+        row: dict = {"command": cmd}
+        with tempfile.TemporaryDirectory(prefix="bench-threads-") as cwd:  # the commands' default outputs land here
+            for label, env, n in (("idle", clean_env(), 0), ("busy", clean_env(), busy),
+                                  ("busy, torch default", clean_env(OMP_WAIT_POLICY=""), busy)):  # fmt: skip
+                load = os.getloadavg()[0]
+                row[label] = timed_run(cmd, env, n, cwd)
+                row[f"{label} load"] = load
+                log(f"{cmd}: {label} {row[label]:.1f} s (load average before: {load:.1f})")
+        rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict], busy: int) -> str:
+    lines = [
+        f"| command | idle s | beside {busy} busy s | ratio | beside {busy} busy, torch default wait s | ratio | load avg before (idle / busy / default) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        i, b, d = r["idle"], r["busy"], r["busy, torch default"]
+        loads = " / ".join(f"{r[k + ' load']:.1f}" for k in ("idle", "busy", "busy, torch default"))
+        lines.append(f"| `python -m {r['command']}` | {i:.1f} | {b:.1f} | {b / i:.2f} | {d:.1f} | {d / i:.2f} | {loads} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_threads", description=__doc__.splitlines()[0])
+    p.add_argument("--commands", nargs="+", default=list(DEFAULT_COMMANDS), help="modules (with arguments) run as python -m ...")
+    p.add_argument("--busy", type=int, default=1, help="busy single-threaded processes beside the command (default 1)")
+    p.add_argument("--out", default=None, help="also write the markdown table here")
+    args = p.parse_args(argv)
+    try:
+        if args.busy < 1:
+            raise UserError(f"--busy must be >= 1, got {args.busy}")
+        t0 = time.perf_counter()
+        rows = bench(args.commands, args.busy, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = to_markdown(rows, args.busy) + f"\n\n{os.cpu_count()} CPUs, wall time {time.perf_counter() - t0:.0f} s\n"
+    print(text)
+    if args.out:
+        atomic_write_text(text, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
