@@ -20,6 +20,7 @@ from .augment import DSA, make_dsa
 from .evaluate import PROTOCOLS, Summary, evaluate_images, evaluate_synset, get_protocol
 from .experts import add_experts_parser, cmd_experts
 from .methods import METHODS, get_method
+from .safeio import CLIParser, check_outputs, cli_main, lock_outputs, parse_list
 from .synset import SyntheticSet
 from .utils import UserError, check_positive, markdown_table, resolve_device
 
@@ -58,6 +59,11 @@ def config_from_args(config_cls: type, args: argparse.Namespace, preset: dict[st
     return config_cls(**values)
 
 
+def _transform(args: argparse.Namespace) -> dict[str, Any]:
+    """The dataset transform flags, for resume signatures (whatever ZCA does internally)."""
+    return {"resize": args.resize, "zca": bool(args.zca), "zca_eps": args.zca_eps if args.zca else None}
+
+
 def _load(args: argparse.Namespace) -> ImageDataset:
     return load_dataset(args.dataset, args.root, resize=args.resize, zca=args.zca, zca_eps=args.zca_eps)
 
@@ -76,18 +82,18 @@ def cmd_distill(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     config = config_from_args(spec.config_cls, args)
     out = Path(args.out)
-    if out.exists() and out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name like {out / 'synset.pt'}")
+    path = (Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")) if args.checkpoint_every or args.resume else None
+    outputs = check_outputs({"--out": out, "--png": args.png, "--checkpoint": path}, roots={"--root": args.root})
+    if args.resume and not path.exists():
+        raise UserError(f"--resume given but no checkpoint at {path}")
     dataset = _load(args)
     ckpt = None
-    if args.checkpoint_every or args.resume:
-        path = Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")
-        if args.resume and not path.exists():
-            raise UserError(f"--resume given but no checkpoint at {path}")
-        if not args.resume and path.exists():
-            path.unlink()
-        sig = {"method": args.method, "dataset": dataset.name, "ipc": args.ipc, "seed": args.seed, "config": dataclasses.asdict(config)}
-        ckpt = Checkpointer(path, args.checkpoint_every or 100, signature=sig)
+    if path is not None:
+        sig = {"method": args.method, "dataset": dataset.name, "ipc": args.ipc, "seed": args.seed, "config": dataclasses.asdict(config),
+               "data": dataset.fingerprint, "transform": _transform(args)}  # fmt: skip
+        ckpt = Checkpointer(path, args.checkpoint_every or 100, signature=sig, resume=args.resume, resume_hint="rerun with --resume")
+        ckpt.check()
+    lock_outputs(outputs.values(), outputs)
     start = time.perf_counter()
     synset = spec.distill(dataset, args.ipc, config, device=device, seed=args.seed, progress=not args.no_progress, checkpoint=ckpt)
     if getattr(config, "preset", ""):
@@ -101,6 +107,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    models = parse_list("--models", args.models)
     synset = SyntheticSet.load(args.file)
     device = resolve_device(args.device)
     meta_ds = synset.meta.get("dataset", {})
@@ -110,7 +117,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     size = meta_ds.get("image_size", [None])[0]
     resize = args.resize if args.resize is not None else (size if name == "digits" and size != 8 else None)
     dataset = load_dataset(name, args.root, resize=resize, zca=bool(meta_ds.get("zca")), zca_eps=meta_ds.get("zca_eps") or 0.1)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
     protocol = get_protocol(args.protocol or synset.protocol)
     dsa: bool | DSA | None = args.dsa
     if args.dsa_strategy is not None:
@@ -148,6 +154,7 @@ def _meta_rows(path: str, synset: SyntheticSet) -> list[list[str]]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    lock_outputs(check_outputs({"--png": args.png}, {"FILE": args.file}).values())
     synset = SyntheticSet.load(args.file)
     history = synset.meta.get("loss_history")
     if args.curve and not history:  # check before writing anything
@@ -172,6 +179,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     spec = get_method(args.method)
     config = config_from_args(spec.config_cls, args, DEMO_PRESETS.get(args.method, {}))
     out_dir = Path(args.out_dir)
+    lock_outputs(check_outputs({"--out-dir": out_dir}, directories=("--out-dir",)).values())
     dataset = load_dataset("digits")
     t0 = time.perf_counter()
     _log(f"[1/4] distilling digits with {args.method} to {args.ipc} images per class on {device} ...")
@@ -219,7 +227,7 @@ def _dataset_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         prog="python -m condense",
         description="Dataset distillation. Without a command: the digits demo (distill, evaluate, compare, save).",
     )
@@ -285,6 +293,7 @@ def _method_from_argv(argv: Sequence[str]) -> str | None:
     return None
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
@@ -293,19 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] == "demo" and method is None:
         method = "dm"
     if method is not None and method not in METHODS and not {"-h", "--help"} & set(argv):
-        print(f"error: unknown method {method!r}; choose from {', '.join(sorted(METHODS))}", file=sys.stderr)
-        return 2
-    args = build_parser(method).parse_args(argv)
-    try:
-        if getattr(args, "ipc", 1) < 1:
-            raise UserError(f"--ipc must be >= 1, got {args.ipc}")
-        check_positive("--zca-eps", getattr(args, "zca_eps", 1.0))
-        handler = {"demo": cmd_demo, "distill": cmd_distill, "evaluate": cmd_evaluate, "show": cmd_show,
-                   "experts": cmd_experts}[args.command]
-        return handler(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        raise UserError(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))}")
+    args = build_parser(method).parse_args(argv)  # flags' bounds are checked here (CLIParser)
+    check_positive("--zca-eps", getattr(args, "zca_eps", 1.0))
+    handler = {"demo": cmd_demo, "distill": cmd_distill, "evaluate": cmd_evaluate, "show": cmd_show, "experts": cmd_experts}
+    return handler[args.command](args)

@@ -18,7 +18,8 @@ fitted on the training split and applied to both splits); see :class:`ZCA`.
 from __future__ import annotations
 
 import gzip
-import pickle
+import os
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .safeio import check_labels, check_root, fingerprint_files, fingerprint_tensors, safe_unpickle
 from .utils import UserError
 
 __all__ = ["ImageDataset", "ZCA", "ClassSampler", "load_dataset", "split_validation", "DATASETS", "read_idx"]
@@ -145,6 +147,7 @@ class ImageDataset:
     std: tuple[float, ...]
     class_names: list[str] = field(default_factory=list)
     zca: ZCA | None = None
+    fingerprint: str = ""  # content fingerprint of the files read (condense.safeio.fingerprint_files)
 
     @property
     def channels(self) -> int:
@@ -233,13 +236,19 @@ def split_validation(dataset: ImageDataset, fraction: float = 0.2, seed: int = 0
 
 # ----------------------------------------------------------------------------------- file readers
 def read_idx(path: Path) -> np.ndarray:
-    """Read a (optionally gzip-compressed) IDX file into a numpy array."""
+    """Read a (optionally gzip-compressed) IDX file into a numpy array; damage is a one-line :class:`UserError`."""
     opener: Callable = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        kind = "truncated gzip stream" if isinstance(exc, EOFError) else f"not a valid gzip file: {exc}"
+        raise UserError(f"{path} cannot be read ({kind})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{path} is truncated: its header declares {ndim} dimensions but holds {len(raw)} bytes")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
@@ -249,8 +258,7 @@ def read_idx(path: Path) -> np.ndarray:
 
 def _find(root: Path, subdirs: Sequence[str], files: Sequence[str], dataset: str) -> Path:
     """The first of ``root/<sub>`` that holds all ``files``; else a :class:`UserError` naming them."""
-    if not root.is_dir():
-        raise UserError(f"dataset {dataset!r}: root directory {root} does not exist")
+    check_root(root, f"dataset {dataset!r}")
     candidates = [root / s if s else root for s in subdirs]
     for cand in candidates:
         if all((cand / f).is_file() for f in files):
@@ -270,34 +278,41 @@ def _idx_loader(dataset: str, subdirs: Sequence[str]) -> Callable[[Path], tuple[
     def load(root: Path) -> tuple[np.ndarray, ...]:
         base = _find(root, subdirs, files, dataset)
         xtr, ytr, xte, yte = (read_idx(base / f) for f in files)
-        if len(xtr) != len(ytr) or len(xte) != len(yte):
-            raise UserError(f"dataset {dataset!r} under {base}: image and label counts differ")
-        return xtr[:, None], ytr, xte[:, None], yte
+        for x, y, fx, fy in ((xtr, ytr, files[0], files[1]), (xte, yte, files[2], files[3])):
+            if x.ndim != 3 or y.ndim != 1:
+                raise UserError(f"dataset {dataset!r}: {base / fx} must hold (N, H, W) images and {base / fy} (N,) labels")
+            if len(x) != len(y):
+                raise UserError(f"dataset {dataset!r}: {base / fx} has {len(x)} images but {base / fy} {len(y)} labels")
+        return xtr[:, None], ytr, xte[:, None], yte, [base / f for f in files]
 
     return load
 
 
-def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="latin1")
+def _cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR pickle (restricted unpickler) as ``(images (N, 3, 32, 32) uint8, labels (N,))``, validated."""
+    b = safe_unpickle(path, what="CIFAR batch")
+    if not isinstance(b, dict) or "data" not in b or label_key not in b:
+        keys = sorted(map(str, b)) if isinstance(b, dict) else type(b).__name__
+        raise UserError(f"{path} is not a CIFAR batch: expected keys 'data' and {label_key!r}, found {keys}")
+    data, labels = np.asarray(b["data"]), np.asarray(b[label_key])
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.dtype != np.uint8:
+        raise UserError(f"{path}: 'data' must be (N, 3072) uint8, found {data.shape} {data.dtype}")
+    if labels.ndim != 1 or len(labels) != len(data) or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{path}: {len(data)} images but {labels.size} labels of type {labels.dtype}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def _load_cifar10(root: Path) -> tuple[np.ndarray, ...]:
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     base = _find(root, ["", "cifar-10-batches-py", "cifar10/cifar-10-batches-py"], files, "cifar10")
-    batches = [_unpickle(base / f) for f in files]
-    xs = [np.asarray(b["data"], np.uint8).reshape(-1, 3, 32, 32) for b in batches]
-    ys = [np.asarray(b["labels"], np.int64) for b in batches]
-    return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5]
+    xs, ys = zip(*(_cifar_batch(base / f, "labels") for f in files))
+    return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5], [base / f for f in files]
 
 
 def _load_cifar100(root: Path) -> tuple[np.ndarray, ...]:
     base = _find(root, ["", "cifar-100-python", "cifar100/cifar-100-python"], ["train", "test"], "cifar100")
-    out = []
-    for split in ("train", "test"):
-        b = _unpickle(base / split)
-        out += [np.asarray(b["data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(b["fine_labels"], np.int64)]
-    return tuple(out)
+    (xtr, ytr), (xte, yte) = (_cifar_batch(base / split, "fine_labels") for split in ("train", "test"))
+    return xtr, ytr, xte, yte, [base / "train", base / "test"]
 
 
 def _load_digits(_: Path | None) -> tuple[np.ndarray, ...]:
@@ -310,7 +325,7 @@ def _load_digits(_: Path | None) -> tuple[np.ndarray, ...]:
     test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: int(round(0.3 * (y == c).sum()))] for c in range(10)])
     mask = np.ones(len(y), bool)
     mask[test] = False
-    return x[mask], y[mask], x[~mask], y[~mask]
+    return x[mask], y[mask], x[~mask], y[~mask], []
 
 
 _LOADERS: dict[str, tuple[Callable, int, list[str]]] = {
@@ -326,6 +341,17 @@ _LOADERS: dict[str, tuple[Callable, int, list[str]]] = {
 }
 DATASETS = tuple(_LOADERS)
 _ALIASES = {"fashionmnist": "fashion_mnist", "fmnist": "fashion_mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
+
+
+MAX_RESIZE = 1024
+
+
+def _available_memory() -> int:
+    """Physical memory in bytes (a bound for allocations we are asked to make up front)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
 
 
 def _to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float], resize: int | None) -> torch.Tensor:
@@ -358,9 +384,16 @@ def load_dataset(
         if root is None:
             raise UserError(f"dataset {key!r} needs --root pointing at its local files (nothing is downloaded)")
         root = Path(root).expanduser()
-    if resize is not None and (int(resize) != resize or resize < 4):
-        raise UserError(f"resize must be an integer >= 4, got {resize!r}")
-    xtr, ytr, xte, yte = loader(root)
+    if resize is not None and (isinstance(resize, bool) or int(resize) != resize or not 4 <= resize <= MAX_RESIZE):
+        raise UserError(f"resize must be an integer in [4, {MAX_RESIZE}], got {resize!r}")
+    xtr, ytr, xte, yte, files = loader(root)
+    for part, y in (("training", ytr), ("test", yte)):
+        check_labels(torch.from_numpy(np.asarray(y, np.int64)), num_classes, what=f"dataset {key!r} {part} labels"
+                     + (f" ({files[0].parent})" if files else ""))  # fmt: skip
+    if resize is not None:
+        need = (len(xtr) + len(xte)) * xtr.shape[1] * resize * resize * 4
+        if need > _available_memory():
+            raise UserError(f"--resize {resize} needs {need / 2**30:.1f} GiB for {key!r}, more than this machine has")
     mean, std = _STATS[key]
     if zca:  # MTT: ToTensor() only (raw [0, 1] pixels, no standardisation), then ZCA fitted on them
         mean, std = (0.0,) * len(mean), (1.0,) * len(std)
@@ -374,6 +407,7 @@ def load_dataset(
         mean=mean,
         std=std,
         class_names=list(class_names),
+        fingerprint=fingerprint_files(files) if files else fingerprint_tensors({"x": torch.from_numpy(xtr), "y": torch.from_numpy(ytr)}),
     )
     if zca:
         ds.zca = ZCA(zca_eps).fit(ds.train_x)

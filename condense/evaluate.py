@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from .augment import AUTO, DSA, resolve_strategy
 from .data import ZCA, ImageDataset
 from .nets import get_network
+from .safeio import check_labels
 from .synset import SyntheticSet
 from .utils import UserError, check_positive, make_generator, resolve_device
 
@@ -273,6 +274,10 @@ def evaluate_images(
     """
     if num_evals < 1:
         raise UserError(f"num_evals must be >= 1, got {num_evals}")
+    if not models:
+        raise UserError("models must name at least one architecture")
+    check_labels(y, dataset.num_classes, what="training labels")
+    device = resolve_device(device)
     proto = get_protocol(protocol)
     aug = eval_dsa(dsa, dataset, proto)
     epochs = epochs if epochs is not None else proto.default_epochs(aug is not None)

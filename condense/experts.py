@@ -50,6 +50,7 @@ from .data import ImageDataset, load_dataset
 from .evaluate import Summary, accuracy, evaluate_images
 from .nets import get_network
 from .utils import UserError, atomic_save, check_positive, make_generator, package_versions, resolve_device, safe_load
+from .safeio import check_outputs
 
 __all__ = [
     "ExpertRecipe",
@@ -396,6 +397,7 @@ def add_experts_parser(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_experts(args: argparse.Namespace) -> int:
     """Handler of ``python -m condense experts``."""
     device = resolve_device(args.device)
+    check_outputs({"--out": args.out}, directories=("--out",), roots={"--root": args.root})  # no lock: torchrun ranks share it
     overrides = {f.name: getattr(args, f"recipe_{f.name}") for f in fields(ExpertRecipe) if getattr(args, f"recipe_{f.name}") is not None}
     recipe = replace(RECIPES[args.recipe], **overrides)
     model_kwargs = {"width": args.width} if args.width is not None else {}

@@ -1,6 +1,7 @@
 """``SyntheticSet``: the one artifact every distillation method produces and every evaluator reads."""
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .data import ZCA
-from .utils import UserError, atomic_save, package_versions, safe_load
+from .safeio import check_labels
+from .utils import UserError, atomic_save, atomic_write_bytes, package_versions, safe_load
 
 __all__ = ["SyntheticSet", "FORMAT", "dsa_record"]
 
@@ -57,6 +59,8 @@ class SyntheticSet(Dataset):
             raise UserError(f"labels must be (N,) class ids or (N, K) soft labels, got {tuple(self.labels.shape)}")
         if not torch.isfinite(self.images).all():
             raise UserError("synthetic images contain NaN or Inf")
+        k = (self.meta.get("dataset") or {}).get("num_classes") if isinstance(self.meta, dict) else None
+        check_labels(self.labels, int(k) if isinstance(k, int) else None, what="synthetic set labels")
         if self.lr is not None:
             if not math.isfinite(float(self.lr)) or float(self.lr) <= 0:
                 raise UserError(f"learned lr must be finite and > 0, got {self.lr}")
@@ -104,6 +108,8 @@ class SyntheticSet(Dataset):
                        zca=obj.get("zca"))  # fmt: skip
         except KeyError as exc:
             raise UserError(f"{path} is a damaged SyntheticSet (missing {exc})") from exc
+        except UserError as exc:
+            raise UserError(f"{path}: {exc}") from None
 
     # ---------------------------------------------------------------- visualisation
     @property
@@ -151,10 +157,7 @@ class SyntheticSet(Dataset):
                     ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
             axes[r][0].set_title(str(names[c]) if c < len(names) else str(c), fontsize=6, loc="left")
         fig.suptitle(title or f"{self.meta.get('method', 'synthetic')} · {self.meta.get('dataset', {}).get('name', '')} · {len(self)} images", fontsize=8)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         plt.close(fig)
-        tmp.replace(path)
-        return path
+        return atomic_write_bytes(buf.getvalue(), path)

@@ -6,11 +6,15 @@ inputs and writes artifacts the same way.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import math
 import os
 import platform
 import random
+import re
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable
@@ -24,6 +28,7 @@ __all__ = [
     "seed_everything",
     "make_generator",
     "atomic_save",
+    "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_bytes",
     "safe_load",
@@ -79,21 +84,54 @@ def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gener
     return gen
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.NAME.XXXXXXXX.tmp`` files a killed save of ``path`` left behind.
+
+    A live save holds an exclusive ``flock`` on its temporary file, so only abandoned ones can be
+    locked here (and removed); a concurrent writer's file is never touched.
+    """
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
+    try:
+        names = [n for n in os.listdir(path.parent) if pattern.match(n)]
+    except OSError:
+        return
+    for name in names:
+        stale = path.parent / name
+        try:
+            fd = os.open(stale, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(stale)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.ENOENT):
+                raise
+        finally:
+            os.close(fd)
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Write through ``write(fh)`` into a temporary file next to ``path``, fsync, then rename over it."""
+    """Write through ``write(fh)`` into a temporary file next to ``path``, fsync, then rename over it.
+
+    The temporary file is ``flock``-ed while it is written; stale ones of earlier killed saves of
+    the same path are removed first.
+    """
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # still locked: a concurrent cleanup never sees it unlocked
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -110,9 +148,14 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically, like :func:`atomic_save` (figures, raw files)."""
+    return _atomic_write(path, lambda fh: fh.write(data))
+
+
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically, like :func:`atomic_save` (results tables, JSON)."""
-    return _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    return atomic_write_bytes(text.encode("utf-8"), path)
 
 
 def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
@@ -130,10 +173,26 @@ def safe_load(path: str | os.PathLike, *, expected_format: str | None = None, wh
     if not path.is_file():
         raise UserError(f"{what} file not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch's zip container nor a legacy pickle
+            raise UserError(f"{path} is not a readable {what} (not a file written by torch.save: unrecognised content)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol warnings: the error below says what matters
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path} is not a readable {what} (corrupt or foreign file: {first[:200]})") from exc
+        text = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            raise UserError(f"{path}: refusing to load this {what}: it references {found.group(1)}, not only tensors and plain "
+                            "data; an artifact of this project never does (the file may be malicious)") from None  # fmt: skip
+        if "Weights only load failed" in text:  # torch's advice to disable the protection is not ours to give
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+            text = f"not a tensor file: {detail.group(1).strip() if detail else 'unsupported content'}"
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise UserError(f"{path} is not a readable {what} (corrupt or foreign file: {first[:200]})") from None
     if expected_format is not None:
         fmt = obj.get("format") if isinstance(obj, dict) else None
         if fmt != expected_format:

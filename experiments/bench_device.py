@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -59,6 +58,7 @@ from condense.experts import RECIPES, train_experts
 from condense.methods import get_method
 from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
+from condense.safeio import CLIParser, cli_main
 from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
 from experiments.bench_matching import random_dataset
 from graphs.data.csbm import csbm
@@ -500,8 +500,9 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_device", description=__doc__.splitlines()[0])
+    p = CLIParser(prog="python -m experiments.bench_device", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     p.add_argument("--smoke", action="store_true", help="toy sizes (seconds on a CPU): checks that every code path runs")
     p.add_argument("--out", default=None, help=f"markdown report (+ .json next to it); default {RESULTS.relative_to(RESULTS.parents[2])} "

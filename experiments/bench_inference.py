@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import json
 import statistics
 import sys
@@ -29,6 +28,8 @@ import time
 import torch
 from torch_geometric.utils import k_hop_subgraph
 
+from condense.safeio import CLIParser, cli_main
+from condense.utils import UserError, make_generator, resolve_device
 from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
 from experiments import figures
 from graphs.data.csbm import csbm
@@ -104,8 +105,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_inference", description=__doc__.splitlines()[0])
+    p = CLIParser(prog="python -m experiments.bench_inference", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES)
     p.add_argument("--sizes", nargs="+", type=int, default=None, help="override the scale's graph sizes")
     p.add_argument("--queries", type=int, default=None, help="single-node queries per size")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -27,6 +26,8 @@ import torch
 
 from condense.data import ImageDataset, load_dataset
 from condense.methods import get_method
+from condense.safeio import CLIParser, cli_main
+from condense.utils import UserError, make_generator, markdown_table, resolve_device
 from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device
 from experiments import figures
 from experiments.bench_unroll import peak_memory_bytes
@@ -88,8 +89,9 @@ def bench_method(method: str, dataset: ImageDataset, ipc: int, *, width: int, ba
     return {"seconds": max(tn - t1, 0.0) / repeats, "peak_mb": peak / 2**20}
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_matching", description=__doc__.splitlines()[0])
+    p = CLIParser(prog="python -m experiments.bench_matching", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES, help="cpu (default) or paper")
     p.add_argument("--ipcs", default=None, help="comma-separated IPCs (default: 1,10,50)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")

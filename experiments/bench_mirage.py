@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from condense.safeio import CLIParser, cli_main
 from condense.utils import UserError, make_generator
 from graphs.data.motifs import make_motif_dataset
 from graphs.data.tu import load_tu
@@ -90,8 +90,9 @@ def _pool(dataset: str, shared: Path, tmp: Path):
     return ds.graphs, ds.num_classes
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_mirage", description=__doc__.split("\n")[0])
+    p = CLIParser(prog="python -m experiments.bench_mirage", description=__doc__.split("\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     p.add_argument("--dataset", choices=("NCI1", "motifs"), default="NCI1")
     p.add_argument("--hops", type=int, nargs="+", default=[1, 2, 3])

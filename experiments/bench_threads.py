@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import os
 import shlex
 import subprocess
@@ -28,6 +27,7 @@ import tempfile
 import time
 from typing import Sequence
 
+from condense.safeio import CLIParser, cli_main
 from condense.utils import UserError, atomic_write_text
 
 __all__ = ["clean_env", "timed_run", "bench", "to_markdown", "main"]
@@ -88,8 +88,9 @@ def to_markdown(rows: list[dict], busy: int) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_threads", description=__doc__.splitlines()[0])
+    p = CLIParser(prog="python -m experiments.bench_threads", description=__doc__.splitlines()[0])
     p.add_argument("--commands", nargs="+", default=list(DEFAULT_COMMANDS), help="modules (with arguments) run as python -m ...")
     p.add_argument("--busy", type=int, default=1, help="busy single-threaded processes beside the command (default 1)")
     p.add_argument("--out", default=None, help="also write the markdown table here")

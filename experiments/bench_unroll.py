@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import json
 import multiprocessing
 import resource
@@ -42,6 +41,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
 from experiments import figures
 
@@ -245,8 +245,9 @@ def to_markdown(rows: list[dict], scale_name: str) -> str:
     return "\n".join(lines)
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench_unroll", description=__doc__.splitlines()[0])
+    parser = CLIParser(prog="python -m experiments.bench_unroll", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     parser.add_argument("--official-shape", action="store_true",
                         help="issue 18's setting: ConvNet-128, 100 images 1x28x28, N = 10/20/40/80, full vs "
@@ -260,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the rows here, and the seconds/memory figure next to it")
     parser.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no timing)")
     args = parser.parse_args(argv)
+    lock_outputs(check_outputs({"--out": args.out}).values())
     if args.figure_only:
         return figures.redraw("bench_unroll", args.json)
     try:

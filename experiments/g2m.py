@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, resolve_device
 from experiments import figures
 from graphs.data.planetoid import PLANETOID_NAMES, planetoid_available
@@ -105,8 +105,9 @@ def markdown_tables(results: dict) -> str:
     return "\n".join(out)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.g2m", description=__doc__.splitlines()[0])
+    p = CLIParser(prog="python -m experiments.g2m", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES)
     p.add_argument("--root", default=None, help="Planetoid root (default: ../shared/data/planetoid, copied to a temp dir)")
     p.add_argument("--datasets", nargs="+", default=None)
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--progress", action="store_true", help="per-epoch progress bars")
     args = p.parse_args(argv)
+    lock_outputs(check_outputs({"--json": args.json}, roots={"--root": args.root}).values())
     scale = dict(SCALES[args.scale])
     for key in ("datasets", "teachers", "settings", "seeds"):
         if getattr(args, key) is not None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -36,6 +35,7 @@ from condense.data import ImageDataset, load_dataset
 from condense.evaluate import evaluate_synset
 from condense.methods import get_method
 from condense.synset import SyntheticSet
+from condense.safeio import CLIParser, check_outputs, cli_main, parse_list
 from condense.utils import UserError, atomic_write_text, markdown_table, resolve_device
 from experiments import figures
 
@@ -170,15 +170,9 @@ def plot_grid(sets: dict[str, SyntheticSet], path: Path) -> Path:
     return grid.to_png(path, max_per_class=max(len(i) for i in images), title=title)
 
 
-def _csv(text: str, kind=str) -> list:
-    try:
-        return [kind(x.strip()) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise UserError(f"bad comma-separated list {text!r}: {exc}") from exc
-
-
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.matching", description=__doc__.splitlines()[0])
+    p = CLIParser(prog="python -m experiments.matching", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES, help="cpu (default, minutes) or paper (published settings)")
     p.add_argument("--datasets", default="digits", help="comma-separated: digits, fashion_mnist (default: digits)")
     p.add_argument("--root", default=None, help="directory with the dataset files (not needed for digits)")
@@ -194,10 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="only redraw the figures: image grids from the sets in --out-dir, accuracy curves from --json")
     p.add_argument("--json", default=None, help="with --figure-only: the results JSON to redraw the accuracy figure from")
     args = p.parse_args(argv)
+    check_outputs({"--out-dir": args.out_dir}, directories=("--out-dir",), roots={"--root": args.root})
     try:
         device = resolve_device(args.device)
-        datasets, ipcs = _csv(args.datasets), _csv(args.ipcs, int)
-        methods, archs = _csv(args.methods), _csv(args.archs)
+        datasets, ipcs = parse_list("--datasets", args.datasets), parse_list("--ipcs", args.ipcs, int)
+        methods, archs = parse_list("--methods", args.methods), parse_list("--archs", args.archs)
         for m in methods:
             if m not in METHOD_ORDER:
                 raise UserError(f"unknown method {m!r}; choose from {', '.join(METHOD_ORDER)}")

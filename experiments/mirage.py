@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import json
 import os
 import shutil
@@ -48,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
 from experiments import figures
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
@@ -271,8 +271,9 @@ def choose_mirage_config(ds: GraphDataset, *, scale: str, seed: int, device: str
     return MirageConfig(hops=choice["hops"], support=(choice["support"],))
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.mirage", description=__doc__.split("\n")[0])
+    p = CLIParser(prog="python -m experiments.mirage", description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + ("sage",))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no mining, no training)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    lock_outputs(check_outputs({"--json": args.json}, roots={"--shared": args.shared}).values())
     if args.figure_only:
         return figures.redraw("mirage", args.json)
     progress = not args.no_progress

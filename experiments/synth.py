@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import json
 import statistics
 import sys
@@ -37,6 +36,7 @@ import torch
 
 from condense.data import ImageDataset, load_dataset, split_validation
 from condense.evaluate import accuracy
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, markdown_table
 from experiments import figures
 from synth.baselines import train_on_noise
@@ -173,8 +173,9 @@ def hard_toy(dataset: ImageDataset, seeds: list[int], shift: int, epochs: int) -
     return rows
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.synth", description=__doc__.splitlines()[0])
+    p = CLIParser(prog="python -m experiments.synth", description=__doc__.splitlines()[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     p.add_argument("--dataset", default="digits", help="digits (embedded) or fashion_mnist (needs --root)")
     p.add_argument("--root", default=None)
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--meta-k", type=int, nargs="+", default=None, help="run only the meta-generator rows with these k")
     p.add_argument("--shift", type=int, default=2, help="toy: max translation of the test digits in pixels")
     args = p.parse_args(argv)
+    lock_outputs(check_outputs({"--out": args.out}, roots={"--root": args.root}).values())
     if args.figure_only:
         return figures.redraw("synth", args.json)
     torch.set_num_threads(1)

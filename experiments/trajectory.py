@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -36,6 +35,7 @@ from condense.evaluate import Summary, evaluate_images, evaluate_synset
 from condense.experts import RECIPES, train_experts
 from condense.methods.base import init_synthetic
 from condense.methods.mtt import ASTConfig, MTTConfig, distill_mtt
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device
 from experiments import figures
 
@@ -154,8 +154,9 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
     return sections
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.trajectory", description=__doc__.splitlines()[0])
+    parser = CLIParser(prog="python -m experiments.trajectory", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     parser.add_argument("--datasets", nargs="+", default=["digits", "fashion_mnist"], choices=["digits", "fashion_mnist"])
     parser.add_argument("--root", default="../shared/data/fashion_mnist", help="Fashion-MNIST files (default: ../shared/data/fashion_mnist)")
@@ -168,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the results JSON here, and the figure next to it")
     parser.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no training)")
     args = parser.parse_args(argv)
+    lock_outputs(check_outputs({"--out": args.out}, roots={"--root": args.root}).values())
+    check_outputs({"--work": args.work}, directories=("--work",))
     if args.figure_only:
         return figures.redraw("trajectory", args.json)
     started = time.perf_counter()

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -23,6 +22,7 @@ from condense.checkpoint import Checkpointer
 from condense.cli import add_config_flags, config_from_args
 from condense.data import DATASETS, ImageDataset, load_dataset
 from condense.evaluate import accuracy
+from condense.safeio import CLIParser, check_outputs, cli_main, fingerprint_tensors, lock_outputs
 from condense.utils import UserError, resolve_device
 
 from .common import make_synset
@@ -59,7 +59,7 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     methods = "\n".join(f"  {name:7s} {text}" for name, text in METHOD_HELP.items())
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         prog="python -m synth", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"methods (python -m synth distill --method NAME --help lists a method's flags with its published defaults):\n{methods}\n\n"
                "example (DAFL's teacher recipe, then the CPU preset of experiments.synth):\n"
@@ -96,6 +96,9 @@ def _dataset(args: argparse.Namespace) -> ImageDataset:
 
 
 def cmd_teacher(args: argparse.Namespace) -> dict[str, Any]:
+    outputs = check_outputs({"--out": args.out}, roots={"--root": args.root})
+    resolve_device(args.device)
+    lock_outputs(outputs.values(), outputs)
     ds = _dataset(args)
     kwargs = {"norm": args.norm} if args.norm else {}
     shape = (ds.channels, *ds.image_size)
@@ -118,12 +121,20 @@ def _config(args: argparse.Namespace) -> Any:
 
 def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
-    ds = _dataset(args)
-    teacher = load_model(args.teacher, dataset=ds, device=device)
-    cfg = _config(args)
+    outputs = check_outputs({"--out": args.out, "--synset": args.synset, "--checkpoint": args.checkpoint},
+                            {"--teacher": args.teacher}, roots={"--root": args.root})  # fmt: skip
     if args.synset is not None and args.method not in ("dafl", "dfad", "zskt", "meta"):
         raise UserError("--synset needs a generator method (dafl, dfad, zskt or meta)")
-    ckpt = Checkpointer(args.checkpoint, args.checkpoint_every, {"method": args.method, "config": repr(cfg)}) if args.checkpoint else None
+    cfg = _config(args)
+    ds = _dataset(args)
+    teacher = load_model(args.teacher, dataset=ds, device=device)
+    ckpt = None
+    if args.checkpoint:
+        sig = {"method": args.method, "config": repr(cfg), "seed": args.seed, "student": args.student, "dataset": ds.name,
+               "data": ds.fingerprint, "transform": {"resize": args.resize}, "teacher": fingerprint_tensors(teacher.net.state_dict())}
+        ckpt = Checkpointer(args.checkpoint, args.checkpoint_every, sig)
+        ckpt.check()
+    lock_outputs(outputs.values(), outputs)
     common = dict(device=device, seed=args.seed, progress=not args.no_progress, checkpoint=ckpt)
     report: dict[str, Any] = {"method": args.method, "teacher_test_acc": round(accuracy(teacher.net, ds.test_x, ds.test_y, device=device), 4)}
     start = time.perf_counter()
@@ -162,13 +173,12 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+@cli_main
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     method = argv[argv.index("--method") + 1] if "--method" in argv[:-1] else None
     args = build_parser(method).parse_args(argv)
     try:
-        if Path(args.out).is_dir():
-            raise UserError(f"--out {args.out} is a directory; give a file name")
         report = cmd_teacher(args) if args.command == "teacher" else cmd_distill(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from condense.data import ImageDataset
 from condense.evaluate import accuracy
 from condense.nets import get_network
+from condense.safeio import check_finite_state
 from condense.utils import UserError, atomic_save, check_positive, package_versions, resolve_device, safe_load
 
 from .common import check_int
@@ -147,6 +148,7 @@ def load_model(
         state = obj["state_dict"]
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path} is a damaged {what} ({exc})") from exc
+    check_finite_state(state, what=f"{path}")
     if arch is not None and arch.lower() != stored_arch.lower():
         raise UserError(f"{path} holds a {stored_arch!r} network, not the requested {arch!r}")
     if dataset is not None:

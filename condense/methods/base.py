@@ -2,6 +2,7 @@
 network construction, and the outer optimisation loop (progress bar, checkpoint/resume)."""
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -15,7 +16,7 @@ from ..checkpoint import Checkpointer, rng_state, set_rng_state
 from ..data import ClassSampler, ImageDataset
 from ..nets import get_network
 from ..synset import SyntheticSet
-from ..utils import UserError, check_positive, make_generator
+from ..utils import UserError, check_positive, make_generator, resolve_device
 
 __all__ = [
     "MethodSpec",
@@ -52,7 +53,11 @@ METHODS: dict[str, MethodSpec] = {}
 
 def register_method(name: str, config_cls: type, distill: DistillFn, summary: str) -> None:
     """Register a method: its config dataclass (fields carry ``metadata={"help": ...}``) and ``distill``."""
-    METHODS[name] = MethodSpec(name, config_cls, distill, summary)
+    @functools.wraps(distill)
+    def with_device(dataset: ImageDataset, ipc: int, config: Any, *, device: str | torch.device = "cpu", **kwargs: Any) -> SyntheticSet:
+        return distill(dataset, ipc, config, device=resolve_device(device), **kwargs)  # "auto", "cuda" -> device or UserError
+
+    METHODS[name] = MethodSpec(name, config_cls, with_device, summary)
 
 
 def get_method(name: str) -> MethodSpec:

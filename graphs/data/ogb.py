@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 import warnings
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from condense.safeio import check_root, fingerprint_files
 from condense.utils import UserError, atomic_save, safe_load
 from graphs.data.graphsets import GraphDataset
 
@@ -43,24 +45,44 @@ def ogb_dir(root: str | os.PathLike, name: str) -> Path:
     return Path(root) / name.replace("-", "_")
 
 
-def _read_csv(path: Path, dtype) -> np.ndarray:
-    with gzip.open(path, "rt") as fh:
-        arr = np.loadtxt(fh, delimiter=",", dtype=dtype, ndmin=2)
+def _read_csv(path: Path, dtype, columns: int | None = None) -> np.ndarray:
+    """A gzip CSV as a 2-D array; a truncated, non-gzip, garbled or mis-shaped file is one line naming it."""
+    try:
+        with gzip.open(path, "rt") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = np.loadtxt(fh, delimiter=",", dtype=np.float64 if dtype is np.int64 else dtype, ndmin=2)
+    except EOFError:
+        raise UserError(f"{path} is truncated (incomplete gzip stream)") from None
+    except (OSError, zlib.error) as exc:
+        raise UserError(f"{path} is not a valid gzip file ({exc})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is garbled: {str(exc).splitlines()[0][:160]}") from None
+    if columns is not None and arr.size and arr.shape[1] != columns:
+        raise UserError(f"{path} has {arr.shape[1]} columns, expected {columns}")
+    if dtype is np.int64:
+        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+            raise UserError(f"{path} must hold integers")
+        arr = arr.astype(np.int64)
     return arr
 
 
 def _parse_raw(base: Path) -> dict:
     raw = base / "raw"
-    edges = _read_csv(raw / "edge.csv.gz", np.int64)
-    edge_feat = _read_csv(raw / "edge-feat.csv.gz", np.int64)
-    node_feat = _read_csv(raw / "node-feat.csv.gz", np.int64)
-    num_nodes = _read_csv(raw / "num-node-list.csv.gz", np.int64).reshape(-1)
-    num_edges = _read_csv(raw / "num-edge-list.csv.gz", np.int64).reshape(-1)
+    edges = _read_csv(raw / "edge.csv.gz", np.int64, 2)
+    edge_feat = _read_csv(raw / "edge-feat.csv.gz", np.int64, len(BOND_FEATURE_DIMS))
+    node_feat = _read_csv(raw / "node-feat.csv.gz", np.int64, len(ATOM_FEATURE_DIMS))
+    num_nodes = _read_csv(raw / "num-node-list.csv.gz", np.int64, 1).reshape(-1)
+    num_edges = _read_csv(raw / "num-edge-list.csv.gz", np.int64, 1).reshape(-1)
     labels = _read_csv(raw / "graph-label.csv.gz", np.float64)
     if labels.shape[1] != 1 or np.isnan(labels).any():
         raise UserError(f"{base}: only single-task OGB datasets without missing labels are supported")
     if num_nodes.sum() != node_feat.shape[0] or num_edges.sum() != edges.shape[0] or edges.shape[0] != edge_feat.shape[0]:
         raise UserError(f"{base}: node/edge counts in num-*-list.csv.gz do not match the feature files")
+    if (num_nodes < 0).any() or (num_edges < 0).any() or (node_feat < 0).any() or (edge_feat < 0).any():
+        raise UserError(f"{raw}: negative counts or feature ids")
+    local_max = np.repeat(num_nodes, num_edges)
+    if edges.size and ((edges < 0).any() or (edges >= local_max[:, None]).any()):
+        raise UserError(f"{raw / 'edge.csv.gz'} has node ids outside their graph")
     return {
         "format": _CACHE_FORMAT,
         "x": torch.from_numpy(node_feat),
@@ -75,7 +97,7 @@ def _parse_raw(base: Path) -> dict:
 def _load_split(base: Path, num_graphs: int) -> dict[str, torch.Tensor]:
     out = {}
     for part in ("train", "valid", "test"):
-        idx = _read_csv(base / "split" / _SPLIT_KIND / f"{part}.csv.gz", np.int64).reshape(-1)
+        idx = _read_csv(base / "split" / _SPLIT_KIND / f"{part}.csv.gz", np.int64, 1).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= num_graphs):
             raise UserError(f"{base}: split {part} has graph indices outside [0, {num_graphs})")
         out[part] = torch.from_numpy(idx)
@@ -113,15 +135,16 @@ def load_ogb(name: str, root: str | os.PathLike, *, cache: bool = True) -> Graph
         root: the directory holding ``ogbg_<name>/`` (ogb's own ``root`` argument).
         cache: store the parsed tensors in ``processed/`` (needs a writable root).
     """
-    base = ogb_dir(root, name)
+    base = ogb_dir(check_root(root, f"OGB dataset {name!r}"), name)
     expected = [base / "raw" / f"{r}.csv.gz" for r in _RAW] + [base / "split" / _SPLIT_KIND / f"{p}.csv.gz" for p in ("train", "valid", "test")]
     missing = [str(p.relative_to(base)) for p in expected if not p.is_file()]
     if missing:
         raise UserError(f"OGB dataset {name!r} not found under root {str(root)!r}: expected {', '.join(missing)} in {base}")
     cache_path = base / "processed" / "condense_graphs.pt"
+    fingerprint = fingerprint_files(expected[: len(_RAW)])
     raw = safe_load(cache_path, expected_format=_CACHE_FORMAT, what="OGB cache") if cache_path.is_file() else None
-    if raw is None:
-        raw = _parse_raw(base)
+    if raw is None or raw.get("raw_fingerprint") != fingerprint:  # absent, or stale with respect to the raw files
+        raw = dict(_parse_raw(base), raw_fingerprint=fingerprint)
         if cache:
             try:
                 atomic_save(raw, cache_path)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torch_geometric.data import Data
 
+from condense.safeio import cache_is_stale, check_root, fingerprint_files, mark_cache, safe_unpickle
 from condense.utils import UserError
 
 __all__ = ["PLANETOID_NAMES", "RAW_SUFFIXES", "load_planetoid", "planetoid_available"]
@@ -34,6 +35,27 @@ def _canonical(name: str) -> str:
 def _missing_raw_files(name: str, root: Path) -> list[Path]:
     raw = root / PLANETOID_NAMES[name] / "raw"
     return [raw / f"ind.{name}.{suffix}" for suffix in RAW_SUFFIXES if not (raw / f"ind.{name}.{suffix}").is_file()]
+
+
+def _validate_raw(key: str, files: list[Path]) -> None:
+    """Every ``ind.<name>.*`` pickle holds only data (restricted unpickler) of consistent sizes; else one line naming the file."""
+    objs = {}
+    for path, suffix in zip(files, RAW_SUFFIXES):
+        if suffix == "test.index":
+            try:
+                objs[suffix] = [int(line) for line in path.read_text().split()]
+            except (ValueError, UnicodeDecodeError):
+                raise UserError(f"{path} must hold one integer node index per line") from None
+            continue
+        obj = safe_unpickle(path, what="Planetoid raw file")
+        ok = isinstance(obj, dict) if suffix == "graph" else getattr(obj, "ndim", 0) == 2
+        if not ok:
+            raise UserError(f"{path} holds a {type(obj).__name__}, not the {'adjacency dict' if suffix == 'graph' else 'matrix'} expected")
+        objs[suffix] = obj
+    for a, b in (("x", "y"), ("tx", "ty"), ("allx", "ally"), ("tx", "test.index")):
+        na, nb = objs[a].shape[0], len(objs[b]) if b == "test.index" else objs[b].shape[0]
+        if na != nb:
+            raise UserError(f"dataset {key!r}: ind.{key}.{a} has {na} rows but ind.{key}.{b} {nb} ({files[0].parent})")
 
 
 def planetoid_available(name: str, root: str | Path) -> bool:
@@ -57,8 +79,7 @@ def load_planetoid(name: str, root: str | Path, *, normalize_features: bool = Tr
     """
     key = _canonical(name)
     root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"Planetoid root {str(root)!r} for dataset {key!r} is not a directory")
+    check_root(root, f"Planetoid dataset {key!r}")
     missing = _missing_raw_files(key, root)
     if missing:
         listed = ", ".join(p.name for p in missing)
@@ -68,10 +89,17 @@ def load_planetoid(name: str, root: str | Path, *, normalize_features: bool = Tr
         )
     from torch_geometric.datasets import Planetoid
 
+    raw = [root / PLANETOID_NAMES[key] / "raw" / f"ind.{key}.{suffix}" for suffix in RAW_SUFFIXES]
+    fingerprint = fingerprint_files(raw)
+    processed = root / PLANETOID_NAMES[key] / "processed"
+    stale = cache_is_stale(processed, fingerprint)
+    if stale or not processed.exists():
+        _validate_raw(key, raw)  # PyG unpickles these: only after the restricted unpickler accepted them
     try:
-        data = Planetoid(str(root), PLANETOID_NAMES[key], split="public")[0]
+        data = Planetoid(str(root), PLANETOID_NAMES[key], split="public", force_reload=stale)[0]
     except Exception as exc:  # noqa: BLE001 - corrupt pickles raise many types
         raise UserError(f"dataset {key!r} under {str(root)!r} could not be read: {exc}") from exc
+    mark_cache(processed, fingerprint)
     data.x = data.x.float()
     if normalize_features:
         data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp_min(1e-12)

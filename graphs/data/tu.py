@@ -13,16 +13,19 @@ the official Mirage code's (``split="official"``): PyG ``dataset.shuffle()`` aft
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch_geometric.data import Data
 from torch_geometric.datasets import TUDataset
 
+from condense.safeio import cache_is_stale, check_root, fingerprint_files, mark_cache
 from condense.utils import UserError
 from graphs.data.graphsets import GraphDataset, categorical_columns, random_split
 
-__all__ = ["load_tu", "tu_required_files", "official_split", "TU_SPLITS"]
+__all__ = ["load_tu", "tu_required_files", "validate_tu_raw", "official_split", "TU_SPLITS"]
 
 TU_SPLITS = ("random", "official")
 
@@ -53,6 +56,7 @@ def load_tu(
         use_edge_attr: keep edge labels as categorical ``edge_attr``.
         split: ``"random"`` (seeded 80/10/10) or ``"official"`` (Mirage's shuffle, see the module doc).
     """
+    check_root(root, f"TU dataset {name!r}")
     if split not in TU_SPLITS:
         raise UserError(f"split must be one of {', '.join(TU_SPLITS)}, got {split!r}")
     files = tu_required_files(root, name)
@@ -62,10 +66,17 @@ def load_tu(
             f"TU dataset {name!r} not found under root {str(root)!r}: expected {', '.join(missing)} in "
             f"{files[0].parent} (copy the raw files there; nothing is downloaded)"
         )
+    raw_files = sorted(files[0].parent.glob(f"{name}_*.txt"))
+    fingerprint = fingerprint_files(raw_files)
+    processed = Path(root) / name / "processed"
+    stale = cache_is_stale(processed, fingerprint)
+    if stale or not processed.exists():
+        validate_tu_raw(files[0].parent, name)
     try:
-        ds = TUDataset(str(root), name, use_node_attr=use_node_attr, use_edge_attr=use_edge_attr)
+        ds = TUDataset(str(root), name, use_node_attr=use_node_attr, use_edge_attr=use_edge_attr, force_reload=stale)
     except OSError as exc:
         raise UserError(f"cannot process TU dataset {name!r} in {root}: {exc} (root must be writable)") from exc
+    mark_cache(processed, fingerprint)
     store, slices = ds._data, ds.slices
     num_graphs = len(ds)
 
@@ -107,6 +118,45 @@ def load_tu(
     )
 
 
+def _table(path: Path, *, integer: bool) -> np.ndarray:
+    """A comma-separated numeric TU file as a 2-D array; garbled or ragged files are one line naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # empty files: reported below, not as a numpy warning
+            arr = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is garbled: {str(exc).splitlines()[0][:160]}") from None
+    if arr.size == 0:
+        raise UserError(f"{path} is empty")
+    if not np.isfinite(arr).all() or (integer and not (arr == np.round(arr)).all()):
+        raise UserError(f"{path} must hold {'integers' if integer else 'finite numbers'}")
+    return arr
+
+
+def validate_tu_raw(raw: Path, name: str) -> None:
+    """Check the TU raw files agree with each other before PyG parses them (PyG fails with ``IndexError`` otherwise).
+
+    ``A`` holds 1-based node pairs, ``graph_indicator`` one 1-based graph id per node, ``graph_labels``
+    one label per graph; optional node/edge label and attribute files one row per node/edge.
+    """
+    edges = _table(raw / f"{name}_A.txt", integer=True)
+    indicator = _table(raw / f"{name}_graph_indicator.txt", integer=True)
+    labels = _table(raw / f"{name}_graph_labels.txt", integer=True)
+    if edges.shape[1] != 2 or indicator.shape[1] != 1 or labels.shape[1] != 1:
+        raise UserError(f"TU dataset {name!r} in {raw}: A must have 2 columns, graph_indicator and graph_labels 1")
+    nodes, graphs = len(indicator), int(indicator.max())
+    if indicator.min() < 1 or (np.diff(indicator[:, 0]) < 0).any():
+        raise UserError(f"{raw / f'{name}_graph_indicator.txt'}: graph ids must be sorted and start at 1")
+    if len(labels) != graphs:
+        raise UserError(f"{raw / f'{name}_graph_labels.txt'} has {len(labels)} labels but graph_indicator names {graphs} graphs")
+    if edges.min() < 1 or edges.max() > nodes:
+        raise UserError(f"{raw / f'{name}_A.txt'} refers to node {int(edges.max() if edges.max() > nodes else edges.min())}, "
+                        f"outside 1..{nodes} (the nodes of graph_indicator)")  # fmt: skip
+    for part, rows, integer in (("node_labels", nodes, True), ("node_attributes", nodes, False),
+                                ("edge_labels", len(edges), True), ("edge_attributes", len(edges), False)):  # fmt: skip
+        path = raw / f"{name}_{part}.txt"
+        if path.is_file() and len(table := _table(path, integer=integer)) != rows:
+            raise UserError(f"{path} has {len(table)} rows but the dataset has {rows} {part.split('_')[0]}s")
 def official_split(num_graphs: int) -> dict[str, torch.Tensor]:
     """Mirage's TU split: ``torch.manual_seed(0); dataset.shuffle()`` (a ``randperm``), test first, then validation."""
     perm = torch.randperm(num_graphs, generator=torch.Generator().manual_seed(0))

@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_save, package_versions, resolve_device, safe_load
 from graphs.data.node_splits import SETTINGS
 from graphs.g2m.pipeline import CSBM_DEFAULTS, inference_seconds, load_task, make_task_split, run
@@ -55,7 +56,7 @@ def _epilog() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m graphs.g2m", description=__doc__.splitlines()[0],
+    p = CLIParser(prog="python -m graphs.g2m", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog())  # fmt: skip
     p.add_argument("--dataset", default="csbm", help="csbm (default, generated) | cora | citeseer | pubmed")
     p.add_argument("--root", default=None, help="Planetoid root holding <Name>/raw/ind.<name>.*")
@@ -111,15 +112,23 @@ def _config(args: argparse.Namespace) -> Preset:
     return replace(preset, **overrides)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         device = resolve_device(args.device)
         preset = _config(args)
         csbm_kwargs = dict(num_nodes=args.nodes, num_features=args.features, avg_degree=args.degree, lam=args.csbm_lambda, mu=args.csbm_mu)
+        saved_methods = METHODS if args.method == "all" else (args.method,)
+        out = Path(args.out)
+        teacher_out = Path(args.teacher_out) if args.teacher_out else out.with_name("teacher.pt")
+        student_outs = {m: out if len(saved_methods) == 1 else out.with_name(f"{out.stem}_{m}{out.suffix}") for m in saved_methods}
+        outputs = check_outputs({"--teacher-out" if args.teacher_out else "--teacher-out (default: teacher.pt next to --out)": teacher_out,
+                                 **{"--out" if len(saved_methods) == 1 else f"--out ({m})": p for m, p in student_outs.items()}},
+                                roots={"--root": args.root})  # fmt: skip
+        lock_outputs(outputs.values(), outputs)
         data, labelled = load_task(args.dataset, args.root, csbm_kwargs=csbm_kwargs)
         split = make_task_split(data, labelled, args.setting, seed=args.seed, rate=args.split_rate, observed=args.observed)
-        saved_methods = METHODS if args.method == "all" else (args.method,)
         extra = () if args.no_baselines else tuple(m for m in BASELINES if m not in saved_methods)
         methods = tuple(m for m in METHODS if m in saved_methods + extra)  # the table's order
         start = time.perf_counter()
@@ -127,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.perf_counter() - start
         student = result.students[saved_methods[-1]][0]
         latency = {"teacher": inference_seconds(result.teacher_model, data), "mlp": inference_seconds(student, data)}
-        out = Path(args.out)
-        teacher_out = Path(args.teacher_out) if args.teacher_out else out.with_name("teacher.pt")
         meta = dict(dataset=args.dataset, setting=args.setting, seed=args.seed, preset=args.preset, versions=package_versions())
         atomic_save(
             dict(format=TEACHER_FORMAT, model=args.teacher, in_dim=data.num_features, out_dim=int(data.y.max()) + 1,
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         for method, (student, res) in result.students.items():
             if method not in saved_methods:
                 continue
-            path = out if len(saved_methods) == 1 else out.with_name(f"{out.stem}_{method}{out.suffix}")
+            path = student_outs[method]
             atomic_save(
                 dict(format=STUDENT_FORMAT, method=method, teacher=args.teacher, in_dim=data.num_features, out_dim=int(data.y.max()) + 1,
                      model_kwargs=preset.student.model_kwargs(), state_dict=student.cpu().state_dict(), scores=res.scores,

@@ -19,7 +19,8 @@ import sys
 import warnings
 from dataclasses import asdict
 
-from condense.utils import UserError, seed_everything
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
+from condense.utils import UserError, resolve_device, seed_everything
 from graphs.data.graphsets import graphs_nbytes
 from graphs.mirage.baselines import random_subset
 from graphs.mirage.distill import CODERS, DistilledSet, MirageConfig, mirage_distill
@@ -67,7 +68,7 @@ def _epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m graphs.mirage", description=__doc__.split("\n")[0],
+    p = CLIParser(prog="python -m graphs.mirage", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog())  # fmt: skip
     p.add_argument("--dataset", default="motifs", help="motifs (default: embedded, no files), a TU name (MUTAG, PROTEINS, NCI1, DD) or ogbg-mol*")
     p.add_argument("--root", default=None, help="directory holding the dataset (TU: ROOT/NAME/raw, OGB: ROOT/ogbg_*)")
@@ -100,9 +101,12 @@ def _fmt(s: RestartSummary) -> tuple[str, str, str]:
     return tuple(f"{m:.3f} ± {sd:.3f}" for m, sd in (s.top_mean_std, s.all_mean_std, s.final_mean_std))
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        outputs = check_outputs({"--out": args.out}, roots={"--root": args.root})
+        resolve_device(args.device)
         seed_everything(args.seed)
         ds = load_graph_dataset(args.dataset, args.root, seed=args.seed)
         explicit = args.hops is not None and args.support is not None
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                             sampling=args.sampling)
         tcfg.validate()  # fail on training/model options before spending time on mining
         tcfg.build_model((ds.in_dim, ds.edge_dim), ds.num_classes)
+        lock_outputs(outputs.values(), outputs)
         progress = not args.no_progress
         print(ds.summary())
         train = ds.subset("train")

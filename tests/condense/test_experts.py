@@ -141,7 +141,7 @@ def test_cli_experts_under_torchrun(digits, expert_dir, tmp_path):
 
 def test_cli_experts_bad_input(tmp_path, capsys):
     assert cli_main(["experts", "--num-experts", "0", "--epochs", "1", "--out", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith("error: num_experts")
+    assert capsys.readouterr().err.startswith("error: --num-experts")
     (tmp_path / "file").write_text("x")
     assert cli_main(["experts", "--num-experts", "1", "--epochs", "1", "--out", str(tmp_path / "file")]) == 2
     assert "not a directory" in capsys.readouterr().err

@@ -127,9 +127,11 @@ def test_ogb_reader_on_generated_standin(tmp_path: Path):
     assert ds.graphs[1].x.tolist() == [[7, 0, 2, 5, 1, 0, 2, 1, 1]] * 2
     assert ds.split["train"].tolist() == [0] and ds.node_cardinalities[0] == 119 and ds.edge_cardinalities == (5, 6, 2)
     assert (base / "processed" / "condense_graphs.pt").is_file()
-    (base / "raw" / "edge.csv.gz").write_bytes(b"garbage")  # cached tensors are used from now on
-    again = load_ogb("ogbg-molbbbp", tmp_path)
+    again = load_ogb("ogbg-molbbbp", tmp_path)  # from the cache
     assert torch.equal(again.graphs[0].edge_index, tri.edge_index)
+    (base / "raw" / "edge.csv.gz").write_bytes(b"garbage")  # the cache is stale now: the raw files are re-read
+    with pytest.raises(UserError, match="edge.csv.gz is not a valid gzip file"):
+        load_ogb("ogbg-molbbbp", tmp_path)
 
 
 def test_ogb_missing_files_and_bad_name(tmp_path: Path):

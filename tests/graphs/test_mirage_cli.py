@@ -53,7 +53,7 @@ def test_training_options_fail_before_mining(monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["--dataset", "MUTAG"], "needs --root"),
-    (["--dataset", "MUTAG", "--root", "/nonexistent"], "MUTAG_A.txt"),
+    (["--dataset", "MUTAG", "--root", "/nonexistent"], "root /nonexistent does not exist"),
     (["--hops", "2", "--support", "0.5,0.5,0.5"], "one support value"),
     (["--hops", "2", "--support", "1000", "--epochs", "1", "--restarts", "1"], "lower --support"),
     (["--dataset", "ENZYMES", "--root", "/nonexistent"], "ENZYMES"),
