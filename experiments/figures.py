@@ -379,6 +379,11 @@ def finish(kind: str, result_json: str | os.PathLike | None, tables: str | os.Pa
         print("tables printed above; pass --json PATH to also write the results JSON and the figure", file=sys.stderr)
         return 0
     print(f"wrote results JSON: {result_json}", file=sys.stderr)
+    return _draw(kind, result_json)
+
+
+def _draw(kind: str, result_json: str | os.PathLike) -> int:
+    """Write the figure(s) of ``result_json`` and say where; a user error is one line and exit 2."""
     try:
         for png in write_figures(kind, result_json):
             print(f"wrote figure: {png}", file=sys.stderr)
@@ -393,10 +398,4 @@ def redraw(kind: str, result_json: str | os.PathLike | None) -> int:
     if result_json is None:
         print("error: --figure-only needs --json PATH (the results JSON to draw from)", file=sys.stderr)
         return 2
-    try:
-        for png in write_figures(kind, result_json):
-            print(f"wrote figure: {png}", file=sys.stderr)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return _draw(kind, result_json)
