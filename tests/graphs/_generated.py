@@ -1,7 +1,10 @@
 """Generated graph sets for the tests: a planted graph-size signal, and writing them in TU layout."""
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch_geometric.data import Data
@@ -66,3 +69,26 @@ def write_tu(root: Path, name: str, graphs: list[Data], node_attr: list[torch.Te
         rows = torch.cat(node_attr)
         (raw / f"{name}_node_attributes.txt").write_text("\n".join(", ".join(f"{v:.4f}" for v in r) for r in rows.tolist()) + "\n")
     return root
+
+
+def write_csv(path: Path, rows) -> None:
+    """Rows (or a 1-D list of values) as a gzip CSV, as OGB ships its raw files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = np.asarray(rows)
+    rows = rows.reshape(-1, 1) if rows.ndim == 1 else rows
+    with gzip.open(path, "wt") as fh:
+        fh.writelines(",".join(str(v) for v in r) + "\n" for r in rows)
+
+
+def fake_ogb(root: Path, name: str = "ogbg-molbbbp") -> Path:
+    """A two-molecule stand-in in OGB's unpacked layout (a triangle and a 2-atom chain)."""
+    base = root / name.replace("-", "_")
+    write_csv(base / "raw" / "edge.csv.gz", [[0, 1], [1, 2], [2, 0], [0, 1]])
+    write_csv(base / "raw" / "edge-feat.csv.gz", [[0, 0, 1], [1, 0, 0], [0, 2, 1], [3, 0, 0]])
+    write_csv(base / "raw" / "node-feat.csv.gz", [[5, 0, 1, 5, 0, 0, 1, 0, 0]] * 3 + [[7, 0, 2, 5, 1, 0, 2, 1, 1]] * 2)
+    write_csv(base / "raw" / "num-node-list.csv.gz", [3, 2])
+    write_csv(base / "raw" / "num-edge-list.csv.gz", [3, 1])
+    write_csv(base / "raw" / "graph-label.csv.gz", [1, 0])
+    for part, idx in (("train", [0]), ("valid", [1]), ("test", [1])):
+        write_csv(base / "split" / "scaffold" / f"{part}.csv.gz", idx)
+    return base

@@ -1,10 +1,8 @@
 """Graph-classification data layer: TU / OGB loaders, the embedded motif set, shared helpers."""
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,6 +11,7 @@ from graphs.data.graphsets import categorical_columns, graph_nbytes, random_spli
 from graphs.data.motifs import make_motif_dataset
 from graphs.data.ogb import load_ogb
 from graphs.data.tu import load_tu
+from tests.graphs._generated import fake_ogb
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -94,30 +93,8 @@ def test_tu_mutag_from_shared_data(writable_shared):
 
 # --- OGB ------------------------------------------------------------------------------------
 
-def _write_csv(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = np.asarray(rows)
-    rows = rows.reshape(-1, 1) if rows.ndim == 1 else rows
-    with gzip.open(path, "wt") as fh:
-        fh.writelines(",".join(str(v) for v in r) + "\n" for r in rows)
-
-
-def _fake_ogb(root: Path, name: str = "ogbg-molbbbp") -> Path:
-    """A two-molecule stand-in in OGB's unpacked layout (a triangle and a 2-atom chain)."""
-    base = root / name.replace("-", "_")
-    _write_csv(base / "raw" / "edge.csv.gz", [[0, 1], [1, 2], [2, 0], [0, 1]])
-    _write_csv(base / "raw" / "edge-feat.csv.gz", [[0, 0, 1], [1, 0, 0], [0, 2, 1], [3, 0, 0]])
-    _write_csv(base / "raw" / "node-feat.csv.gz", [[5, 0, 1, 5, 0, 0, 1, 0, 0]] * 3 + [[7, 0, 2, 5, 1, 0, 2, 1, 1]] * 2)
-    _write_csv(base / "raw" / "num-node-list.csv.gz", [3, 2])
-    _write_csv(base / "raw" / "num-edge-list.csv.gz", [3, 1])
-    _write_csv(base / "raw" / "graph-label.csv.gz", [1, 0])
-    for part, idx in (("train", [0]), ("valid", [1]), ("test", [1])):
-        _write_csv(base / "split" / "scaffold" / f"{part}.csv.gz", idx)
-    return base
-
-
 def test_ogb_reader_on_generated_standin(tmp_path: Path):
-    base = _fake_ogb(tmp_path)
+    base = fake_ogb(tmp_path)
     ds = load_ogb("ogbg-molbbbp", tmp_path)
     assert len(ds.graphs) == 2 and ds.labels().tolist() == [1, 0]
     tri = ds.graphs[0]
@@ -135,7 +112,7 @@ def test_ogb_reader_on_generated_standin(tmp_path: Path):
 
 
 def test_ogb_missing_files_and_bad_name(tmp_path: Path):
-    base = _fake_ogb(tmp_path, "ogbg-molhiv")
+    base = fake_ogb(tmp_path, "ogbg-molhiv")
     (base / "split" / "scaffold" / "valid.csv.gz").unlink()
     with pytest.raises(UserError, match="valid.csv.gz"):
         load_ogb("ogbg-molhiv", tmp_path)

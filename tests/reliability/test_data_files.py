@@ -5,7 +5,6 @@ import gzip
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,6 +13,7 @@ from condense.safeio import check_finite_state, check_labels
 from condense.utils import UserError
 from graphs.data.ogb import load_ogb
 from graphs.data.tu import load_tu
+from tests.graphs._generated import fake_ogb, write_csv
 
 
 def _idx(path: Path, values: bytes, dims: tuple[int, ...]) -> Path:
@@ -81,38 +81,18 @@ def test_stale_tu_cache_is_rebuilt_or_refused(shared_data, tmp_path):
     assert ds.labels().tolist() != [int(g.y) for g in load_tu("MUTAG", _mutag(tmp_path / "b", shared_data)).graphs]
 
 
-def _write_csv(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt") as fh:
-        for r in rows:
-            fh.write(",".join(map(str, np.atleast_1d(r))) + "\n")
-
-
-def _ogb(tmp_path: Path) -> Path:
-    base = tmp_path / "ogbg_molbace"
-    _write_csv(base / "raw" / "edge.csv.gz", [[0, 1], [1, 2]])
-    _write_csv(base / "raw" / "edge-feat.csv.gz", [[0, 0, 1], [1, 0, 0]])
-    _write_csv(base / "raw" / "node-feat.csv.gz", [[5, 0, 1, 5, 0, 0, 1, 0, 0]] * 3 + [[7, 0, 2, 5, 1, 0, 2, 1, 1]])
-    _write_csv(base / "raw" / "num-node-list.csv.gz", [3, 1])
-    _write_csv(base / "raw" / "num-edge-list.csv.gz", [2, 0])
-    _write_csv(base / "raw" / "graph-label.csv.gz", [1, 0])
-    for part, idx in (("train", [0]), ("valid", [1]), ("test", [1])):
-        _write_csv(base / "split" / "scaffold" / f"{part}.csv.gz", idx)
-    return base
-
-
 @pytest.mark.parametrize(
     "damage,message",
     [
         (lambda p: p.write_bytes(p.read_bytes()[:-8]), "edge.csv.gz is truncated"),
         (lambda p: p.write_bytes(b"0,1\n1,2\n"), "edge.csv.gz is not a valid gzip file"),
-        (lambda p: _write_csv(p, [[0, 1, 2], [1, 2, 0]]), "edge.csv.gz has 3 columns, expected 2"),
-        (lambda p: _write_csv(p, [[0, 1], [1, 7]]), "edge.csv.gz has node ids outside their graph"),
-        (lambda p: _write_csv(p, [[0, 1], [1, "x"]]), "edge.csv.gz is garbled"),
+        (lambda p: write_csv(p, [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]), "edge.csv.gz has 3 columns, expected 2"),
+        (lambda p: write_csv(p, [[0, 1], [1, 2], [2, 0], [0, 7]]), "edge.csv.gz has node ids outside their graph"),
+        (lambda p: write_csv(p, [[0, 1], [1, 2], [2, 0], [0, "x"]]), "edge.csv.gz is garbled"),
     ],
 )
 def test_ogb_damage_is_named(tmp_path, damage, message):
-    base = _ogb(tmp_path)
+    base = fake_ogb(tmp_path, "ogbg-molbace")
     assert len(load_ogb("ogbg-molbace", tmp_path).graphs) == 2  # builds the cache
     damage(base / "raw" / "edge.csv.gz")
     with pytest.raises(UserError, match=message):
