@@ -30,7 +30,6 @@ __all__ = [
     "atomic_save",
     "atomic_write_bytes",
     "atomic_write_text",
-    "atomic_write_bytes",
     "safe_load",
     "package_versions",
     "check_positive",
@@ -156,11 +155,6 @@ def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically, like :func:`atomic_save` (results tables, JSON)."""
     return atomic_write_bytes(text.encode("utf-8"), path)
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
-    """Write ``data`` to ``path`` atomically, like :func:`atomic_save` (PNG figures)."""
-    return _atomic_write(path, lambda fh: fh.write(data))
 
 
 def safe_load(path: str | os.PathLike, *, expected_format: str | None = None, what: str = "artifact") -> dict:

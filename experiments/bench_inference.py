@@ -29,7 +29,6 @@ import torch
 from torch_geometric.utils import k_hop_subgraph
 
 from condense.safeio import CLIParser, cli_main
-from condense.utils import UserError, make_generator, resolve_device
 from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
 from experiments import figures
 from graphs.data.csbm import csbm

@@ -27,7 +27,6 @@ import torch
 from condense.data import ImageDataset, load_dataset
 from condense.methods import get_method
 from condense.safeio import CLIParser, cli_main
-from condense.utils import UserError, make_generator, markdown_table, resolve_device
 from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device
 from experiments import figures
 from experiments.bench_unroll import peak_memory_bytes
