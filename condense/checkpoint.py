@@ -78,12 +78,14 @@ class Checkpointer:
                             "refusing to overwrite it - point --checkpoint elsewhere")  # fmt: skip
         return obj
 
-    def _mismatch(self, saved: dict[str, Any]) -> str | None:
-        diffs = [k for k in set(saved) | set(self.signature) if saved.get(k) != self.signature.get(k)]
-        if not diffs:
-            return None
-        k = sorted(diffs)[0]
-        return f"{k} is {_short(saved.get(k))} there but {_short(self.signature.get(k))} now"
+    def _require_same_run(self, obj: dict[str, Any], how: str = "") -> None:
+        """Raise unless the checkpoint's signature equals this run's (``how`` says what to do instead)."""
+        saved = obj.get("signature", {})
+        diffs = sorted(k for k in set(saved) | set(self.signature) if saved.get(k) != self.signature.get(k))
+        if diffs:
+            k = diffs[0]
+            raise UserError(f"checkpoint {self.path} belongs to a different run: "
+                            f"{k} is {_short(saved.get(k))} there but {_short(self.signature.get(k))} now{how}")  # fmt: skip
 
     def check(self) -> None:
         """Validate ``path`` before any work (see the module docstring); raises :class:`UserError`."""
@@ -94,10 +96,7 @@ class Checkpointer:
         except UserError as exc:
             msg = str(exc)
             raise UserError(msg if "refusing" in msg else f"{msg}; refusing to overwrite it - point --checkpoint elsewhere") from None
-        diff = self._mismatch(obj.get("signature", {}))
-        if diff is not None:
-            how = "" if self.resume else " (pass the same settings with --resume to continue it, or point --checkpoint elsewhere)"
-            raise UserError(f"checkpoint {self.path} belongs to a different run: {diff}{how}")
+        self._require_same_run(obj, "" if self.resume else " (pass the same settings with --resume to continue it, or point --checkpoint elsewhere)")
 
     def load(self) -> tuple[int, dict[str, Any]] | None:
         """``(iteration, state)`` of the last checkpoint, or ``None`` when there is none yet (or ``resume=False``)."""
@@ -106,9 +105,7 @@ class Checkpointer:
         if not self.resume or not self.path.exists():
             return None
         obj = self._read()
-        diff = self._mismatch(obj.get("signature", {}))
-        if diff is not None:
-            raise UserError(f"checkpoint {self.path} belongs to a different run: {diff}")
+        self._require_same_run(obj)
         self.saved = int(obj["iteration"])
         return self.saved, obj["state"]
 
