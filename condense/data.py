@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .safeio import check_labels, check_root, fingerprint_files, fingerprint_tensors, safe_unpickle
+from .safeio import FLAG_BOUNDS, check_labels, check_root, fingerprint_files, fingerprint_tensors, safe_unpickle
 from .utils import UserError
 
 __all__ = ["ImageDataset", "ZCA", "ClassSampler", "load_dataset", "split_validation", "DATASETS", "read_idx"]
@@ -343,7 +343,7 @@ DATASETS = tuple(_LOADERS)
 _ALIASES = {"fashionmnist": "fashion_mnist", "fmnist": "fashion_mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
 
 
-MAX_RESIZE = 1024
+MIN_RESIZE, MAX_RESIZE = FLAG_BOUNDS["resize"]  # the same bounds as the CLIs' --resize
 
 
 def _available_memory() -> int:
@@ -384,8 +384,8 @@ def load_dataset(
         if root is None:
             raise UserError(f"dataset {key!r} needs --root pointing at its local files (nothing is downloaded)")
         root = Path(root).expanduser()
-    if resize is not None and (isinstance(resize, bool) or int(resize) != resize or not 4 <= resize <= MAX_RESIZE):
-        raise UserError(f"resize must be an integer in [4, {MAX_RESIZE}], got {resize!r}")
+    if resize is not None and (isinstance(resize, bool) or int(resize) != resize or not MIN_RESIZE <= resize <= MAX_RESIZE):
+        raise UserError(f"resize must be an integer in [{MIN_RESIZE}, {MAX_RESIZE}], got {resize!r}")
     xtr, ytr, xte, yte, files = loader(root)
     for part, y in (("training", ytr), ("test", yte)):
         check_labels(torch.from_numpy(np.asarray(y, np.int64)), num_classes, what=f"dataset {key!r} {part} labels"
