@@ -27,7 +27,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from condense.utils import UserError, atomic_write_text
 from graphs.data.graphsets import GraphDataset
-from graphs.mirage.train import TrainConfig, train_restarts
+from graphs.mirage.train import TrainConfig, mean_std, train_restarts
 
 __all__ = ["stratified_folds", "inner_validation", "cross_validate", "summarise_folds"]
 
@@ -49,11 +49,6 @@ def inner_validation(train_idx: torch.Tensor, labels: torch.Tensor, folds: int, 
     return train_idx[torch.from_numpy(fit)], train_idx[torch.from_numpy(val)]
 
 
-def _mean_std(values) -> tuple[float, float]:
-    a = np.asarray(values, dtype=float)
-    return float(a.mean()), float(a.std())
-
-
 def summarise_folds(fold_runs: list[dict]) -> dict:
     """Validation-selected, paper-protocol (test-selected), final-epoch and untrained scores over folds."""
     sel = [r["best_epoch"] for r in fold_runs]
@@ -66,13 +61,13 @@ def summarise_folds(fold_runs: list[dict]) -> dict:
         mean_curve = curves[:, 1:].mean(0)
         e_star = int(np.argmax(mean_curve)) + 1
         out[m] = {
-            "val_selected": _mean_std(curves[np.arange(len(sel)), sel]),
-            "paper_protocol": _mean_std(curves[:, e_star]),
+            "val_selected": mean_std(curves[np.arange(len(sel)), sel]),
+            "paper_protocol": mean_std(curves[:, e_star]),
             "paper_protocol_epoch": e_star,
-            "final": _mean_std(curves[:, -1]),
-            "untrained": _mean_std(curves[:, 0]),
+            "final": mean_std(curves[:, -1]),
+            "untrained": mean_std(curves[:, 0]),
         }
-    out["spearman_size"] = _mean_std([r["curves"]["spearman"][e] for r, e in zip(fold_runs, sel)])
+    out["spearman_size"] = mean_std([r["curves"]["spearman"][e] for r, e in zip(fold_runs, sel)])
     out["train_time_s"] = float(sum(r["train_time_s"] for r in fold_runs))
     return out
 

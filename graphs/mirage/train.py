@@ -116,28 +116,30 @@ class RestartSummary:
 
     @property
     def top_mean_std(self) -> tuple[float, float]:
-        t = np.asarray(self.test_at_best_val)[self._top_idx()]
-        return float(t.mean()), float(t.std())
+        return mean_std(np.asarray(self.test_at_best_val)[self._top_idx()])
 
     @property
     def all_mean_std(self) -> tuple[float, float]:
-        t = np.asarray(self.test_at_best_val)
-        return float(t.mean()), float(t.std())
+        return mean_std(self.test_at_best_val)
 
     @property
     def final_mean_std(self) -> tuple[float, float]:
-        t = np.asarray(self.final_test)
-        return float(t.mean()), float(t.std())
+        return mean_std(self.final_test)
 
     @property
     def untrained_mean_std(self) -> tuple[float, float]:
-        t = np.asarray(self.untrained_test, dtype=float)
-        return float(t.mean()), float(t.std())
+        return mean_std(self.untrained_test)
 
     @property
     def spearman_mean_std(self) -> tuple[float, float]:
         t = np.asarray(self.spearman_size, dtype=float)
         return float(np.nanmean(t)), float(np.nanstd(t))
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and population std of a list of scores."""
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std())
 
 
 def score(logits: Tensor, y: Tensor, metric: str) -> float:
