@@ -99,18 +99,26 @@ def _training_sets(ds: GraphDataset, mcfg: MirageConfig, methods, seed: int, pro
     return {m: sets[m] for m in methods}, meta
 
 
-def method_config(method: str, scale: str, name: str, model: str, hops: int) -> TrainConfig:
+def method_config(method: str, scale: str, name: str, model: str, hops: int, *, restarts: int | None = None,
+                  baseline_epochs: int | None = None) -> TrainConfig:
     """Mirage trains with its official settings at depth L (the trees are L deep); full data,
     random and herding use the dataset family's full-data recipe (its own depth, not L), with
-    the Mirage preset's restarts/top so every row averages the same number of runs."""
+    the Mirage preset's restarts/top so every row averages the same number of runs.
+
+    ``restarts`` (every row; top = min(top, restarts)) and ``baseline_epochs`` (the recipe rows
+    only; the learning-rate schedule is unchanged) shorten a run that does not fit -- label them.
+    """
     mirage = train_preset(scale, name, model=model, layers=max(hops, 1))
+    if restarts is not None:
+        mirage = replace(mirage, restarts=int(restarts), top=min(mirage.top, int(restarts)))
     if method == "mirage":
         return mirage
-    return recipe(scale, name, model=model, restarts=mirage.restarts, top=mirage.top)
+    return recipe(scale, name, model=model, restarts=mirage.restarts, top=mirage.top, epochs=baseline_epochs)
 
 
 def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, seed: int, device: str, progress: bool,
-                split: str = "random", max_itemsets: int | None = None, threshold_sweep: bool = False) -> dict:
+                split: str = "random", max_itemsets: int | None = None, threshold_sweep: bool = False,
+                restarts: int | None = None, baseline_epochs: int | None = None) -> dict:
     """All methods x models on one dataset; returns a JSON-able record."""
     seed_everything(seed)
     ds = load_graph_dataset(name, root, seed=seed, split=split)
@@ -129,7 +137,7 @@ def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, se
           f"Mirage tree roots per class {meta['roots_per_class']} -->", flush=True)
     for model in models:
         for method, graphs in sets.items():
-            tcfg = method_config(method, scale, name, model, mcfg.hops)
+            tcfg = method_config(method, scale, name, model, mcfg.hops, restarts=restarts, baseline_epochs=baseline_epochs)
             s = train_restarts(graphs, ds.subset("valid"), test, dims=(ds.in_dim, ds.edge_dim),
                                num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed,
                                device=device, progress=progress, desc=f"{name} {model} {method}")
@@ -283,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold-sweep", action="store_true",
                    help="official two-step per-class threshold sweep (NCI1: 440/570, 420/550), chosen on validation")
     p.add_argument("--max-itemsets", type=int, default=None, help="per-class cap on mined itemsets (default: MirageConfig's)")
+    p.add_argument("--restarts", type=int, default=None, help="restarts of every row (default: the scale's; top = min(top, N))")
+    p.add_argument("--baseline-epochs", type=int, default=None,
+                   help="epochs of the full/random/herding recipe rows (default: the recipe's; a shortened run, label it)")
     p.add_argument("--sweep", default=None, metavar="DATASET", help="only run the validation sweep for DATASET")
     p.add_argument("--sweep-hops", type=int, nargs="+", default=list(SWEEP_HOPS))
     p.add_argument("--sweep-supports", type=float, nargs="+", default=list(SWEEP_SUPPORTS))
@@ -298,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no mining, no training)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    for flag, value in (("--restarts", args.restarts), ("--baseline-epochs", args.baseline_epochs)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
     lock_outputs(check_outputs({"--json": args.json}, roots={"--shared": args.shared}).values())
     if args.figure_only:
         return figures.redraw("mirage", args.json)
@@ -327,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                         t0 = time.perf_counter()
                         rec = run_dataset(name, _writable_root(name, args.shared, Path(tmp), args.root), scale=args.scale,
                                           models=args.models, methods=args.methods, seed=seed, device=args.device, progress=progress,
-                                          split=args.split, max_itemsets=args.max_itemsets, threshold_sweep=args.threshold_sweep)
+                                          split=args.split, max_itemsets=args.max_itemsets, threshold_sweep=args.threshold_sweep,
+                                          restarts=args.restarts, baseline_epochs=args.baseline_epochs)
                         rec["wall_time_s"] = time.perf_counter() - t0
                         m = rec["mirage_meta"]
                         print(f"<!-- {name} seed {seed}: distillation {m['time_total_s']:.2f}s (decompose {m['time_decompose_s']:.2f}s, "

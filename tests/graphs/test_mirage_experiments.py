@@ -202,3 +202,14 @@ def test_cv_summary_val_selected_versus_test_selected():
     assert s["val_selected"][0] == pytest.approx((0.6 + 0.7) / 2)  # each fold at its own validation epoch
     assert s["paper_protocol_epoch"] == 2 and s["paper_protocol"][0] == pytest.approx(0.8)  # max of the mean test curve
     assert s["untrained"][0] == 0.5 and s["final"][0] == pytest.approx(0.8)
+
+
+def test_restarts_and_baseline_epochs_shorten_the_rows_they_name():
+    from experiments.mirage import method_config
+
+    base, mirage = method_config("random", "cpu", "NCI1", "gin", 2), method_config("mirage", "cpu", "NCI1", "gin", 2)
+    short = method_config("random", "cpu", "NCI1", "gin", 2, restarts=1, baseline_epochs=3)
+    short_mirage = method_config("mirage", "cpu", "NCI1", "gin", 2, restarts=1, baseline_epochs=3)
+    assert (short.restarts, short.top, short.epochs) == (1, 1, 3) and short.layers == base.layers == 4
+    assert short.lr_step == base.lr_step and (short_mirage.epochs, short_mirage.restarts) == (mirage.epochs, 1)
+    assert main(["--datasets", "motifs", "--restarts", "0", "--no-progress"]) == 2
