@@ -54,7 +54,8 @@ from graphs.data.graphsets import GraphDataset, graphs_nbytes
 from graphs.mirage.baselines import class_counts, herding_subset, random_subset
 from graphs.mirage.distill import MirageConfig, mirage_distill
 from graphs.mirage.cv import cross_validate
-from graphs.mirage.presets import PRESETS, SCALES, SPLITS, load_graph_dataset, mirage_preset, recipe, train_preset
+from graphs.mirage.presets import (NODE_ATTR, PRESETS, SCALES, SPLITS, load_graph_dataset, mining_features, mirage_preset, recipe,
+                                   train_preset)
 from graphs.mirage.sanity import roots_per_class, size_only
 from graphs.mirage.train import RestartSummary, TrainConfig, train_restarts
 
@@ -118,18 +119,22 @@ def method_config(method: str, scale: str, name: str, model: str, hops: int, *, 
 
 def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, seed: int, device: str, progress: bool,
                 split: str = "random", max_itemsets: int | None = None, threshold_sweep: bool = False,
-                restarts: int | None = None, baseline_epochs: int | None = None) -> dict:
+                restarts: int | None = None, baseline_epochs: int | None = None, node_attr: str = "drop",
+                bins: int | None = None) -> dict:
     """All methods x models on one dataset; returns a JSON-able record."""
     seed_everything(seed)
-    ds = load_graph_dataset(name, root, seed=seed, split=split)
-    print(f"<!-- {ds.summary()}; {split_counts(ds)} -->", flush=True)
-    mcfg = choose_mirage_config(ds, scale=scale, seed=seed, device=device, progress=progress, threshold_sweep=threshold_sweep)
+    ds = load_graph_dataset(name, root, seed=seed, split=split, node_attr=node_attr)
+    mining, mined_on = mining_features(ds, bins)
+    print(f"<!-- {ds.summary()}; {split_counts(ds)}; Mirage mines {mined_on} -->", flush=True)
+    mcfg = choose_mirage_config(ds, scale=scale, seed=seed, device=device, progress=progress, threshold_sweep=threshold_sweep,
+                                mining=mining)
     if max_itemsets is not None:
         mcfg.max_itemsets = int(max_itemsets)
     sets, meta = _training_sets(ds, mcfg, methods, seed, progress)
     train, test = ds.subset("train"), ds.subset("test")
     train_bytes = graphs_nbytes(train)
     record = {"dataset": name, "summary": ds.summary(), "split": split, "mirage_config": asdict(mcfg), "split_counts": split_counts(ds), "metric": ds.metric,
+              "node_attr": node_attr, "mining_features": mined_on,
               "scale": scale, "seed": seed, "mirage_meta": meta, "train_bytes": train_bytes,
               "size_only": size_only(train, test, ds.num_classes), "results": []}
     so = record["size_only"]
@@ -169,13 +174,15 @@ def _md_row(name: str, r: dict) -> str:
 
 
 def run_cv(name: str, root: Path | None, *, scale: str, models, seed: int, device: str, progress: bool,
-           state_dir: Path | None) -> dict:
+           state_dir: Path | None, node_attr: str = "drop") -> dict:
     """Full-data 10-fold CV of each model with the dataset family's recipe; prints one row per model."""
-    ds = load_graph_dataset(name, root, seed=seed)
-    record = {"dataset": name, "summary": ds.summary(), "scale": scale, "seed": seed, "cv": []}
+    ds = load_graph_dataset(name, root, seed=seed, node_attr=node_attr)
+    print(f"<!-- {ds.summary()} -->", flush=True)
+    record = {"dataset": name, "summary": ds.summary(), "scale": scale, "seed": seed, "node_attr": node_attr, "cv": []}
     for model in models:
         cfg = recipe(scale, name, model=model)
-        state = None if state_dir is None else state_dir / f"{name}_{model}_{scale}_seed{seed}.json"
+        tag = "" if node_attr == "drop" else f"_attr-{node_attr}"  # the default keeps the state names of earlier runs
+        state = None if state_dir is None else state_dir / f"{name}_{model}_{scale}_seed{seed}{tag}.json"
         out = cross_validate(ds, cfg, seed=seed, device=device, progress=progress, state=state)
         record["cv"].append({"model": model, "config": asdict(cfg), **out})
         print(_cv_md_row(name, model, out["summary"]), flush=True)
@@ -216,10 +223,11 @@ THRESHOLD_SWEEPS = {"NCI1": ((440, 570), (420, 550))}
 
 
 def sweep(ds: GraphDataset, *, scale: str, seed: int, device: str, progress: bool,
-          hops=SWEEP_HOPS, supports=SWEEP_SUPPORTS, filter_shared: bool = False) -> list[dict]:
+          hops=SWEEP_HOPS, supports=SWEEP_SUPPORTS, filter_shared: bool = False, mining: dict | None = None) -> list[dict]:
     """Validation score of GIN trained on Mirage sets over a hops x support grid (no test).
 
-    A support entry is one value for all classes or a tuple with one per class.
+    A support entry is one value for all classes or a tuple with one per class; ``mining``: the
+    :func:`~graphs.mirage.presets.mining_features` fields of the dataset.
     """
     name, out = ds.name, []
     for h in hops:
@@ -227,7 +235,8 @@ def sweep(ds: GraphDataset, *, scale: str, seed: int, device: str, progress: boo
             support = tuple(sup) if isinstance(sup, (tuple, list)) else (sup,)
             try:
                 d = mirage_distill(ds.subset("train"), ds.num_classes,
-                                   MirageConfig(hops=h, support=support, filter_shared=filter_shared), progress=False)
+                                   MirageConfig(hops=h, support=support, filter_shared=filter_shared, **(mining or {})),
+                                   progress=False)
             except UserError as exc:  # too many itemsets at this support
                 print(f"| {name} | {h} | {sup} | - | - | skipped: {exc} |", flush=True)
                 continue
@@ -253,30 +262,32 @@ def pick_from_sweep(rows: list[dict], tolerance: float = 0.01) -> dict:
 
 
 def choose_mirage_config(ds: GraphDataset, *, scale: str, seed: int, device: str, progress: bool,
-                         threshold_sweep: bool = False) -> MirageConfig:
-    """The dataset's preset, or -- when it has none -- the validation sweep's choice (printed).
+                         threshold_sweep: bool = False, mining: dict | None = None) -> MirageConfig:
+    """The dataset's preset, or -- when it has none -- the validation sweep's choice (printed), with
+    the ``mining`` feature fields (:func:`~graphs.mirage.presets.mining_features`) applied.
 
     ``threshold_sweep``: run the official per-class threshold candidates (:data:`THRESHOLD_SWEEPS`)
     at the preset's hops and keep the one with the best validation score (printed).
     """
+    mining = mining or {}
     if ds.name in PRESETS and not threshold_sweep:
-        return mirage_preset(ds.name)
+        return replace(mirage_preset(ds.name), **mining)
     if threshold_sweep:
         if ds.name not in THRESHOLD_SWEEPS or ds.name not in PRESETS:
             raise UserError(f"no official threshold sweep for {ds.name!r} (known: {', '.join(THRESHOLD_SWEEPS)})")
         base = mirage_preset(ds.name)
         rows = sweep(ds, scale=scale, seed=seed, device=device, progress=progress, hops=(base.hops,),
-                     supports=THRESHOLD_SWEEPS[ds.name], filter_shared=base.filter_shared)
+                     supports=THRESHOLD_SWEEPS[ds.name], filter_shared=base.filter_shared, mining=mining)
         choice = pick_from_sweep(rows, tolerance=0.0)
         print(f"<!-- {ds.name}: threshold sweep {list(THRESHOLD_SWEEPS[ds.name])} -> support {choice['support']} "
               f"(val {choice['val']:.3f}) -->", flush=True)
-        return MirageConfig(hops=base.hops, support=tuple(choice["support"]), filter_shared=base.filter_shared)
+        return MirageConfig(hops=base.hops, support=tuple(choice["support"]), filter_shared=base.filter_shared, **mining)
     print(f"<!-- {ds.name}: no Mirage preset; validation sweep over hops {list(SWEEP_HOPS)} x support {list(SWEEP_SUPPORTS)} -->")
     choice = pick_from_sweep(sweep(ds, scale=scale, seed=seed, device=device, progress=progress, hops=SWEEP_HOPS,
-                                   supports=SWEEP_SUPPORTS))
+                                   supports=SWEEP_SUPPORTS, mining=mining))
     print(f"<!-- {ds.name}: chose hops {choice['hops']}, support {choice['support']} (val {choice['val']:.3f}, "
           f"{choice['graphs']} graphs, {choice['bytes']} bytes; most compact within 0.01 of the best) -->", flush=True)
-    return MirageConfig(hops=choice["hops"], support=(choice["support"],))
+    return MirageConfig(hops=choice["hops"], support=(choice["support"],), **mining)
 
 
 @cli_main
@@ -302,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="run every dataset on these split seeds (overrides --seed) and aggregate over them")
     p.add_argument("--split", choices=SPLITS, default="random",
                    help="TU datasets: random (seeded 80/10/10) or official (Mirage's PyG shuffle after manual_seed(0))")
+    p.add_argument("--node-attr", choices=NODE_ATTR, default="drop",
+                   help="continuous node attributes (TU): drop (default: the official Mirage and GIN code) or concat to the "
+                        "one-hot labels as GNN input")
+    p.add_argument("--bins", type=int, default=None,
+                   help="with --node-attr concat: Mirage mines the attributes cut into this many quantile bins (fitted on the "
+                        "training graphs; default: labels only)")
     p.add_argument("--cv", action="store_true", help="full-data 10-fold CV with the dataset's recipe (TU datasets)")
     p.add_argument("--cv-state", type=Path, default=None, help="directory for resumable per-fold CV state")
     p.add_argument("--device", default="cpu")
@@ -323,14 +340,15 @@ def main(argv: list[str] | None = None) -> int:
                       "| final epoch | untrained | ROC-AUC val-selected | Spearman(score, |V|) | train s |")
                 print("|---|---|---|---|---|---|---|---|---|---|")
                 records = [run_cv(name, _writable_root(name, args.shared, Path(tmp), args.root), scale=args.scale, models=args.models,
-                                  seed=args.seed, device=args.device, progress=progress, state_dir=args.cv_state)
+                                  seed=args.seed, device=args.device, progress=progress, state_dir=args.cv_state,
+                                  node_attr=args.node_attr)
                            for name in args.datasets]
             elif args.sweep:
                 print("| dataset | hops | support | graphs | bytes | val (mean best-val over restarts) |\n|---|---|---|---|---|---|")
                 ds = load_graph_dataset(args.sweep, _writable_root(args.sweep, args.shared, Path(tmp), args.root), seed=args.seed,
-                                        split=args.split)
+                                        split=args.split, node_attr=args.node_attr)
                 records = sweep(ds, scale=args.scale, seed=args.seed, device=args.device, progress=progress,
-                                hops=args.sweep_hops, supports=args.sweep_supports)
+                                hops=args.sweep_hops, supports=args.sweep_supports, mining=mining_features(ds, args.bins)[0])
             else:
                 print("| dataset | model | method | graphs (per class) | bytes | % train bytes | test@best-val top-k | all restarts | final epoch "
                       "| untrained | Spearman(score, |V|) | train s |")
@@ -342,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                         rec = run_dataset(name, _writable_root(name, args.shared, Path(tmp), args.root), scale=args.scale,
                                           models=args.models, methods=args.methods, seed=seed, device=args.device, progress=progress,
                                           split=args.split, max_itemsets=args.max_itemsets, threshold_sweep=args.threshold_sweep,
-                                          restarts=args.restarts, baseline_epochs=args.baseline_epochs)
+                                          restarts=args.restarts, baseline_epochs=args.baseline_epochs,
+                                          node_attr=args.node_attr, bins=args.bins)
                         rec["wall_time_s"] = time.perf_counter() - t0
                         m = rec["mirage_meta"]
                         print(f"<!-- {name} seed {seed}: distillation {m['time_total_s']:.2f}s (decompose {m['time_decompose_s']:.2f}s, "

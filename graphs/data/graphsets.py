@@ -89,6 +89,12 @@ class GraphDataset:
         feats = f"categorical {list(self.node_cardinalities)}" if self.node_cardinalities else f"float[{self.in_dim}]"
         if self.info.get("node_labels") == "degree":
             feats += " (node degrees: the dataset has no node labels)"
+        n_attr = int(self.info.get("node_attributes") or 0)
+        if n_attr and self.info.get("attribute_columns"):
+            feats += f" = {n_attr} continuous attribute(s) + one-hot node labels"
+        elif n_attr:
+            feats += (f"; {n_attr} continuous node attribute(s) dropped (as the official Mirage and GIN code: node labels "
+                      "only; node_attr='concat' / --node-attr concat feeds them to the GNNs)")
         edges = f", edge categories {list(self.edge_cardinalities)}" if self.edge_cardinalities else ""
         return f"{self.name}: {len(self.graphs)} graphs, {self.num_classes} classes, split {sizes}, node features {feats}{edges}"
 

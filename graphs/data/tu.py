@@ -4,8 +4,15 @@ Reads ``root/NAME/raw/NAME_*.txt`` through PyG's :class:`~torch_geometric.datase
 (which writes ``root/NAME/processed/``), after checking the raw files exist so PyG never tries
 to download.  Node and edge labels are turned back from PyG's one-hot blocks into one
 categorical id per distinct label tuple (datasets without node labels get node degrees as labels,
-as is standard for IMDB-style sets, and say so in their summary line); continuous node attributes are kept as floats only
-when asked for (``use_node_attr=True``).  Split: seeded random 80/10/10 (``split="random"``), or
+as is standard for IMDB-style sets, and say so in their summary line).  Continuous node attributes
+(``NAME_node_attributes.txt``, e.g. PROTEINS' one column) follow ``node_attr``: ``"drop"`` (default) is
+what the official code of both papers does -- Mirage loads ``TUDataset(root, name)`` (PyG's default
+``use_node_attr=False``; ``use_node_attr=True`` is commented out in its NCI1/IMDB-B scripts) and the GIN
+code (powerful-gnns ``util.load_data``) parses the attributes but builds its input from the one-hot
+node tags only -- and the summary line says that they were dropped; ``"concat"`` gives the GNNs float
+``x = [attributes, one-hot node labels]`` (PyG's ``use_node_attr=True`` layout, raw attribute values),
+with ``info["attribute_columns"]`` = the number of attribute columns in front (Mirage then mines the
+label columns only unless its ``bins`` discretises the attributes, see :mod:`graphs.mirage.labels`).  Split: seeded random 80/10/10 (``split="random"``), or
 the official Mirage code's (``split="official"``): PyG ``dataset.shuffle()`` after
 ``torch.manual_seed(0)``, then test = the first ``n // 10`` graphs, validation = the next
 ``n // 10``, training = the rest (NCI1: 1627 / 1661 training graphs per class).
@@ -25,9 +32,10 @@ from condense.safeio import cache_is_stale, check_root, fingerprint_files, mark_
 from condense.utils import UserError
 from graphs.data.graphsets import GraphDataset, categorical_columns, random_split
 
-__all__ = ["load_tu", "tu_required_files", "validate_tu_raw", "official_split", "TU_SPLITS"]
+__all__ = ["load_tu", "tu_required_files", "validate_tu_raw", "official_split", "TU_SPLITS", "NODE_ATTR"]
 
 TU_SPLITS = ("random", "official")
+NODE_ATTR = ("drop", "concat")
 
 _REQUIRED = ("A", "graph_indicator", "graph_labels")
 
@@ -42,7 +50,7 @@ def load_tu(
     root: str | os.PathLike,
     *,
     seed: int = 0,
-    use_node_attr: bool = False,
+    node_attr: str = "drop",
     use_edge_attr: bool = True,
     split: str = "random",
 ) -> GraphDataset:
@@ -52,13 +60,16 @@ def load_tu(
         name: TU name as spelled by the collection (``"MUTAG"``, ``"NCI1"``, ...).
         root: directory holding ``NAME/raw/``; ``NAME/processed/`` is written next to it.
         seed: seed of the random split.
-        use_node_attr: use continuous node attributes (float ``x``) instead of node labels.
+        node_attr: continuous node attributes: ``"drop"`` (the official codes) or ``"concat"`` (float
+            ``x`` = attributes followed by the one-hot node labels), see the module doc.
         use_edge_attr: keep edge labels as categorical ``edge_attr``.
         split: ``"random"`` (seeded 80/10/10) or ``"official"`` (Mirage's shuffle, see the module doc).
     """
     check_root(root, f"TU dataset {name!r}")
     if split not in TU_SPLITS:
         raise UserError(f"split must be one of {', '.join(TU_SPLITS)}, got {split!r}")
+    if node_attr not in NODE_ATTR:
+        raise UserError(f"node_attr must be one of {', '.join(NODE_ATTR)}, got {node_attr!r}")
     files = tu_required_files(root, name)
     missing = [f.name for f in files if not f.is_file()]
     if missing:
@@ -73,24 +84,29 @@ def load_tu(
     if stale or not processed.exists():
         validate_tu_raw(files[0].parent, name)
     try:
-        ds = TUDataset(str(root), name, use_node_attr=use_node_attr, use_edge_attr=use_edge_attr, force_reload=stale)
+        ds = TUDataset(str(root), name, use_node_attr=node_attr == "concat", use_edge_attr=use_edge_attr, force_reload=stale)
     except OSError as exc:
         raise UserError(f"cannot process TU dataset {name!r} in {root}: {exc} (root must be writable)") from exc
     mark_cache(processed, fingerprint)
     store, slices = ds._data, ds.slices
     num_graphs = len(ds)
 
-    node_cards: tuple[int, ...] | None
+    n_attr = ds.num_node_attributes
+    node_ptr = slices["x"] if store.x is not None else _node_ptr(ds)
+    x_all = store.x if store.x is not None else torch.zeros(int(node_ptr[-1]), 0)
+    attrs, labels_x = (x_all[:, :n_attr], x_all[:, n_attr:]) if node_attr == "concat" else (None, x_all)
     node_labels = "labels"
-    if store.x is None:  # unlabelled graphs (e.g. IMDB-BINARY): node degrees as labels, the usual choice
+    if labels_x.size(1) == 0:  # unlabelled graphs (e.g. IMDB-BINARY): node degrees as labels, the usual choice
         node_ptr = _node_ptr(ds)
         deg = torch.cat([torch.bincount(ds[i].edge_index[0], minlength=ds[i].num_nodes) for i in range(num_graphs)])
-        coded = categorical_columns(deg.view(-1, 1))
-        node_ids, node_cards, node_labels = coded[0], (coded[1],), "degree"
+        coded, node_labels = categorical_columns(deg.view(-1, 1)), "degree"
     else:
-        node_ptr = slices["x"]
-        coded = None if use_node_attr and ds.num_node_attributes > 0 else categorical_columns(store.x)
-        node_ids, node_cards = (store.x.float(), None) if coded is None else (coded[0], (coded[1],))
+        coded = categorical_columns(labels_x)
+    node_ids, card = coded
+    node_cards: tuple[int, ...] | None = (card,)
+    if attrs is not None and n_attr > 0:  # float x = [attributes, one-hot labels]
+        node_ids = torch.cat([attrs.float(), torch.nn.functional.one_hot(node_ids.view(-1), card).float()], dim=1)
+        node_cards = None
     edge_ids, edge_cards = None, None
     if use_edge_attr and store.edge_attr is not None and store.edge_attr.numel() > 0:
         coded = categorical_columns(store.edge_attr)
@@ -114,7 +130,8 @@ def load_tu(
         split=random_split(num_graphs, seed) if split == "random" else official_split(num_graphs),
         node_cardinalities=node_cards,
         edge_cardinalities=edge_cards,
-        info={"node_labels": node_labels, "root": str(root), "split": f"random 80/10/10 seed {seed}" if split == "random" else "official (PyG shuffle, seed 0)"},
+        info={"node_labels": node_labels, "node_attributes": n_attr, "node_attr": node_attr if n_attr else None,
+              "attribute_columns": n_attr if node_cards is None else 0, "root": str(root), "split": f"random 80/10/10 seed {seed}" if split == "random" else "official (PyG shuffle, seed 0)"},
     )
 
 

@@ -24,7 +24,7 @@ from condense.utils import UserError, resolve_device, seed_everything
 from graphs.data.graphsets import graphs_nbytes
 from graphs.mirage.baselines import random_subset
 from graphs.mirage.distill import CODERS, DistilledSet, MirageConfig, mirage_distill
-from graphs.mirage.presets import PRESETS, SCALES, load_graph_dataset, mirage_preset, train_preset
+from graphs.mirage.presets import NODE_ATTR, PRESETS, SCALES, load_graph_dataset, mining_features, mirage_preset, train_preset
 from graphs.mirage.train import SAMPLING, RestartSummary, train_restarts
 from graphs.models.graph import GRAPH_MODELS, JK_MODES
 
@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter-shared", action="store_true", default=None, help="drop itemsets frequent in several classes")
     p.add_argument("--coder", choices=CODERS, default="wl", help="tree coding: wl (fast) or trees (explicit reference)")
     p.add_argument("--label-columns", type=_ints, default=None, help="feature columns that label tree nodes (default all)")
-    p.add_argument("--bins", type=int, default=None, help="bin continuous features into this many bins")
+    p.add_argument("--node-attr", choices=NODE_ATTR, default="drop",
+                   help="continuous TU node attributes: drop (the official code) or concat to the one-hot labels as GNN input")
+    p.add_argument("--bins", type=int, default=None,
+                   help="with --node-attr concat: mine the attributes cut into this many quantile bins (fitted on the training graphs)")
     p.add_argument("--max-itemsets", type=int, default=None, help="per-class cap on mined itemsets (guard at low support)")
     p.add_argument("--model", choices=GRAPH_MODELS, default="gin")
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="training preset (cpu: minutes; paper: published)")
@@ -108,10 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         outputs = check_outputs({"--out": args.out}, roots={"--root": args.root})
         resolve_device(args.device)
         seed_everything(args.seed)
-        ds = load_graph_dataset(args.dataset, args.root, seed=args.seed)
+        ds = load_graph_dataset(args.dataset, args.root, seed=args.seed, node_attr=args.node_attr)
+        mining, mined_on = mining_features(ds, args.bins)
         explicit = args.hops is not None and args.support is not None
         mcfg = MirageConfig(hops=args.hops, support=args.support) if explicit else mirage_preset(ds.name)
-        for key in ("hops", "support", "filter_shared", "label_columns", "bins", "max_itemsets"):
+        for key, value in mining.items():
+            setattr(mcfg, key, value)
+        for key in ("hops", "support", "filter_shared", "label_columns", "max_itemsets"):
             if getattr(args, key) is not None:
                 setattr(mcfg, key, getattr(args, key))
         mcfg.coder = args.coder
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         tcfg.build_model((ds.in_dim, ds.edge_dim), ds.num_classes)
         lock_outputs(outputs.values(), outputs)
         progress = not args.no_progress
-        print(ds.summary())
+        print(f"{ds.summary()}; Mirage mines {mined_on}")
         train = ds.subset("train")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -51,6 +51,7 @@ class MirageConfig:
     coder: str = "wl"
     label_columns: tuple[int, ...] | None = None
     bins: int | None = None
+    bin_columns: tuple[int, ...] | None = None  # node columns ``bins`` cuts (default: the non-integral ones)
     max_itemsets: int = 20000  # per class; a guard against exponential output at too-low support
 
     def validate(self, num_classes: int) -> None:
@@ -82,7 +83,8 @@ class Decomposition:
 
 def decompose(graphs: Sequence[Data], config: MirageConfig) -> Decomposition:
     """Steps 1-2: label the graphs and code every node's computation tree as an item."""
-    node_labels, edge_labels = graph_labels(graphs, columns=config.label_columns, bins=config.bins)
+    node_labels, edge_labels = graph_labels(graphs, columns=config.label_columns, bins=config.bins,
+                                             bin_columns=config.bin_columns)
     if config.coder == "wl":
         items = wl_tree_items(graphs, node_labels, edge_labels, config.hops)
     else:

@@ -20,17 +20,20 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
+import torch
+
 from condense.utils import UserError
 from graphs.data.graphsets import GraphDataset
 from graphs.data.motifs import make_motif_dataset
 from graphs.data.ogb import load_ogb
-from graphs.data.tu import TU_SPLITS, load_tu
+from graphs.data.tu import NODE_ATTR, TU_SPLITS, load_tu
 from graphs.mirage.distill import MirageConfig
+from graphs.mirage.labels import quantile_edges
 from graphs.mirage.train import TrainConfig
 
 SPLITS = TU_SPLITS
 
-__all__ = ["SPLITS", "PRESETS", "SCALES", "RECIPES", "dataset_family", "recipe", "mirage_preset", "train_preset", "load_graph_dataset"]
+__all__ = ["SPLITS", "NODE_ATTR", "mining_features", "PRESETS", "SCALES", "RECIPES", "dataset_family", "recipe", "mirage_preset", "train_preset", "load_graph_dataset"]
 
 PRESETS: dict[str, MirageConfig] = {
     "ogbg-molhiv": MirageConfig(hops=3, support=(1800, 115)),
@@ -113,11 +116,16 @@ def train_preset(scale: str, dataset: str | None = None, **overrides) -> TrainCo
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def load_graph_dataset(name: str, root: str | os.PathLike | None = None, *, seed: int = 0, split: str = "random") -> GraphDataset:
+def load_graph_dataset(name: str, root: str | os.PathLike | None = None, *, seed: int = 0, split: str = "random",
+                       node_attr: str = "drop") -> GraphDataset:
     """``motifs`` (embedded, no files), ``ogbg-*`` (OGB layout under root) or a TU name (root/NAME/raw).
 
     ``split`` (TU only; OGB sets always use their official scaffold split): ``random`` or ``official``.
+    ``node_attr`` (TU only): continuous node attributes dropped (the official codes) or concatenated
+    to the one-hot labels (:func:`graphs.data.tu.load_tu`).
     """
+    if node_attr not in NODE_ATTR:
+        raise UserError(f"node_attr must be one of {', '.join(NODE_ATTR)}, got {node_attr!r}")
     if split not in SPLITS:
         raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if name == "motifs":
@@ -126,4 +134,32 @@ def load_graph_dataset(name: str, root: str | os.PathLike | None = None, *, seed
         raise UserError(f"dataset {name!r} needs --root (the directory holding its files)")
     if name.startswith("ogbg-"):
         return load_ogb(name, root)
-    return load_tu(name, root, seed=seed, split=split)
+    return load_tu(name, root, seed=seed, split=split, node_attr=node_attr)
+
+
+def mining_features(ds: GraphDataset, bins: int | None) -> tuple[dict, str]:
+    """``(MirageConfig fields, description)`` of the features Mirage mines on ``ds``.
+
+    Attributed TU sets loaded with ``node_attr="concat"`` carry float ``x = [attributes, one-hot
+    labels]``: without ``bins`` Mirage mines the label columns only (the official code, which never
+    sees the attributes); with ``bins`` every attribute column is cut into ``bins`` quantile bins
+    fitted on the training graphs and combined with the label.  ``bins`` on a set without loaded
+    attributes is an error rather than a silent no-op.
+    """
+    n_attr = int(ds.info.get("attribute_columns") or 0)
+    if bins is not None and int(bins) < 1:
+        raise UserError(f"--bins must be >= 1, got {bins}")
+    if not n_attr:
+        if bins is not None:
+            dropped = int(ds.info.get("node_attributes") or 0)
+            raise UserError(f"{ds.name}: --bins discretises continuous node attributes, but "
+                            + ("they were dropped (pass --node-attr concat)" if dropped else "the dataset has none"))
+        return {}, "node labels"
+    width = int(ds.graphs[0].x.size(1))
+    if bins is None:
+        return {"label_columns": tuple(range(n_attr, width))}, f"node labels only ({n_attr} continuous attribute(s) not mined; --bins K mines them)"
+    train = torch.cat([g.x[:, :n_attr] for g in ds.subset("train")])
+    edges = quantile_edges(train, int(bins)).t().tolist()
+    shown = "; ".join(", ".join(f"{v:.4g}" for v in col) for col in edges)
+    fields = {"label_columns": None, "bins": int(bins), "bin_columns": tuple(range(n_attr))}
+    return fields, f"node labels x {bins} quantile bins per attribute (edges fitted on the training graphs: {shown})"
