@@ -71,8 +71,9 @@ def run_grid(datasets, teachers, settings, seeds, *, root, preset, device, progr
                 cell = results.setdefault(dataset, {}).setdefault(teacher, {}).setdefault(setting, {c: [] for c in COLUMNS})
                 for seed in seeds:
                     start = time.perf_counter()
-                    split = make_task_split(data, labelled, setting, seed=seed)
-                    out = run(data, split, teacher, get_preset(dataset, teacher, preset), METHODS, seed=seed, device=device, progress=progress)
+                    config = get_preset(dataset, teacher, preset)
+                    split = make_task_split(data, labelled, setting, seed=seed, observed=config.observed)
+                    out = run(data, split, teacher, config, METHODS, seed=seed, device=device, progress=progress)
                     # full-graph inference seconds (every node's logits; median of 5) for the accuracy-vs-latency figure
                     cell["teacher"].append({**out.teacher.scores, "latency_s": inference_seconds(out.teacher_model, data)})
                     for method, (student, res) in out.students.items():

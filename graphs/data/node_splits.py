@@ -13,8 +13,9 @@ Which nodes are "observed" (``observed="all"`` vs ``"split"``): the GLNN paper p
 *all* nodes into observed and held-out (``V = V^L + V^U_obs + V^U_ind``), and its CPF splits put every
 non-training node into val/test, so the code's ``idx_obs = train + val + test_tran`` equals that.
 The FF-G2M code reuses ``graph_split`` on the Planetoid public split, where ~40% of the nodes are in
-no split, so its observed graph silently drops them. ``"all"`` (default) follows the paper,
-``"split"`` reproduces the FF-G2M code.
+no split, so its observed graph silently drops them. ``"all"`` (this function's default) follows the
+GLNN paper, ``"split"`` reproduces the FF-G2M code and is the FF-G2M presets' default
+(:attr:`graphs.g2m.presets.Preset.observed`; ``--observed`` overrides it).
 """
 from __future__ import annotations
 

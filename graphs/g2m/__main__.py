@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="ff-g2m", choices=PROTOCOLS, help="official configuration to use")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-rate", type=float, default=0.2, help="fraction of test nodes held out (ind/prod)")
-    p.add_argument("--observed", default="all", choices=("all", "split"), help="observed graph: all non-held-out nodes (paper) or train+val+test only (FF-G2M code)")
+    p.add_argument("--observed", default=None, choices=("all", "split"),
+                   help="inductive observed graph: all non-held-out nodes (GLNN) or train+val+test only (FF-G2M code); default: the preset's")
     p.add_argument("--lamb", type=float, default=None, help="override the preset's lambda")
     p.add_argument("--tau", type=float, default=None, help="override the preset's HFD temperature")
     p.add_argument("--max-epochs", type=int, default=None, help="override teacher and student max epochs")
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                                 roots={"--root": args.root})  # fmt: skip
         lock_outputs(outputs.values(), outputs)
         data, labelled = load_task(args.dataset, args.root, csbm_kwargs=csbm_kwargs)
-        split = make_task_split(data, labelled, args.setting, seed=args.seed, rate=args.split_rate, observed=args.observed)
+        split = make_task_split(data, labelled, args.setting, seed=args.seed, rate=args.split_rate, observed=args.observed or preset.observed)
         extra = () if args.no_baselines else tuple(m for m in BASELINES if m not in saved_methods)
         methods = tuple(m for m in METHODS if m in saved_methods + extra)  # the table's order
         start = time.perf_counter()

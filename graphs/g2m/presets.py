@@ -6,7 +6,10 @@ student share depth and width; Adam with lr 0.01 for the teacher (hard-coded in 
 and attention dropout 0.3. The official code feeds the field ``dropout_t`` to the *MLP student* and
 ``dropout_s`` to the *GNN teacher* (the names are swapped relative to their use); we follow the code,
 since that produced the published numbers. All five methods (MLP, GLNN, LFD, HFD, FF-G2M) run with
-the same preset, as in the paper's ablations, so they differ only in their loss.
+the same preset, as in the paper's ablations, so they differ only in their loss.  Inductive observed
+graph: ``observed="split"`` -- the FF-G2M code (``src/utils.py graph_split``, called on DGL's Planetoid
+public masks in ``src/dataloader.py``) observes ``idx_train + idx_val + idx_test_tran`` only, so the
+~40 % of Cora/CiteSeer/PubMed nodes in no split are dropped from the teacher's and the student's graph.
 
 ``protocol="glnn"`` - ``snap-research/graphless-neural-networks/train.conf.yaml``: teachers
 2 x 128 (GCN 2 x 64, dropout 0.8), GAT with 8 heads (the code's default; the config's ``num_heads``
@@ -14,6 +17,9 @@ is never passed to the model), student MLP 2 x 128 with the per-dataset ``MLP`` 
 ``--lamb`` default), student <= 200 epochs (``experiments/glnn_cpf.sh``), patience 50. GLNN trains
 SAGE with neighbour sampling (fan-out 5,5, batch 512) and the student in mini-batches of 512; here
 both are full batch. GLNN has no temperature; ``tau`` = 1 is only used by the LFD/HFD variants.
+Observed graph ``"all"``: the GLNN paper's partition of every node (``V^L + V^U_obs + V^U_ind``; its
+code's ``idx_obs = train + val + test_tran`` is the same set on its CPF splits, see
+:mod:`graphs.data.node_splits`).
 
 ``csbm`` has no official configuration; its preset is ours, fixed a priori (not tuned): 2 x 128,
 dropout 0.5 for both, lambda 0.2, tau 1.5.
@@ -62,6 +68,7 @@ class Preset:
     lamb: float
     tau: float
     source: str
+    observed: str = "all"  # inductive observed graph: "all" non-held-out nodes or the "split" nodes only
 
 
 # dataset -> teacher -> (num_layers, hidden_dim, dropout_t [MLP], dropout_s [GNN], tau, lamb, learning_rate [student])
@@ -106,4 +113,5 @@ def get_preset(dataset: str, teacher: str, protocol: str = "ff-g2m") -> Preset:
         lamb=lamb,
         tau=tau,
         source="FF-G2M param/best_parameters.json",
+        observed="split",
     )

@@ -127,3 +127,21 @@ def test_presets_match_official_configs():
     for bad in (("reddit", "gcn"), ("cora", "gin"), ("cora", "gcn", "cpf")):
         with pytest.raises(UserError):
             get_preset(*bad)
+
+
+def test_inductive_observed_graph_follows_the_preset(monkeypatch, tmp_path):
+    """FF-G2M presets observe train + val + test nodes only (its ``graph_split``); GLNN all nodes; --observed overrides."""
+    import graphs.g2m.__main__ as cli
+
+    assert get_preset("cora", "gcn").observed == "split" and get_preset("cora", "gcn", "glnn").observed == "all"
+    seen = []
+
+    def stop(*_, observed, **__):
+        seen.append(observed)
+        raise UserError("stop")
+
+    monkeypatch.setattr(cli, "make_task_split", stop)
+    monkeypatch.setattr(cli, "get_preset", lambda *a: replace(get_preset("csbm", "gcn"), observed="split"))
+    for extra in ([], ["--observed", "all"]):
+        assert cli.main(["--setting", "ind", "--no-progress", "--out", str(tmp_path / "s.pt"), *extra]) == 2
+    assert seen == ["split", "all"]
