@@ -3,7 +3,9 @@
 One *iteration* is one fresh random network: a single image update for DM and DataDAM, and
 ``outer_loop`` image updates with ``inner_loop`` epochs of network training in between for DC/DSA
 (official ``get_loops``). Seconds per iteration = ``(t(1 + n iterations) - t(1 iteration)) / n`` of
-the real ``distill`` functions, so set-up (initialisation, data) cancels. Peak memory = peak tensor
+the real ``distill`` functions, so set-up (initialisation, data) cancels; the same difference of
+process CPU time (user + sys) is reported too - with one thread it is the work done, the better
+comparison on a shared, loaded machine. Peak memory = peak tensor
 memory allocated during a one-iteration run above what was alive before (``torch.profiler``
 replay, :func:`experiments.bench_unroll.peak_memory_bytes`). DM and DataDAM use the same real
 batch per class (``--batch-real``) so that their costs are comparable.
@@ -76,16 +78,15 @@ def bench_method(method: str, dataset: ImageDataset, ipc: int, *, width: int, ba
     spec = get_method(name)
     base = spec.config_cls(width=width, batch_real=batch_real, **switches)
 
-    def run(iterations: int) -> float:
+    def run(iterations: int) -> tuple[float, float]:
         cfg = dataclasses.replace(base, iterations=iterations)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         spec.distill(dataset, ipc, cfg, device=device, seed=0, progress=False)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
-    peak = peak_memory_bytes(lambda: run(1))
-    t1 = run(1)
-    tn = run(1 + repeats)
-    return {"seconds": max(tn - t1, 0.0) / repeats, "peak_mb": peak / 2**20}
+    peak = peak_memory_bytes(lambda: run(1))  # also the warm-up
+    (t1, c1), (tn, cn) = run(1), run(1 + repeats)
+    return {"seconds": max(tn - t1, 0.0) / repeats, "cpu_seconds": max(cn - c1, 0.0) / repeats, "peak_mb": peak / 2**20}
 
 
 @cli_main
@@ -132,15 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             for m in methods:
                 reps = args.repeats or scale.repeats[m]
                 res[m] = bench_method(m, dataset, ipc, width=scale.width, batch_real=scale.batch_real, repeats=reps, device=device)
-                print(f"ipc={ipc} {m}: {res[m]['seconds']:.3f} s/it, peak {res[m]['peak_mb']:.1f} MB", file=sys.stderr, flush=True)
+                print(f"ipc={ipc} {m}: {res[m]['seconds']:.3f} s/it (CPU {res[m]['cpu_seconds']:.3f} s/it), peak {res[m]['peak_mb']:.1f} MB", file=sys.stderr, flush=True)
             for m in methods:
-                ratio = f"{res[m]['seconds'] / res['dm']['seconds']:.2f}" if "dm" in res and res["dm"]["seconds"] > 0 else "-"
-                rows.append([ipc, m, f"{res[m]['seconds']:.3f}", ratio, f"{res[m]['peak_mb']:.1f}"])
+                ratios = [f"{res[m][k] / res['dm'][k]:.2f}" if "dm" in res and res["dm"][k] > 0 else "-" for k in ("seconds", "cpu_seconds")]
+                rows.append([ipc, m, f"{res[m]['seconds']:.3f}", f"{res[m]['cpu_seconds']:.3f}", *ratios, f"{res[m]['peak_mb']:.1f}"])
                 records.append({"ipc": ipc, "method": m, **res[m]})
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(markdown_table(["IPC", "method", "s / iteration", "time / DM", "peak MB"], rows))
+    print(markdown_table(["IPC", "method", "s / iteration", "CPU s / iteration", "time / DM", "CPU time / DM", "peak MB"], rows))
     print(f"\nscale={args.scale} ({scale.dataset}, ConvNet-{scale.width}, real batch {scale.batch_real}/class), "
           f"threads={args.threads}, wall={time.perf_counter() - start:.0f}s; shared CPU, timings are noisy")  # fmt: skip
     if args.json:

@@ -73,6 +73,6 @@ def test_matching_experiment_bad_input(tmp_path, capsys, argv):
 def test_bench_matching_reports_time_and_memory(capsys):
     assert bench_matching.main(["--methods", "dm,datadam", "--ipcs", "1", "--repeats", "1", "--width", "16"]) == 0
     out = capsys.readouterr().out
-    assert "time / DM" in out and "| 1   | datadam" in out and "peak MB" in out and "ConvNet-16" in out
+    assert "time / DM" in out and "CPU time / DM" in out and "| 1   | datadam" in out and "peak MB" in out and "ConvNet-16" in out
     assert bench_matching.main(["--methods", "mtt"]) == 2
     assert bench_matching.main(["--batch-real", "0"]) == 2

@@ -16,16 +16,42 @@ ENTRY_POINTS = sorted(
 )  # fmt: skip
 
 
-def _policy(env_extra: dict[str, str]) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+from condense.threads import choose_threads
+
+POLICY = ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "CONDENSE_AUTO_THREADS")
+
+
+def _policy(env_extra: dict[str, str], names=("OMP_WAIT_POLICY", "KMP_BLOCKTIME"), then: str = "torch") -> str:
+    env = {k: v for k, v in os.environ.items() if k not in POLICY}
     env.update(env_extra, PYTHONPATH=str(REPO))
-    code = "import condense.threads, os, torch; print(os.environ['OMP_WAIT_POLICY'], os.environ['KMP_BLOCKTIME'])"
+    code = f"import condense.threads, os, {then}; print(*(os.environ.get(k) for k in {tuple(names)!r}))"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_passive_by_default_and_the_users_setting_wins():
     assert _policy({}) == "PASSIVE 0"
     assert _policy({"OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": "200"}) == "ACTIVE 200"
+
+
+def test_allocator_thresholds_by_default_and_the_users_setting_wins():
+    names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    assert _policy({}, names, "sys") == f"{2**30} {2**30}"
+    assert _policy({"MALLOC_MMAP_THRESHOLD_": "65536"}, names, "sys") == f"65536 {2**30}"
+    assert _policy({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}, names, "sys") == "None None"
+
+
+def test_the_users_thread_count_wins():
+    names = ("OMP_NUM_THREADS", "CONDENSE_AUTO_THREADS")
+    assert _policy({"OMP_NUM_THREADS": "3"}, names, "sys") == "3 None"
+
+
+def test_thread_count_follows_the_free_cores():
+    assert choose_threads(2, 2) is None  # idle: torch's default, untouched
+    assert choose_threads(2, 5) is None
+    assert choose_threads(2, None) is None  # /proc/loadavg unreadable
+    assert choose_threads(2, 1) == 1
+    assert choose_threads(8, 3) == 3
+    assert choose_threads(2, -4) == 1  # oversubscribed: never below one thread
 
 
 @pytest.mark.parametrize("path", ENTRY_POINTS, ids=lambda p: str(p.relative_to(REPO)))
