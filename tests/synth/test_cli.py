@@ -69,7 +69,12 @@ def test_missing_teacher_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,needle", [(["--dataset", "mnist"], "--root"), (["--val-fraction", "1.5"], "fraction"),
                                            (["--teacher-epochs", "0"], "--teacher-epochs"),
-                                           (["--only", "meta", "--meta-k", "3"], "--meta-k")])
+                                           (["--only", "meta", "--meta-k", "3"], "--meta-k"),
+                                           (["--set", "dafl.lr_g"], "GROUP.KEY=VALUE"), (["--set", "real.epochs=3"], "GROUP.KEY=VALUE"),
+                                           (["--set", "dafl.nope=3"], "'nope'"), (["--set", "meta.lr_meta=0.1"], "--meta-grid"),
+                                           (["--set", "dafl.schedule=linear"], "schedule"),
+                                           (["--meta-grid", "fomaml:2"], "MODE:K:LR_META"), (["--meta-grid", "fomaml:x:0.1"], "MODE:K:LR_META"),
+                                           (["--toy", "hard", "--set", "dafl.lr_g=0.1"], "--toy")])
 def test_experiment_user_errors_are_one_line(capsys, argv, needle):
     from experiments.synth import main as experiment_main
 
@@ -87,3 +92,46 @@ def test_experiment_only_selects_row_groups(tmp_path, capsys):
     assert [r.split("|")[1].strip() for r in rows] == [
         "teacher LeNet-5 (no BN; for DAFL/DFAD/ZSKT)", "teacher LeNet-5 (BN; for the meta-generator)", "student on real data"]
     assert "teacher epochs 1" in out.read_text()
+
+
+def _accuracies(table: str) -> dict[str, str]:
+    """Row name -> accuracy cell of an experiment table (the seconds column differs between runs)."""
+    rows = [line.split("|") for line in table.splitlines() if line.startswith("| ") and "acc %" not in line]
+    return {r[1].strip(): r[2].strip() for r in rows}
+
+
+def test_experiment_cache_resumes_and_test_split_rescores_the_validation_run(tmp_path, monkeypatch):
+    """--cache: a --split test run loads what the --split val run trained and equals a run without the cache."""
+    import experiments.synth as exp
+
+    argv = ["--only", "real", "dafl", "--set", "dafl.iterations=2", "--teacher-epochs", "10", "--seeds", "0", "--resize", "16"]
+    assert exp.main([*argv, "--out", str(tmp_path / "plain.md")]) == 0
+    cache = tmp_path / "cache"
+    assert exp.main([*argv, "--split", "val", "--cache", str(cache), "--out", str(tmp_path / "val.md")]) == 0
+    assert len(list(cache.glob("*.pt"))) == 4 and not list(cache.glob("*.ckpt"))  # two teachers, real student, DAFL
+    assert "DAFL [iterations=2]" in _accuracies((tmp_path / "val.md").read_text())
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a cached network was trained again")
+
+    monkeypatch.setattr(exp, "train_teacher", refuse)
+    monkeypatch.setattr(exp, "train_generator_kd", refuse)
+    assert exp.main([*argv, "--cache", str(cache), "--out", str(tmp_path / "test.md")]) == 0
+    assert _accuracies((tmp_path / "test.md").read_text()) == _accuracies((tmp_path / "plain.md").read_text())
+    other = [*argv[:4], "dafl.iterations=3", *argv[5:]]  # other settings -> a new key -> trained (and refused here)
+    with pytest.raises(AssertionError, match="trained again"):
+        exp.main([*other, "--cache", str(cache), "--out", str(tmp_path / "other.md")])
+
+
+def test_experiment_cache_refuses_a_file_stored_for_other_settings(tmp_path, capsys):
+    import experiments.synth as exp
+
+    cache = tmp_path / "cache"
+    argv = ["--only", "real", "--teacher-epochs", "1", "--seeds", "0", "--resize", "16", "--cache", str(cache)]
+    assert exp.main(argv) == 0
+    a, b, *_ = sorted(cache.glob("*.pt"))
+    b.write_bytes(a.read_bytes())
+    capsys.readouterr()
+    assert exp.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "other settings" in err[-1] and not any("Traceback" in line for line in err)
