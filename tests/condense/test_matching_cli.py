@@ -80,6 +80,7 @@ def test_bench_matching_reports_time_and_memory(capsys):
     assert bench_matching.main(["--batch-real", "0"]) == 2
 
 
+@pytest.mark.slow
 def test_matching_evaluate_only_reevaluates_the_saved_sets(tmp_path, capsys):
     argv = ["--methods", "random", "--ipcs", "1", "--archs", "mlp", "--out-dir", str(tmp_path), "--no-progress"]
     assert matching.main(argv) == 0
