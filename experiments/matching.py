@@ -7,7 +7,9 @@ final-checkpoint test accuracy, mean ± std over the evaluation networks (never 
 Cross-architecture columns (MLP, LeNet, ResNet-18) train on the sets distilled with ConvNet.
 The shared protocol is ``dc`` (DC/DSA/DM ``evaluate_synset``) with DSA as each set records it (sets
 distilled without DSA: the dataset's default strategy); DataDAM rows add a ConvNet column under
-DataDAM's own protocol (``datadam``: BatchNorm ConvNet, batch 64; epochs = the scale's).
+DataDAM's own protocol (``datadam``: BatchNorm ConvNet, batch 64) and DC rows one without DSA (DC's).
+Epochs: the scale's, or with ``--epochs published`` each protocol's published ones (``dc`` 1000 with
+DSA / 300 without, ``datadam`` 1800). ``--evaluate-only`` re-evaluates the sets saved in ``--out-dir``.
 
 ``--scale cpu`` (default): minutes per method on a laptop CPU — narrower ConvNets and far fewer
 iterations than published (table :data:`SCALES`; every difference is listed in the output).
@@ -16,6 +18,7 @@ batch 64; DC/DSA 1000 it. batch 256; 1000 DSA training epochs; 10 evaluation net
 
     python -m experiments.matching --datasets digits --ipcs 1,10
     python -m experiments.matching --datasets fashion_mnist --root /work/shared/data/fashion_mnist --ipcs 1,10
+    python -m experiments.matching --evaluate-only --epochs published --out-dir runs/matching   # the saved sets, published epochs
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ from condense.safeio import CLIParser, check_outputs, cli_main, parse_list
 from condense.utils import UserError, atomic_write_text, markdown_table, resolve_device
 from experiments import figures
 
-__all__ = ["Scale", "SCALES", "METHOD_ORDER", "VARIANTS", "ARCHS", "method_config", "run", "plot_grid", "main"]
+__all__ = ["Scale", "SCALES", "METHOD_ORDER", "VARIANTS", "ARCHS", "OWN_COLUMNS", "method_config", "evaluate_row", "run", "plot_grid", "main"]
 
 METHOD_ORDER = ("random", "herding", "dc", "dsa", "dm", "datadam", "datadam_official")
 # Rows that run a registered method with different switches: DataDAM as its official code runs it.
@@ -47,7 +50,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"datadam_official": ("datadam
 # ResNet-18 with BatchNorm: the instance-norm ResNet-18 (GroupNorm(C, C)) reaches a 1x1 map on 8x8
 # digits, where instance normalisation zeroes every channel (constant output, chance accuracy).
 ARCHS = {"convnet": "ConvNet", "mlp": "MLP", "lenet": "LeNet", "resnet18_bn": "ResNet-18 (BN)"}
-DATADAM_COLUMN = "convnet@datadam"  # ConvNet under DataDAM's protocol (BatchNorm ConvNet, batch 64)
+# The ConvNet under a method's own paper protocol where it differs from the shared one (dc with DSA):
+# method -> (JSON key, table header, evaluate_synset arguments). DataDAM: BatchNorm ConvNet, batch 64.
+# DC: no DSA (the set records none), as DC evaluates -- the official DC evaluator's own crop/scale/rotate/
+# noise augmentation is not implemented here. Epochs: the scale's, or the protocol's published ones.
+OWN_COLUMNS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "datadam": ("convnet@datadam", "ConvNet, datadam protocol", {"protocol": "datadam", "dsa": True}),
+    "dc": ("convnet@nodsa", "ConvNet, dc protocol without DSA", {"protocol": "dc", "dsa": False}),
+}
 
 
 @dataclass(frozen=True)
@@ -105,37 +115,59 @@ def method_config(method: str, scale: Scale, ipc: int) -> Any:
     return cls(**values)
 
 
+def evaluate_row(
+    synset: SyntheticSet, dataset: ImageDataset, method: str, scale: Scale, *, archs: Sequence[str], published: bool,
+    device: torch.device, seed: int, progress: bool = True,
+) -> dict[str, list[float]]:  # fmt: skip
+    """Final-checkpoint accuracies of one set: every arch under the shared ``dc`` protocol with DSA, plus
+    the ConvNet under the method's own paper protocol where it differs (:data:`OWN_COLUMNS`).
+
+    ``published``: every column trains its protocol's published epochs (``dc``: 1000 with DSA, 300
+    without; ``datadam``: 1800) instead of the scale's."""
+    base = VARIANTS.get(method, (method, {}))[0]
+    width = {"convnet": {"width": scale.width}}
+    ev = dict(device=device, seed=seed, progress=progress)
+    accs: dict[str, list[float]] = {}
+    for arch in archs:
+        n, epochs = (scale.num_evals, scale.eval_epochs) if arch == "convnet" else (scale.cross_evals, scale.cross_epochs)
+        accs[arch] = evaluate_synset(synset, dataset, models=(arch,), num_evals=n, epochs=None if published else epochs, dsa=True,
+                                     model_kwargs=width if arch == "convnet" else {}, protocol="dc", **ev)[arch].accs  # fmt: skip
+    if base in OWN_COLUMNS and "convnet" in archs:  # the method's own protocol and DSA, beside the shared one
+        accs[OWN_COLUMNS[base][0]] = evaluate_synset(
+            synset, dataset, models=("convnet",), num_evals=scale.num_evals, epochs=None if published else scale.eval_epochs,
+            model_kwargs=width, **OWN_COLUMNS[base][2], **ev,
+        )["convnet"].accs  # fmt: skip
+    return accs
+
+
 def run(
     dataset: ImageDataset, ipc: int, methods: Sequence[str], scale: Scale, *, archs: Sequence[str], device: torch.device,
-    seed: int, out_dir: Path, progress: bool = True, log=print,
+    seed: int, out_dir: Path, progress: bool = True, evaluate_only: bool = False, published: bool = False, log=print,
 ) -> list[dict]:  # fmt: skip
-    """Distill with every method, evaluate every set with the same protocol; one result dict per method."""
+    """Distill with every method (``evaluate_only``: load the sets saved in ``out_dir`` instead), evaluate
+    every set with the same protocol (:func:`evaluate_row`); one result dict per method."""
     rows = []
     for method in methods:
-        config = method_config(method, scale, ipc)
+        path = out_dir / f"{dataset.name}_ipc{ipc}_{method}.pt"
         t0 = time.perf_counter()
-        base = VARIANTS.get(method, (method, {}))[0]
-        synset = get_method(base).distill(dataset, ipc, config, device=device, seed=seed, progress=progress)
-        t_distill = time.perf_counter() - t0
-        synset.save(out_dir / f"{dataset.name}_ipc{ipc}_{method}.pt")
-        accs: dict[str, list[float]] = {}
-        for arch in archs:
-            n, epochs = (scale.num_evals, scale.eval_epochs) if arch == "convnet" else (scale.cross_evals, scale.cross_epochs)
-            kw = {"convnet": {"width": scale.width}} if arch == "convnet" else {}
-            res = evaluate_synset(
-                synset, dataset, models=(arch,), num_evals=n, epochs=epochs, dsa=True, model_kwargs=kw, protocol="dc",
-                device=device, seed=seed, progress=progress,
-            )[arch]  # fmt: skip
-            accs[arch] = res.accs
-        if base == "datadam" and "convnet" in archs:  # DataDAM's own protocol, beside the shared one
-            accs[DATADAM_COLUMN] = evaluate_synset(
-                synset, dataset, models=("convnet",), num_evals=scale.num_evals, epochs=scale.eval_epochs, dsa=True,
-                model_kwargs={"convnet": {"width": scale.width}}, protocol="datadam", device=device, seed=seed, progress=progress,
-            )["convnet"].accs  # fmt: skip
+        if evaluate_only:
+            if not path.is_file():
+                raise UserError(f"--evaluate-only: no saved set {path}")
+            synset = SyntheticSet.load(path)
+            t_distill = float(synset.meta.get("wall_time", 0.0))
+            config = synset.meta.get("config", {})
+        else:
+            cfg = method_config(method, scale, ipc)
+            base = VARIANTS.get(method, (method, {}))[0]
+            synset = get_method(base).distill(dataset, ipc, cfg, device=device, seed=seed, progress=progress)
+            t_distill, config = time.perf_counter() - t0, dataclasses.asdict(cfg)
+            synset.save(path)
+        t1 = time.perf_counter()
+        accs = evaluate_row(synset, dataset, method, scale, archs=archs, published=published, device=device, seed=seed, progress=progress)
         row = {"dataset": dataset.name, "ipc": ipc, "method": method, "accs": accs, "distill_seconds": t_distill,
-               "eval_seconds": time.perf_counter() - t0 - t_distill, "config": dataclasses.asdict(config)}  # fmt: skip
+               "eval_seconds": time.perf_counter() - t1, "config": config}  # fmt: skip
         log(f"{dataset.name} ipc={ipc} {method}: " + ", ".join(f"{a} {_fmt(v)}" for a, v in accs.items())
-            + f" (distill {t_distill:.0f}s)")  # fmt: skip
+            + f" (distill {t_distill:.0f}s, eval {row['eval_seconds']:.0f}s)")  # fmt: skip
         rows.append(row)
     return rows
 
@@ -147,8 +179,8 @@ def _fmt(accs: list[float]) -> str:
 
 
 def table(rows: list[dict], archs: Sequence[str]) -> str:
-    cols = list(archs) + ([DATADAM_COLUMN] if any(DATADAM_COLUMN in r["accs"] for r in rows) else [])
-    names = {**ARCHS, DATADAM_COLUMN: "ConvNet, datadam protocol"}
+    own = [key for key, _, _ in OWN_COLUMNS.values() if any(key in r["accs"] for r in rows)]
+    cols, names = list(archs) + own, {**ARCHS, **{key: header for key, header, _ in OWN_COLUMNS.values()}}
     headers = ["dataset", "IPC", "method"] + [f"{names.get(a, a)} %" for a in cols] + ["distill s"]
     body = [[r["dataset"], r["ipc"], r["method"]] + [_fmt(r["accs"][a]) if a in r["accs"] else "-" for a in cols]
             + [f"{r['distill_seconds']:.0f}"] for r in rows]  # fmt: skip
@@ -184,6 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, the machine is shared)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--epochs", default="scale", choices=("scale", "published"),
+                   help="evaluation epochs: the scale's (default) or each protocol's published ones (dc 1000 with DSA / 300 without, datadam 1800)")
+    p.add_argument("--evaluate-only", action="store_true", help="evaluate the sets saved in --out-dir instead of distilling")
     p.add_argument("--figure-only", action="store_true",
                    help="only redraw the figures: image grids from the sets in --out-dir, accuracy curves from --json")
     p.add_argument("--json", default=None, help="with --figure-only: the results JSON to redraw the accuracy figure from")
@@ -210,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for ipc in ipcs:
                 if ds is not None:
                     rows += run(ds, ipc, methods, _scale_for(args.scale, ds.name), archs=archs, device=device, seed=args.seed,
-                                out_dir=out_dir, progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+                                out_dir=out_dir, progress=not args.no_progress, evaluate_only=args.evaluate_only,
+                                published=args.epochs == "published", log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
                 files = {m: out_dir / f"{key}_ipc{ipc}_{m}.pt" for m in METHOD_ORDER}  # every set made so far, in order
                 sets = {m: SyntheticSet.load(f) for m, f in files.items() if f.exists()}
                 if not sets:
@@ -225,10 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return figures.redraw("matching", args.json) if args.json else 0
     wall = time.perf_counter() - start
     print(table(rows, archs))
-    print(f"\nscale={args.scale} seed={args.seed} wall={wall / 60:.1f} min (shared 2-core CPU; timings are noisy)")
-    tag = "_".join(datasets) + "_ipc" + "-".join(map(str, ipcs)) + "_" + "-".join(methods)
+    print(f"\nscale={args.scale} epochs={args.epochs} seed={args.seed} wall={wall / 60:.1f} min (shared 2-core CPU; timings are noisy)")
+    tag = "_".join(datasets) + "_ipc" + "-".join(map(str, ipcs)) + "_" + "-".join(methods) + ("_published" if args.epochs == "published" else "")
     result_json = out_dir / f"results_{args.scale}_{tag}.json"
-    atomic_write_text(json.dumps({"scale": args.scale, "seed": args.seed, "wall_seconds": wall, "rows": rows}, indent=1), result_json)
+    atomic_write_text(json.dumps({"scale": args.scale, "epochs": args.epochs, "seed": args.seed, "wall_seconds": wall, "rows": rows}, indent=1), result_json)
     print(f"wrote synthetic sets and image grids: {out_dir}", file=sys.stderr)
     return figures.finish("matching", result_json)
 

@@ -7,7 +7,9 @@ training ``num_evals`` fresh ConvNets (DSA, learned lr) and reporting the **fina
 accuracy (mean ± std) and, labelled separately, the max over checkpoints -- under the ``dc`` protocol
 (MTT's ``evaluate_synset``) and, in further columns, under AST's (``ast``: wd 1e-3, decay x0.5 with
 momentum 0.8; its max-over-test, the number AST publishes, labelled as such), both with the scale's
-epochs. Every row trains with MTT's DSA (``align_corners=True``, the dataset's default strategy).
+epochs, or with ``--epochs published`` the protocols' own (1000 each: ``dc`` with DSA, AST's argparse
+default). Every row trains with MTT's DSA (``align_corners=True``, the dataset's default strategy).
+Each distilled set is saved in ``--work`` (``sets_<dataset>_ipc<N>_<row>.pt``).
 
     python -m experiments.trajectory                                   # --scale cpu (see SCALES)
     python -m experiments.trajectory --datasets digits --out experiments/results/trajectory_digits.md
@@ -109,9 +111,14 @@ def _cells(r: dict[str, Any]) -> list[str]:
             "-" if r["lr"] is None else f"{r['lr']:.4g}", f"{r['seconds']:.0f}"]  # fmt: skip
 
 
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label.lower()).strip("_")
+
+
 def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, device: torch.device, seed: int = 0,
-        part: str = "all", log=print) -> list[dict[str, Any]]:  # fmt: skip
-    """Returns ``[{"dataset", "ipc", "rows": [row dicts, accuracies in %]}]``."""
+        part: str = "all", published: bool = False, log=print) -> list[dict[str, Any]]:  # fmt: skip
+    """Returns ``[{"dataset", "ipc", "rows": [row dicts, accuracies in %]}]``; ``published``: the protocols'
+    own evaluation epochs instead of the scale's."""
     sections = []
     for name in datasets:
         setting = SCALES[scale][name]
@@ -125,7 +132,8 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
         expert_dirs = {r: _experts(dataset, setting, r, work, device, seed) for r in RECIPES}
         log(f"{name}: experts ready ({time.perf_counter() - t0:.0f}s)")
         mtt_dsa = DSA(resolve_strategy(AUTO, dataset.name), align_corners=True)  # what the MTT/AST sets record
-        ev = dict(models=("convnet",), num_evals=setting.num_evals, epochs=setting.eval_epochs, dsa=mtt_dsa, device=device, seed=seed,
+        epochs = None if published else setting.eval_epochs
+        ev = dict(models=("convnet",), num_evals=setting.num_evals, epochs=epochs, dsa=mtt_dsa, device=device, seed=seed,
                   progress=False, model_kwargs={"convnet": {"width": setting.width}})  # fmt: skip
         for ipc in setting.ipcs:
             rows = []
@@ -146,6 +154,7 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
                     cfg.lr_teacher = RECIPES[cfg.expert_recipe].lr
                 t0 = time.perf_counter()
                 synset = distill_mtt(dataset, ipc, cfg, device=device, seed=seed, progress=False)
+                synset.save(work / f"sets_{name}_ipc{ipc}_{_slug(label)}.pt")
                 res = evaluate_synset(synset, dataset, protocol="dc", **ev)["convnet"]
                 ast = evaluate_synset(synset, dataset, protocol="ast", **ev)["convnet"]
                 rows.append(_row(label, len(synset), res, ast, time.perf_counter() - t0, synset.lr))
@@ -165,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     parser.add_argument("--part", default="all", choices=["all", "main", "ablations"], help="rows to run (split across processes)")
+    parser.add_argument("--epochs", default="scale", choices=["scale", "published"],
+                        help="evaluation epochs: the scale's (default) or the protocols' published ones (dc 1000 with DSA, ast 1000)")
     parser.add_argument("--out", default=None, help="write the markdown tables here")
     parser.add_argument("--json", default=None, help="write the results JSON here, and the figure next to it")
     parser.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no training)")
@@ -178,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         device = resolve_device(args.device)
         sections = run(args.scale, args.datasets, root=args.root, work=Path(args.work), device=device, seed=args.seed,
-                       part=args.part, log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+                       part=args.part, published=args.epochs == "published", log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -187,12 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = "\n\n".join(f"### {s['dataset']}, IPC {s['ipc']}\n\n{markdown_table(header, [_cells(r) for r in s['rows']])}" for s in sections)
     cfg = {k: dataclasses.asdict(v) for k, v in SCALES[args.scale].items() if k in args.datasets}
     wall = time.perf_counter() - started
-    text += f"\n\nscale {args.scale}: {cfg}\nseed {args.seed}, threads {args.threads}, wall time {wall:.0f} s\n"
+    text += f"\n\nscale {args.scale}: {cfg}\nevaluation epochs: {args.epochs}; seed {args.seed}, threads {args.threads}, wall time {wall:.0f} s\n"
     print(text)
     if args.out:
         atomic_write_text(text, args.out)
     if args.json:
-        payload = {"scale": args.scale, "seed": args.seed, "part": args.part, "wall_seconds": wall, "settings": cfg, "sections": sections}
+        payload = {"scale": args.scale, "epochs": args.epochs, "seed": args.seed, "part": args.part, "wall_seconds": wall, "settings": cfg, "sections": sections}
         atomic_write_text(json.dumps(payload, indent=1, default=str), args.json)
     return figures.finish("trajectory", args.json, args.out)
 

@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from condense.cli import main
+from condense.evaluate import Summary
 from condense.synset import SyntheticSet
 from experiments import bench_matching, matching
 
@@ -76,3 +78,37 @@ def test_bench_matching_reports_time_and_memory(capsys):
     assert "time / DM" in out and "CPU time / DM" in out and "| 1   | datadam" in out and "peak MB" in out and "ConvNet-16" in out
     assert bench_matching.main(["--methods", "mtt"]) == 2
     assert bench_matching.main(["--batch-real", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_matching_evaluate_only_reevaluates_the_saved_sets(tmp_path, capsys):
+    argv = ["--methods", "random", "--ipcs", "1", "--archs", "mlp", "--out-dir", str(tmp_path), "--no-progress"]
+    assert matching.main(argv) == 0
+    first = json.loads(next(tmp_path.glob("results_cpu_*.json")).read_text())["rows"][0]
+    (tmp_path / "digits_ipc1_random.pt").rename(tmp_path / "kept.pt")
+    assert matching.main([*argv, "--evaluate-only"]) == 2 and "no saved set" in capsys.readouterr().err
+    (tmp_path / "kept.pt").rename(tmp_path / "digits_ipc1_random.pt")
+    assert matching.main([*argv, "--evaluate-only"]) == 0
+    again = json.loads(next(tmp_path.glob("results_cpu_*.json")).read_text())["rows"][0]
+    assert again["accs"] == first["accs"] and again["distill_seconds"] == pytest.approx(first["distill_seconds"], abs=0.1)
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_matching_columns_protocols_and_epochs(monkeypatch, published):
+    """Shared dc+DSA columns for every arch; DC adds dc without DSA, DataDAM its own protocol; published: protocol epochs."""
+    calls = []
+
+    def record(synset, dataset, *, models, **kw):
+        calls.append((models[0], kw["protocol"], kw["dsa"], kw["epochs"], kw["num_evals"]))
+        return {models[0]: Summary(models[0], [0.5] * kw["num_evals"], [0.5] * kw["num_evals"])}
+
+    monkeypatch.setattr(matching, "evaluate_synset", record)
+    scale = matching.SCALES["cpu"]
+    e, x = (None, None) if published else (scale.eval_epochs, scale.cross_epochs)
+    n, c = scale.num_evals, scale.cross_evals
+    kw = dict(archs=("convnet", "lenet"), published=published, device=torch.device("cpu"), seed=0, progress=False)
+    for method, own in [("dm", []), ("dc", [("convnet", "dc", False, e, n)]), ("datadam_official", [("convnet", "datadam", True, e, n)])]:
+        calls.clear()
+        accs = matching.evaluate_row(None, None, method, scale, **kw)
+        assert calls == [("convnet", "dc", True, e, n), ("lenet", "dc", True, x, c), *own], method
+        assert set(accs) == {"convnet", "lenet"} | ({matching.OWN_COLUMNS[method.split("_")[0]][0]} if own else set())
