@@ -69,6 +69,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued kernels (CUDA); a no-op elsewhere. Call before reading a timer."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and all GPUs)."""
     random.seed(seed)

@@ -58,7 +58,7 @@ from condense.methods import get_method
 from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
 from condense.safeio import CLIParser, cli_main
-from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
+from condense.utils import UserError, atomic_write_text, make_generator, resolve_device, synchronize
 from experiments.bench_matching import random_dataset
 from graphs.data.csbm import csbm
 from graphs.g2m.pipeline import load_task, make_task_split, run as run_g2m
@@ -134,19 +134,14 @@ NOTES = (
 
 
 # ----------------------------------------------------------------------------- measurement helpers
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _measure(fn: Callable[[], object], device: torch.device) -> tuple[float, float | None]:
     """``(seconds, peak device MB)`` of ``fn()``; the peak is ``None`` off CUDA."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     fn()
-    _sync(device)
+    synchronize(device)
     secs = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return secs, peak

@@ -29,7 +29,7 @@ import torch
 from torch_geometric.utils import k_hop_subgraph
 
 from condense.safeio import CLIParser, cli_main
-from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
+from condense.utils import UserError, atomic_write_text, make_generator, resolve_device, synchronize
 from experiments import figures
 from graphs.data.csbm import csbm
 from graphs.models.node import build_node_model
@@ -40,11 +40,14 @@ SCALES = {
 }
 
 
-def _seconds(fn, repeats: int) -> float:
+def _seconds(fn, repeats: int, device: torch.device) -> float:
+    """Median wall seconds of ``fn()``, the device synchronised before each clock read (CUDA is asynchronous)."""
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         fn()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -53,7 +56,7 @@ def _seconds(fn, repeats: int) -> float:
 def full_graph_rate(model, x, edge_index, repeats: int) -> float:
     """Nodes per second when predicting every node at once."""
     model(x, edge_index)  # warm-up
-    return x.size(0) / _seconds(lambda: model(x, edge_index), repeats)
+    return x.size(0) / _seconds(lambda: model(x, edge_index), repeats, x.device)
 
 
 @torch.no_grad()
@@ -69,9 +72,11 @@ def single_node_rate(model, x, edge_index, nodes: torch.Tensor, hops: int) -> fl
             model(x[v : v + 1])
 
     one(int(nodes[0]))  # warm-up
+    synchronize(x.device)
     start = time.perf_counter()
     for v in nodes.tolist():
         one(v)
+    synchronize(x.device)
     return len(nodes) / (time.perf_counter() - start)
 
 

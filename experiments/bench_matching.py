@@ -29,7 +29,7 @@ import torch
 from condense.data import ImageDataset, load_dataset
 from condense.methods import get_method
 from condense.safeio import CLIParser, cli_main
-from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device
+from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device, synchronize
 from experiments import figures
 from experiments.bench_unroll import peak_memory_bytes
 
@@ -80,8 +80,10 @@ def bench_method(method: str, dataset: ImageDataset, ipc: int, *, width: int, ba
 
     def run(iterations: int) -> tuple[float, float]:
         cfg = dataclasses.replace(base, iterations=iterations)
+        synchronize(device)
         t0, c0 = time.perf_counter(), time.process_time()
         spec.distill(dataset, ipc, cfg, device=device, seed=0, progress=False)
+        synchronize(device)
         return time.perf_counter() - t0, time.process_time() - c0
 
     peak = peak_memory_bytes(lambda: run(1))  # also the warm-up

@@ -6,8 +6,11 @@ wait-policy variables are removed from its environment, so the entry point's
 
 * ``idle`` - alone;
 * ``busy`` - beside ``--busy`` single-threaded busy-loop processes (pure Python spinning);
-* ``busy, torch default`` - the same, with ``OMP_WAIT_POLICY=`` (empty: libgomp ignores it and uses
-  its default spin-then-sleep waiting, i.e. the behaviour before the policy existed).
+* ``busy, torch default`` - the same, as before the policy existed (:func:`before_policy_env`:
+  torch's thread count, libgomp's spin-then-sleep waiting, glibc's default allocator).
+
+With the policy the command sees the busy processes at start and runs with the cores left free
+(here: one thread beside one busy process on two cores).
 
 Reported: seconds and the ratios to ``idle`` (target: busy <= 1.5x idle). The machine is shared, so
 its 1-minute load average before each run is printed too.
@@ -28,12 +31,14 @@ import time
 from typing import Sequence
 
 from condense.safeio import CLIParser, cli_main
+from condense.threads import physical_cores
 from condense.utils import UserError, atomic_write_text
 
-__all__ = ["clean_env", "timed_run", "bench", "to_markdown", "main"]
+__all__ = ["clean_env", "before_policy_env", "timed_run", "bench", "to_markdown", "main"]
 
 DEFAULT_COMMANDS = ("graphs.g2m", "graphs.mirage")
-POLICY_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME")
+POLICY_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME", "CONDENSE_AUTO_THREADS",
+               "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 SPIN = "while True: pass"
 
 
@@ -42,6 +47,14 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in POLICY_VARS}
     env.update(extra)
     return env
+
+
+def before_policy_env() -> dict[str, str]:
+    """The behaviour before :mod:`condense.threads`: torch's thread count, libgomp's spin-then-sleep
+    waiting (an empty ``OMP_WAIT_POLICY`` is ignored) and glibc's default allocator (any
+    ``glibc.malloc`` tunable makes the policy leave the allocator alone; ``tcache_count=7`` is glibc's default)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    return clean_env(OMP_WAIT_POLICY="", OMP_NUM_THREADS=str(physical_cores(cpus)), GLIBC_TUNABLES="glibc.malloc.tcache_count=7")
 
 
 def timed_run(module_and_args: str, env: dict[str, str], busy: int, cwd: str) -> float:
@@ -67,7 +80,7 @@ def bench(commands: Sequence[str], busy: int, log=print) -> list[dict]:
         row: dict = {"command": cmd}
         with tempfile.TemporaryDirectory(prefix="bench-threads-") as cwd:  # the commands' default outputs land here
             for label, env, n in (("idle", clean_env(), 0), ("busy", clean_env(), busy),
-                                  ("busy, torch default", clean_env(OMP_WAIT_POLICY=""), busy)):  # fmt: skip
+                                  ("busy, torch default", before_policy_env(), busy)):  # fmt: skip
                 load = os.getloadavg()[0]
                 row[label] = timed_run(cmd, env, n, cwd)
                 row[f"{label} load"] = load

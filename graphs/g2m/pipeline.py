@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from condense.utils import UserError, seed_everything
+from condense.utils import UserError, seed_everything, synchronize
 from graphs.data.csbm import csbm
 from graphs.data.node_splits import NodeSplit, make_split, per_class_split, split_from_masks
 from graphs.data.planetoid import PLANETOID_NAMES, load_planetoid
@@ -105,7 +105,9 @@ def inference_seconds(model: nn.Module, data: Data, repeats: int = 5) -> float:
     model(x, edge_index)  # warm-up
     times = []
     for _ in range(max(1, repeats)):
+        synchronize(device)
         start = time.perf_counter()
         model(x, edge_index)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)

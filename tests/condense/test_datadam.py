@@ -81,13 +81,16 @@ def test_loss_is_zero_for_the_real_batch_itself_and_positive_otherwise(digits, n
 
 
 # ------------------------------------------------------------------------- the method
-def test_class_by_class_gives_the_joint_gradient_for_instance_norm(digits):
+def test_class_by_class_gives_the_joint_gradient_for_instance_norm(digits, device):
     cfg = DataDAMConfig(iterations=2, batch_real=8, width=8)
-    joint = distill_datadam(digits, 2, cfg, device=CPU, seed=0, progress=False)
-    per_class = distill_datadam(digits, 2, DataDAMConfig(iterations=2, batch_real=8, width=8, class_by_class=True), device=CPU, seed=0, progress=False)
-    assert torch.allclose(joint.images, per_class.images, atol=1e-4)
-    again = distill_datadam(digits, 2, cfg, device=CPU, seed=0, progress=False)
-    assert torch.equal(joint.images, again.images)
+    joint = distill_datadam(digits, 2, cfg, device=device, seed=0, progress=False)
+    per_class = distill_datadam(digits, 2, DataDAMConfig(iterations=2, batch_real=8, width=8, class_by_class=True), device=device, seed=0, progress=False)
+    assert torch.allclose(joint.images.cpu(), per_class.images.cpu(), atol=1e-4)
+    again = distill_datadam(digits, 2, cfg, device=device, seed=0, progress=False)
+    if device.type == "cpu":
+        assert torch.equal(joint.images, again.images)
+    else:  # CUDA's grid-sample backward (DSA) accumulates with atomics: run-to-run equal to rounding only
+        assert torch.allclose(joint.images.cpu(), again.images.cpu(), atol=1e-5)
     assert joint.meta["method"] == "datadam" and joint.meta["lr_img"] == 1.0 and joint.meta["train_dsa"]
 
 

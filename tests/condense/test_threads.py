@@ -62,3 +62,17 @@ def test_entry_point_imports_the_policy_before_anything_else(path):
     assert isinstance(first, ast.Import) and first.names[0].name == "condense.threads", (
         f"{path.name}: the first import must be `import condense.threads` (before torch is loaded)"
     )
+
+
+def test_bench_threads_compares_with_the_behaviour_before_the_policy(monkeypatch):
+    from experiments import bench_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setenv("CONDENSE_AUTO_THREADS", "7")
+    env = bench_threads.clean_env()
+    assert "OMP_NUM_THREADS" not in env and "CONDENSE_AUTO_THREADS" not in env  # the entry point decides
+    before = bench_threads.before_policy_env()
+    assert before["OMP_WAIT_POLICY"] == "" and int(before["OMP_NUM_THREADS"]) >= 1 and "malloc" in before["GLIBC_TUNABLES"]
+    row = {"command": "x", "idle": 10.0, "busy": 12.0, "busy, torch default": 20.0,
+           "idle load": 0.1, "busy load": 1.0, "busy, torch default load": 1.0}  # fmt: skip
+    assert "| 10.0 | 12.0 | 1.20 | 20.0 | 2.00 |" in bench_threads.to_markdown([row], 1)
