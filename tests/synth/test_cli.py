@@ -104,7 +104,7 @@ def test_experiment_cache_resumes_and_test_split_rescores_the_validation_run(tmp
     """--cache: a --split test run loads what the --split val run trained and equals a run without the cache."""
     import experiments.synth as exp
 
-    argv = ["--only", "real", "dafl", "--set", "dafl.iterations=2", "--teacher-epochs", "10", "--seeds", "0", "--resize", "16"]
+    argv = ["--only", "real", "dafl", "--set", "dafl.iterations=2", "--teacher-epochs", "2", "--seeds", "0", "--resize", "16"]
     assert exp.main([*argv, "--out", str(tmp_path / "plain.md")]) == 0
     cache = tmp_path / "cache"
     assert exp.main([*argv, "--split", "val", "--cache", str(cache), "--out", str(tmp_path / "val.md")]) == 0
