@@ -97,7 +97,6 @@ def load_tu(
     attrs, labels_x = (x_all[:, :n_attr], x_all[:, n_attr:]) if node_attr == "concat" else (None, x_all)
     node_labels = "labels"
     if labels_x.size(1) == 0:  # unlabelled graphs (e.g. IMDB-BINARY): node degrees as labels, the usual choice
-        node_ptr = _node_ptr(ds)
         deg = torch.cat([torch.bincount(ds[i].edge_index[0], minlength=ds[i].num_nodes) for i in range(num_graphs)])
         coded, node_labels = categorical_columns(deg.view(-1, 1)), "degree"
     else:
