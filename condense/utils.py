@@ -14,6 +14,7 @@ import platform
 import random
 import re
 import tempfile
+import time
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,8 @@ import torch
 __all__ = [
     "UserError",
     "resolve_device",
+    "synchronize",
+    "timed",
     "seed_everything",
     "make_generator",
     "atomic_save",
@@ -74,6 +77,15 @@ def synchronize(device: str | torch.device) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: str | torch.device) -> float:
+    """Wall seconds of one ``fn()`` call, the device synchronised before and after (CUDA is asynchronous)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
 
 
 def seed_everything(seed: int) -> None:

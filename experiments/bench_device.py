@@ -58,7 +58,7 @@ from condense.methods import get_method
 from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
 from condense.safeio import CLIParser, cli_main
-from condense.utils import UserError, atomic_write_text, make_generator, resolve_device, synchronize
+from condense.utils import UserError, atomic_write_text, make_generator, resolve_device, timed
 from experiments.bench_matching import random_dataset
 from graphs.data.csbm import csbm
 from graphs.g2m.pipeline import load_task, make_task_split, run as run_g2m
@@ -138,11 +138,7 @@ def _measure(fn: Callable[[], object], device: torch.device) -> tuple[float, flo
     """``(seconds, peak device MB)`` of ``fn()``; the peak is ``None`` off CUDA."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    synchronize(device)
-    secs = time.perf_counter() - t0
+    secs = timed(fn, device)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return secs, peak
 

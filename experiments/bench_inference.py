@@ -29,7 +29,7 @@ import torch
 from torch_geometric.utils import k_hop_subgraph
 
 from condense.safeio import CLIParser, cli_main
-from condense.utils import UserError, atomic_write_text, make_generator, resolve_device, synchronize
+from condense.utils import UserError, atomic_write_text, make_generator, resolve_device, timed
 from experiments import figures
 from graphs.data.csbm import csbm
 from graphs.models.node import build_node_model
@@ -42,14 +42,7 @@ SCALES = {
 
 def _seconds(fn, repeats: int, device: torch.device) -> float:
     """Median wall seconds of ``fn()``, the device synchronised before each clock read (CUDA is asynchronous)."""
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 @torch.no_grad()
@@ -72,12 +65,7 @@ def single_node_rate(model, x, edge_index, nodes: torch.Tensor, hops: int) -> fl
             model(x[v : v + 1])
 
     one(int(nodes[0]))  # warm-up
-    synchronize(x.device)
-    start = time.perf_counter()
-    for v in nodes.tolist():
-        one(v)
-    synchronize(x.device)
-    return len(nodes) / (time.perf_counter() - start)
+    return len(nodes) / timed(lambda: [one(v) for v in nodes.tolist()], x.device)
 
 
 def bench(sizes, *, queries: int, repeats: int, teachers=("gcn", "sage", "gat"), features: int = 128, hidden: int = 128,

@@ -42,7 +42,7 @@ from torch.profiler import ProfilerActivity, profile
 from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
 from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
-from condense.utils import UserError, atomic_write_text, make_generator, resolve_device, synchronize
+from condense.utils import UserError, atomic_write_text, make_generator, resolve_device, timed
 from experiments import figures
 
 __all__ = ["SCALES", "peak_memory_bytes", "run", "main"]
@@ -120,14 +120,7 @@ def _plain_training(problem, steps: int) -> Callable[[], object]:
 
 
 def _seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return min(timed(fn, device) for _ in range(repeats))
 
 
 def run(scale_name: str = "cpu", *, steps: Sequence[int] | None = None, configs: Sequence[tuple[str, str]] = CONFIGS,

@@ -9,7 +9,6 @@ start from the same student weights.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from condense.utils import UserError, seed_everything, synchronize
+from condense.utils import UserError, seed_everything, timed
 from graphs.data.csbm import csbm
 from graphs.data.node_splits import NodeSplit, make_split, per_class_split, split_from_masks
 from graphs.data.planetoid import PLANETOID_NAMES, load_planetoid
@@ -103,11 +102,4 @@ def inference_seconds(model: nn.Module, data: Data, repeats: int = 5) -> float:
     x = data.x.to(device)
     edge_index = data.edge_index.to(device) if getattr(model, "uses_graph", True) else None
     model(x, edge_index)  # warm-up
-    times = []
-    for _ in range(max(1, repeats)):
-        synchronize(device)
-        start = time.perf_counter()
-        model(x, edge_index)
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(lambda: model(x, edge_index), device) for _ in range(max(1, repeats)))
