@@ -196,9 +196,13 @@ def test_cv_cli_runs_resumes_and_labels_the_test_selected_number(monkeypatch, tm
 def test_cv_summary_val_selected_versus_test_selected():
     from graphs.mirage.cv import summarise_folds
 
-    folds = [{"best_epoch": 1, "train_time_s": 1.0, "curves": {"test_accuracy": [0.5, 0.6, 0.9], "spearman": [0, 0.2, 0.4]}},
-             {"best_epoch": 2, "train_time_s": 1.0, "curves": {"test_accuracy": [0.5, 0.8, 0.7], "spearman": [0, 0.1, 0.3]}}]
-    s = summarise_folds(folds)["accuracy"]
+    folds = [{"best_epoch": 1, "train_time_s": 1.0, "curves": {"test_accuracy": [0.5, 0.6, 0.9], "val": [0.4, 0.7, 0.6],
+                                                          "spearman": [0, 0.2, 0.4]}},
+             {"best_epoch": 2, "train_time_s": 1.0, "curves": {"test_accuracy": [0.5, 0.8, 0.7], "val": [0.4, 0.5, 0.9],
+                                                          "spearman": [0, 0.1, 0.3]}}]
+    full = summarise_folds(folds)
+    s = full["accuracy"]
+    assert full["val_at_selected"][0] == pytest.approx((0.7 + 0.9) / 2)
     assert s["val_selected"][0] == pytest.approx((0.6 + 0.7) / 2)  # each fold at its own validation epoch
     assert s["paper_protocol_epoch"] == 2 and s["paper_protocol"][0] == pytest.approx(0.8)  # max of the mean test curve
     assert s["untrained"][0] == 0.5 and s["final"][0] == pytest.approx(0.8)
@@ -213,3 +217,46 @@ def test_restarts_and_baseline_epochs_shorten_the_rows_they_name():
     assert (short.restarts, short.top, short.epochs) == (1, 1, 3) and short.layers == base.layers == 4
     assert short.lr_step == base.lr_step and (short_mirage.epochs, short_mirage.restarts) == (mirage.epochs, 1)
     assert main(["--datasets", "motifs", "--restarts", "0", "--no-progress"]) == 2
+
+
+def test_cv_grid_selects_on_validation_and_labels_the_test_selected_point(monkeypatch, tmp_path: Path, capsys):
+    import json
+
+    import experiments.mirage as exp
+    from graphs.mirage import cv, presets
+    from tests.graphs._generated import size_dataset
+
+    monkeypatch.setattr(exp, "load_graph_dataset", lambda name, root, **_: size_dataset(60, seed=0))
+    monkeypatch.setattr(exp, "_writable_root", lambda *a: None)
+    monkeypatch.setitem(presets.RECIPES["tu-bio"], "cpu", presets.replace(presets.RECIPES["tu-bio"]["cpu"], hidden=8, epochs=2,
+                                                                          iters_per_epoch=2))
+    args = ["--cv", "--datasets", "sizes", "--models", "gin", "--no-progress", "--cv-state", str(tmp_path / "state"),
+            "--cv-hidden", "4", "8", "--cv-dropout", "0", "--json", str(tmp_path / "cv.json")]
+    assert exp.main(args) == 0
+    out = capsys.readouterr().out
+    assert "(hidden 4, batch 32, dropout 0)" in out and "(hidden 8, batch 32, dropout 0)" in out and "validation selects" in out
+    rec = json.loads((tmp_path / "cv.json").read_text())["records"][0]
+    points = [c["summary"] for c in rec["cv"]]
+    assert [c["config"]["hidden"] for c in rec["cv"]] == [4, 8] and {c["config"]["dropout"] for c in rec["cv"]} == {0.0}
+    choice = rec["grid"][0]
+    assert choice["selected"] == int(max(range(2), key=lambda i: (points[i]["val_at_selected"][0], -i)))
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["sizes_gin_cpu_seed0_h4_b32_d0.json",
+                                                                     "sizes_gin_cpu_seed0_h8_b32_d0.json"]
+    calls = []
+    monkeypatch.setattr(cv, "train_restarts", lambda *a, **k: calls.append(1))
+    assert exp.main(args) == 0 and not calls  # each grid point resumes from its own state file
+    assert exp.main(["--datasets", "sizes", "--cv-hidden", "16"]) == 2
+    assert exp.main(["--cv", "--datasets", "sizes", "--cv-dropout", "1.0"]) == 2
+    assert exp.main(["--cv", "--datasets", "sizes", "--cv-hidden", "16", "16"]) == 2
+
+
+def test_select_config_prefers_validation_and_reports_the_paper_point_separately():
+    from graphs.mirage.cv import select_config
+
+    def point(val, test_sel, paper):
+        return {"val_at_selected": (val, 0.0), "accuracy": {"val_selected": (test_sel, 0.0), "paper_protocol": (paper, 0.0),
+                                                            "paper_protocol_epoch": 7}}
+
+    c = select_config([point(0.70, 0.71, 0.80), point(0.75, 0.69, 0.74), point(0.75, 0.60, 0.70)])
+    assert c["selected"] == 1 and c["accuracy_val_selected"][0] == 0.69  # validation wins; ties go to the earlier point
+    assert c["paper_protocol_selected"] == 0 and c["accuracy_paper_protocol"][0] == 0.80
