@@ -147,7 +147,7 @@ def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, se
             tcfg = method_config(method, scale, name, model, mcfg.hops, restarts=restarts, baseline_epochs=baseline_epochs)
             s = train_restarts(graphs, ds.subset("valid"), test, dims=(ds.in_dim, ds.edge_dim),
                                num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed,
-                               device=device, progress=progress, desc=f"{name} {model} {method}")
+                               device=device, progress=progress, desc=f"{name} {model} {method}", test_curves=False)
             record["results"].append(_row(model, method, graphs, train_bytes, s, tcfg))
             print(_md_row(name, record["results"][-1]), flush=True)
     return record
@@ -269,7 +269,7 @@ def sweep(ds: GraphDataset, *, scale: str, seed: int, device: str, progress: boo
             tcfg = train_preset(scale, name, model="gin", layers=max(h, 1))
             s = train_restarts(d.graphs, ds.subset("valid"), ds.subset("valid"), dims=(ds.in_dim, ds.edge_dim),
                                num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed, device=device,
-                               progress=progress, desc=f"sweep L={h} s={sup}")
+                               progress=progress, desc=f"sweep L={h} s={sup}", test_curves=False)
             val = float(torch.tensor(s.best_val).mean())
             out.append({"hops": h, "support": sup, "graphs": len(d.graphs), "bytes": d.nbytes, "val": val})
             print(f"| {name} | {h} | {sup} | {len(d.graphs)} | {d.nbytes} | {val:.3f} |", flush=True)

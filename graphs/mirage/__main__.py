@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             distilled.save(args.out)
             DistilledSet.load(args.out)  # round-trip check of the artifact
         common = dict(dims=(ds.in_dim, ds.edge_dim), num_classes=ds.num_classes, metric=ds.metric, config=tcfg,
-                      seed=args.seed, device=args.device, progress=progress)
+                      seed=args.seed, device=args.device, progress=progress, test_curves=False)
         valid, test = ds.subset("valid"), ds.subset("test")
         rows = [("mirage", distilled.nbytes, len(distilled.graphs), train_restarts(distilled.graphs, valid, test, desc="mirage", **common))]
         if not args.no_baseline:

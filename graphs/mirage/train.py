@@ -70,6 +70,7 @@ class TrainConfig:
     lr_step: int = 0
     lr_gamma: float = 0.5
     iters_per_epoch: int = 0
+    readout_dropout: bool = True
 
     def validate(self) -> None:
         check_positive("lr", self.lr)
@@ -86,7 +87,7 @@ class TrainConfig:
         """A fresh model for ``dims = (in_dim, edge_dim)``; raises :class:`UserError` for bad model options."""
         return get_graph_model(self.model, dims[0], num_classes, hidden=self.hidden, layers=self.layers,
                                pooling=self.pooling, edge_dim=dims[1] if self.use_edges else None, dropout=self.dropout,
-                               jk=self.jk, norm=self.norm, train_eps=self.train_eps)
+                               jk=self.jk, norm=self.norm, train_eps=self.train_eps, readout_dropout=self.readout_dropout)
 
 
 @dataclass
@@ -96,7 +97,9 @@ class RestartSummary:
     ``best_epoch`` (>= 1) is the selected epoch, ``untrained_test`` the test score before any
     update, ``spearman_size`` the test-graph Spearman(score, |V|) at the selected epoch, and
     ``curves`` per restart ``{"val", "test", "spearman", "test_accuracy"[, "test_rocauc"]}`` lists
-    with entry ``e`` after ``e`` epochs (entry 0: untrained; ROC-AUC only for two classes).
+    with entry ``e`` after ``e`` epochs (entry 0: untrained; ROC-AUC only for two classes).  With
+    ``test_curves=False`` the test entries are NaN except at epoch 0, the epochs that improved the
+    best validation score, and the last epoch -- every selected/final/untrained score is unchanged.
     """
 
     metric: str
@@ -190,7 +193,8 @@ def _epoch_batches(n: int, weights: Tensor, config: TrainConfig, gen: torch.Gene
 
 
 def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Data], *, dims: tuple, num_classes: int,
-               metric: str, config: TrainConfig, seed: int, device: torch.device, root_pooling: bool, bar) -> dict:
+               metric: str, config: TrainConfig, seed: int, device: torch.device, root_pooling: bool, bar,
+               test_curves: bool = True) -> dict:
     torch.manual_seed(seed)
     gen = make_generator(seed)
     model = config.build_model(dims, num_classes).to(device)
@@ -201,8 +205,20 @@ def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Data], *, di
         curves["test_rocauc"] = []
     y_test = evals["test"].y.cpu()
 
-    def record() -> None:
-        curves["val"].append(score(_logits(model, evals["valid"]), evals["valid"].y.cpu(), metric))
+    best_val = -np.inf
+
+    def record(epoch: int) -> None:
+        nonlocal best_val
+        val = score(_logits(model, evals["valid"]), evals["valid"].y.cpu(), metric)
+        curves["val"].append(val)
+        improved = epoch == 1 or val > best_val  # NaN never improves; epoch 1 is the fallback selection
+        if epoch >= 1 and improved:
+            best_val = val if not np.isnan(val) else best_val
+        test_keys = ["test", "spearman"] + [k for k in ("test_accuracy", "test_rocauc") if k in curves]
+        if not (test_curves or epoch == 0 or improved or epoch == config.epochs):
+            for k in test_keys:  # the test graphs are only scored where a reported number can come from
+                curves[k].append(float("nan"))
+            return
         logits = _logits(model, evals["test"])
         curves["test"].append(score(logits, y_test, metric))
         curves["spearman"].append(spearman(size_score(logits), evals["test_sizes"]))
@@ -210,8 +226,8 @@ def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Data], *, di
             if f"test_{m}" in curves:
                 curves[f"test_{m}"].append(curves["test"][-1] if m == metric else score(logits, y_test, m))
 
-    record()  # epoch 0: the untrained network, reported but never selected
-    for _ in range(config.epochs):
+    record(0)  # epoch 0: the untrained network, reported but never selected
+    for epoch in range(1, config.epochs + 1):
         model.train()
         for chunk in _epoch_batches(len(train), weights, config, gen):
             batch = collate([train[i] for i in chunk.tolist()]).to(device)
@@ -222,7 +238,7 @@ def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Data], *, di
             opt.step()
         if sched is not None:
             sched.step()
-        record()
+        record(epoch)
         bar.update(1)
     val = np.asarray(curves["val"][1:], dtype=float)
     best = int(np.argmax(np.where(np.isnan(val), -np.inf, val))) + 1  # first epoch of best validation, >= 1
@@ -277,6 +293,7 @@ def train_restarts(
     progress: bool = True,
     desc: str = "train",
     threads: int | None = 1,
+    test_curves: bool = True,
 ) -> RestartSummary:
     """Train ``config.restarts`` fresh models (seeds ``seed, seed+1, ...``) and summarise them.
 
@@ -284,7 +301,8 @@ def train_restarts(
     used iff every training graph carries a ``root_mask``.  ``threads``: torch intra-op threads
     while training (restored afterwards; ``None`` keeps the current setting) -- 1 is fastest for
     these small sparse graphs, multi-threaded ``scatter_add_`` is orders of magnitude slower on
-    a loaded CPU.
+    a loaded CPU.  ``test_curves=False`` scores the test graphs only where a reported number can
+    come from (untrained, each new best validation epoch, the last epoch), not after every epoch.
     """
     config.validate()
     if not train or not valid or not test:
@@ -303,7 +321,7 @@ def train_restarts(
     try:
         runs = [
             _train_one(train_s, weights, evals, dims=dims, num_classes=num_classes, metric=metric, config=config,
-                       seed=seed + r, device=dev, root_pooling=root_pooling, bar=bar)
+                       seed=seed + r, device=dev, root_pooling=root_pooling, bar=bar, test_curves=test_curves)
             for r in range(config.restarts)
         ]
     finally:

@@ -9,7 +9,10 @@ r"""Graph classifiers on PyG layers: GCN, GIN, GAT and GraphSAGE.
 with :math:`\bigoplus` sum or mean and :math:`R(G)` all nodes of :math:`G` (evaluation) or only
 the root nodes of Mirage's computation trees (``pool_mask``, training on a distilled set).
 :math:`\sigma` is ReLU between layers and the identity after the last one, followed by dropout
-(the layout of OGB's ``GNN_node`` that the Mirage code builds on).  Jumping knowledge as in
+(the layout of OGB's ``GNN_node`` that the Mirage code builds on).  The dropout on the pooled
+vector is the Mirage model's (``model/model.py``: ``F.dropout`` then ``lin``); OGB's ``GNN``
+(``examples/graphproppred/mol/gnn.py``) feeds the pooled vector to its linear head directly
+(``readout_dropout=False``, the ``ogb-mol`` recipe).  Jumping knowledge as in
 ``GNN_node``: ``jk="last"`` reads out :math:`\mathbf{h}^{(L)}`, ``jk="sum"`` the sum
 :math:`\sum_{\ell=0}^{L}\mathbf{h}^{(\ell)}` including the encoded input (the official Mirage
 molbace notebook's setting; its NCI1 script uses ``last``).
@@ -18,7 +21,7 @@ Two published full-data layouts (``norm=True``):
 
 * OGB's ``GNN_node`` (``examples/graphproppred/mol/conv.py``): GIN MLPs
   ``Linear(d, 2d)-BN-ReLU-Linear(2d, d)``, BatchNorm after every convolution, then ReLU (not after
-  the last) and dropout; ``jk="last"``, mean readout, linear head.
+  the last) and dropout; ``jk="last"``, mean readout, linear head without dropout.
 * The GIN paper's ``GraphCNN`` (Xu et al., ICLR 2019, Section 7; ``models/graphcnn.py`` of
   weihua916/powerful-gnns), ``jk="layers"``: GIN MLPs ``Linear-BN-ReLU-Linear``, BatchNorm and
   ReLU after every layer (the last included), no dropout between layers, and the prediction
@@ -29,9 +32,11 @@ Two published full-data layouts (``norm=True``):
   layer instead of entering its MLP directly; the composition is still linear in the one-hot.
 
 Categorical features (integer columns) are encoded AtomEncoder-style as a sum of one embedding
-per column; float features by a linear layer.  Edge features reach the messages in GIN
-(:class:`~torch_geometric.nn.GINEConv`) and GAT (``edge_dim``); GCN and GraphSAGE have no
-edge-feature form in PyG and ignore them.
+per column (one ``embedding_bag`` over the concatenated tables); float features by a linear layer.
+Edge features reach the messages in GIN (:class:`~torch_geometric.nn.GINEConv`, message
+``ReLU(h_u + Enc_e(e_uv))`` as OGB's and Mirage's ``GINConv``: the encoders already give width
+``d``, so PyG's optional ``Linear`` on the edge embedding, which neither code has, is not used)
+and GAT (``edge_dim``); GCN and GraphSAGE have no edge-feature form in PyG and ignore them.
 """
 from __future__ import annotations
 
@@ -65,6 +70,8 @@ class FeatureEncoder(nn.Module):
             self.tables = nn.ModuleList(nn.Embedding(c, out_dim) for c in cards)
             for t in self.tables:
                 nn.init.xavier_uniform_(t.weight)
+            self.register_buffer("cards", torch.tensor(cards), persistent=False)
+            self.register_buffer("offsets", torch.tensor([0] + cards[:-1]).cumsum(0), persistent=False)
         else:
             if spec < 1:
                 raise UserError(f"feature width must be >= 1, got {spec}")
@@ -74,7 +81,12 @@ class FeatureEncoder(nn.Module):
         if not self.categorical:
             return self.linear(x.float())
         x = x.view(x.size(0), -1)
-        return sum(table(x[:, i]) for i, table in enumerate(self.tables))
+        if len(self.tables) == 1:
+            return self.tables[0](x[:, 0])
+        if bool(((x < 0) | (x >= self.cards)).any()):  # an id past its column would read the next table
+            raise UserError(f"categorical feature ids outside the cardinalities {self.cards.tolist()}")
+        weight = torch.cat([t.weight for t in self.tables])  # one lookup-and-sum instead of one per column
+        return nn.functional.embedding_bag(x + self.offsets, weight, mode="sum")
 
 
 def _gin_mlp(hidden: int, inner: int, norm: bool) -> nn.Sequential:
@@ -89,7 +101,7 @@ def _make_conv(name: str, hidden: int, with_edges: bool, *, norm: bool = False, 
     if name == "gin":
         mlp = _gin_mlp(hidden, hidden if paper_gin else 2 * hidden, norm)  # GIN paper: hidden units at all layers
         if with_edges:
-            return GINEConv(mlp, train_eps=train_eps, edge_dim=hidden)
+            return GINEConv(mlp, train_eps=train_eps)  # edge embeddings have width hidden: no extra Linear
         return GINConv(mlp, train_eps=train_eps)
     if name == "gat":
         return GATConv(hidden, hidden, heads=1, edge_dim=hidden if with_edges else None)
@@ -113,6 +125,7 @@ class GraphClassifier(nn.Module):
         jk: str = "last",
         norm: bool = False,
         train_eps: bool = True,
+        readout_dropout: bool = True,
     ) -> None:
         if conv not in GRAPH_MODELS:
             raise UserError(f"unknown graph model {conv!r} (expected one of {', '.join(GRAPH_MODELS)})")
@@ -126,6 +139,7 @@ class GraphClassifier(nn.Module):
             raise UserError(f"jk must be one of {', '.join(JK_MODES)}, got {jk!r}")
         super().__init__()
         self.conv_name, self.pooling, self.dropout, self.jk = conv, pooling, float(dropout), jk
+        self.readout_dropout = bool(readout_dropout)
         self.uses_edges = edge_dim is not None and conv in ("gin", "gat")
         self.encoder = FeatureEncoder(in_dim, hidden)
         self.edge_encoders = nn.ModuleList(FeatureEncoder(edge_dim, hidden) for _ in range(layers)) if self.uses_edges else None
@@ -176,8 +190,8 @@ class GraphClassifier(nn.Module):
             g = scatter(h, batch, dim=0, dim_size=size, reduce=self.pooling)
             if self.jk == "layers":  # GIN paper: dropout on each layer's prediction
                 logits = logits + nn.functional.dropout(head(g), self.dropout, self.training)
-            else:
-                logits = logits + head(nn.functional.dropout(g, self.dropout, self.training))
+            else:  # Mirage: dropout on the pooled vector; OGB (readout_dropout=False): none
+                logits = logits + head(nn.functional.dropout(g, self.dropout, self.training and self.readout_dropout))
         return logits
 
 
@@ -187,6 +201,6 @@ def get_graph_model(name: str, in_dim: FeatureSpec, num_classes: int, **kwargs) 
     ``in_dim``/``edge_dim``: an ``int`` width for float features or a sequence of
     cardinalities for integer (categorical) columns; ``edge_dim=None`` ignores edge features.
     Keyword arguments (``hidden``, ``layers``, ``pooling``, ``edge_dim``, ``dropout``, ``jk``,
-    ``norm``, ``train_eps``) are those of :class:`GraphClassifier`.
+    ``norm``, ``train_eps``, ``readout_dropout``) are those of :class:`GraphClassifier`.
     """
     return GraphClassifier(name.lower(), in_dim, num_classes, **kwargs)

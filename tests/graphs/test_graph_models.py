@@ -51,6 +51,32 @@ def test_categorical_encoder_is_sum_of_column_embeddings():
     assert torch.allclose(enc(x), expected)
     lin = FeatureEncoder(6, 4)
     assert lin(torch.randn(3, 6)).shape == (3, 4)
+    with pytest.raises(UserError, match="outside the cardinalities"):  # 5 would silently read table 1's row 0
+        enc(torch.tensor([[5, 0]]))
+
+
+def test_gin_edge_messages_are_ogb_and_mirage_relu_of_sum(batch):
+    """OGB's / Mirage's GINConv: message ReLU(h_u + BondEncoder(e_uv)), no Linear on the edge embedding."""
+    torch.manual_seed(0)
+    model = get_graph_model("gin", CARDS, 2, hidden=8, layers=1, edge_dim=EDGE_CARDS).eval()
+    conv, h = model.convs[0], model.encoder(batch.x)
+    e = model.edge_encoders[0](batch.edge_attr)
+    src, dst = batch.edge_index
+    agg = torch.zeros_like(h).index_add_(0, dst, torch.relu(h[src] + e))
+    torch.testing.assert_close(conv(h, batch.edge_index, e), conv.nn((1 + conv.eps) * h + agg))
+    assert getattr(conv, "lin", None) is None
+
+
+@pytest.mark.parametrize("readout_dropout,calls", [(True, 3), (False, 2)])
+def test_readout_dropout_is_mirage_only(monkeypatch, batch, readout_dropout, calls):
+    """Mirage's model drops the pooled vector before its head, OGB's GNN does not: 2 layers -> 2 or 3 active dropouts."""
+    import graphs.models.graph as graph
+
+    seen = []
+    real = graph.nn.functional.dropout
+    monkeypatch.setattr(graph.nn.functional, "dropout", lambda h, p, training: seen.append(training) or real(h, p, training))
+    get_graph_model("gin", CARDS, 2, hidden=8, layers=2, dropout=0.5, readout_dropout=readout_dropout).train()(batch)
+    assert sum(seen) == calls
 
 
 @pytest.mark.parametrize("name,uses", [("gin", True), ("gat", True), ("gcn", False), ("sage", False)])

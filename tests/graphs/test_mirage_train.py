@@ -173,6 +173,19 @@ def test_selection_never_returns_the_untrained_network():
         assert len(curve["val"]) == config.epochs + 1
 
 
+def test_scoring_test_only_where_reported_changes_no_reported_number(setup):
+    """``test_curves=False`` (the experiment tables) skips test evaluations that no number uses."""
+    ds, _, distilled = setup
+    config = TrainConfig(model="gin", hidden=16, layers=2, epochs=8, restarts=2, top=1, dropout=0.3)
+    kw = dict(dims=(ds.in_dim, ds.edge_dim), num_classes=2, metric=ds.metric, config=config, seed=0, progress=False)
+    full = train_restarts(distilled.graphs, ds.subset("valid"), ds.subset("test"), **kw)
+    lean = train_restarts(distilled.graphs, ds.subset("valid"), ds.subset("test"), test_curves=False, **kw)
+    for key in ("best_val", "test_at_best_val", "final_test", "best_epoch", "untrained_test", "spearman_size"):
+        assert getattr(lean, key) == getattr(full, key), key
+    skipped = [math.isnan(t) for c in lean.curves for t in c["test"]]
+    assert any(skipped) and not all(skipped)
+
+
 def test_spearman_matches_scipy_with_ties():
     from scipy.stats import spearmanr
 
