@@ -72,16 +72,16 @@ def dropout(h: Tensor, p: float, training: bool) -> Tensor:
 
 
 class _SpMM(torch.autograd.Function):
-    """``A @ h`` for a constant sparse ``A``; the backward pass multiplies by the stored ``A^T``."""
+    """``agg.adj @ h`` for a constant sparse matrix; the backward pass multiplies by ``agg.adj_t``."""
 
     @staticmethod
-    def forward(ctx, adj: Tensor, adj_t: Tensor, h: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.adj_t = adj_t
-        return adj @ h
+    def forward(ctx, agg: SparseAggregation, h: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.agg = agg
+        return agg.adj @ h
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[None, None, Tensor]:  # type: ignore[override]
-        return None, None, ctx.adj_t @ grad.contiguous()
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+        return None, ctx.agg.adj_t @ grad.contiguous()
 
 
 def _csr(rows: Tensor, cols: Tensor, values: Tensor, n: int) -> Tensor:
@@ -93,21 +93,25 @@ def _csr(rows: Tensor, cols: Tensor, values: Tensor, n: int) -> Tensor:
 
 class SparseAggregation:
     """The fixed neighbourhood aggregation of one graph: ``out_i = sum_e w_e h_{src_e}`` over the
-    edges ``e = (src_e, i)`` (PyG's ``source_to_target`` flow), as a CSR matrix and its transpose.
+    edges ``e = (src_e, i)`` (PyG's ``source_to_target`` flow), as a CSR matrix; its transpose, for
+    the backward pass, is built on first use.
 
     Repeated edges add up, as in PyG's scatter. ``kind`` names the model that built it.
     """
 
     def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int, kind: str) -> None:
-        src, dst = edge_index
-        self.adj = _csr(dst, src, weight, num_nodes)
-        self.adj_t = _csr(src, dst, weight, num_nodes)
+        self._edges, self._weight = edge_index, weight
+        self.adj = _csr(edge_index[1], edge_index[0], weight, num_nodes)
         self.num_nodes, self.kind = num_nodes, kind
+
+    @functools.cached_property
+    def adj_t(self) -> Tensor:
+        return _csr(self._edges[0], self._edges[1], self._weight, self.num_nodes)
 
     def __call__(self, h: Tensor) -> Tensor:
         if h.size(0) != self.num_nodes:
             raise UserError(f"the prepared graph has {self.num_nodes} nodes, the features {h.size(0)}")
-        return _SpMM.apply(self.adj, self.adj_t, h)
+        return _SpMM.apply(self, h)
 
 
 def _norm(kind: str, dim: int) -> nn.Module:

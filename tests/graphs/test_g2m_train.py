@@ -151,3 +151,26 @@ def test_inductive_observed_graph_follows_the_preset(monkeypatch, tmp_path):
     for extra in ([], ["--observed", "all"]):
         assert cli.main(["--setting", "ind", "--no-progress", "--out", str(tmp_path / "s.pt"), *extra]) == 2
     assert seen == ["split", "all"]
+
+
+def test_glnn_soft_labels_cover_every_observed_node(task):
+    """GLNN (paper eq. 2; code ``idx_t`` / ``obs_idx_t``, all nodes on its CPF splits): KD on every observed
+    node, including nodes in no split; ``observed="split"`` (the code's ``idx_obs``) drops those from the graph."""
+    data, labelled = task
+    outside = torch.ones(data.num_nodes, dtype=torch.bool)
+    outside[torch.cat(labelled)] = False
+    assert outside.sum() > 0
+    teacher = torch.randn(data.num_nodes, 2, generator=torch.Generator().manual_seed(0))
+    flipped = teacher.clone()
+    flipped[outside] = flipped[outside].flip(1)  # another soft label on the nodes in no split only
+
+    def student_logits(t, setting, observed="all"):
+        torch.manual_seed(0)
+        student = build_node_model("mlp", data.num_features, 2, hidden=16)
+        split = make_task_split(data, labelled, setting, seed=0, observed=observed)
+        return distill(student, data, split, t, method="glnn", lamb=0.0, max_epochs=3).logits
+
+    assert not torch.equal(student_logits(teacher, "tran"), student_logits(flipped, "tran"))
+    assert not torch.equal(student_logits(teacher, "ind"), student_logits(flipped, "ind"))
+    assert torch.equal(student_logits(teacher, "ind", "split"), student_logits(flipped, "ind", "split"))
+    assert all(get_preset(d, t, "glnn").observed == "all" for d in ("cora", "citeseer", "pubmed") for t in ("gcn", "sage", "gat"))
