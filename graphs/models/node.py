@@ -24,7 +24,7 @@ Speed (issue 18), without changing what is computed:
   masks one element at a time (it then draws the same uniforms with ``torch.rand``).
 * :meth:`_Stack.trunk` / :meth:`_Stack.head` split the forward pass before the first dropout, so a
   training loop can share the first layer between an evaluation and the next training step when
-  that part is the same in both modes (:attr:`_Stack.trunk_is_mode_free`).
+  that part is the same in both modes (``trunk_is_mode_free``).
 
 Deviation: GLNN's GCN applies the activation before the (optional) norm; here norm precedes the
 activation for every model. The presets for the citation graphs use ``norm="none"``, where both
@@ -132,6 +132,9 @@ class _Stack(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.norms = nn.ModuleList(_norm(norm, hidden) for _ in layers[:-1])
         self.dropout = check_probability("dropout", dropout)
+        #: whether the first layer and its activation compute the same in train and eval mode (no
+        #: dropout and no batch norm before the first inter-layer dropout), see :meth:`trunk`
+        self.trunk_is_mode_free = self.inter_dropout and not (norm == "batch" and len(layers) > 1)
 
     def _layer(self, layer: nn.Module, h: Tensor, graph) -> Tensor:
         return layer(h, graph)
@@ -151,12 +154,6 @@ class _Stack(nn.Module):
                 raise UserError(f"a graph prepared by {edge_index.kind} cannot be used by {type(self).__name__}")
             return edge_index
         return self.prepare(edge_index, num_nodes)
-
-    @property
-    def trunk_is_mode_free(self) -> bool:
-        """Whether the first layer and its activation compute the same in train and eval mode
-        (no dropout and no batch norm before the first inter-layer dropout)."""
-        return self.inter_dropout and not any(isinstance(n, nn.BatchNorm1d) for n in self.norms[:1])
 
     def _block(self, i: int, h: Tensor, graph) -> Tensor:
         h = self._layer(self.layers[i], h, graph)
