@@ -13,9 +13,12 @@ Sections (every number comes from the project's public APIs: ``condense.methods.
   distilled trees), GLNN and FF-G2M (GCN teacher, CSBM graph): seconds per iteration =
   ``(t(1 + n) - t(1)) / n`` of the real training functions (set-up cancels), peak device memory
   (``torch.cuda.max_memory_allocated``; CPU: not measured), host synchronisations per iteration
-  counted two ways on the difference of a 2- and a 1-iteration run - scalar reads of the device's
-  tensors (``.item()``, ``float()``, ``.tolist()``, ``nonzero`` ...; :class:`DeviceAudit`) and the
-  profiler's ``cudaStreamSynchronize`` / ``cudaDeviceSynchronize`` events - and a device audit:
+  counted three ways on the difference of a 2- and a 1-iteration run - scalar reads of the device's
+  tensors (``.item()``, ``float()``, ``.tolist()``, ``.cpu()``, ``nonzero`` ...; :class:`DeviceAudit`,
+  with the library line of each read), the profiler's ``cudaStreamSynchronize`` /
+  ``cudaDeviceSynchronize`` events and, on CUDA, the warnings of
+  ``torch.cuda.set_sync_debug_mode("warn")`` by library line (it also flags blocking host-to-device
+  copies, which a scalar-read audit cannot see; ``--no-sync-debug`` skips it) - and a device audit:
   every convolution / linear / matmul / normalisation / scatter call made during a run is recorded
   with its output's device (a ``TorchFunctionMode``) and a
   call on another device fails the check - nothing may silently fall back to the CPU.
