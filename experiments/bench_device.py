@@ -13,9 +13,12 @@ Sections (every number comes from the project's public APIs: ``condense.methods.
   distilled trees), GLNN and FF-G2M (GCN teacher, CSBM graph): seconds per iteration =
   ``(t(1 + n) - t(1)) / n`` of the real training functions (set-up cancels), peak device memory
   (``torch.cuda.max_memory_allocated``; CPU: not measured), host synchronisations per iteration
-  counted two ways on the difference of a 2- and a 1-iteration run - scalar reads of the device's
-  tensors (``.item()``, ``float()``, ``.tolist()``, ``nonzero`` ...; :class:`DeviceAudit`) and the
-  profiler's ``cudaStreamSynchronize`` / ``cudaDeviceSynchronize`` events - and a device audit:
+  counted three ways on the difference of a 2- and a 1-iteration run - scalar reads of the device's
+  tensors (``.item()``, ``float()``, ``.tolist()``, ``.cpu()``, ``nonzero`` ...; :class:`DeviceAudit`,
+  with the library line of each read), the profiler's ``cudaStreamSynchronize`` /
+  ``cudaDeviceSynchronize`` events and, on CUDA, the warnings of
+  ``torch.cuda.set_sync_debug_mode("warn")`` by library line (it also flags blocking host-to-device
+  copies, which a scalar-read audit cannot see; ``--no-sync-debug`` skips it) - and a device audit:
   every convolution / linear / matmul / normalisation / scatter call made during a run is recorded
   with its output's device (a ``TorchFunctionMode``) and a
   call on another device fails the check - nothing may silently fall back to the CPU.
@@ -42,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +79,9 @@ from synth.teachers import random_teacher
 __all__ = ["Sizes", "SIZES", "DeviceAudit", "per_iteration", "run_all", "to_markdown", "main"]
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_device.md"
+_ROOT, _LIBRARY = Path(__file__).resolve().parents[1], ("condense", "graphs", "synth")
 SYNC_EVENTS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
-SCALAR_READS = ("item", "__float__", "__int__", "__bool__", "__index__", "tolist", "nonzero", "masked_select", "unique")
+SCALAR_READS = ("item", "__float__", "__int__", "__bool__", "__index__", "tolist", "cpu", "numpy", "nonzero", "masked_select", "unique")
 HEAVY_CALLS = ("conv", "linear", "matmul", "mm", "bmm", "addmm", "einsum", "norm", "scatter", "index_add", "spmm", "grid_sample")
 
 
@@ -158,11 +163,13 @@ class DeviceAudit(TorchFunctionMode):
         self.device_type = device.type
         self.calls: Counter[tuple[str, str]] = Counter()
         self.scalar_reads = 0
+        self.read_sites: Counter[str] = Counter()  # "path:line read" of the innermost project frame making each read
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", str(func))
         if name in SCALAR_READS and args and isinstance(args[0], torch.Tensor) and args[0].device.type == self.device_type:
             self.scalar_reads += 1
+            self.read_sites[f"{_project_frame(sys._getframe(1))} {name}"] += 1
         out = func(*args, **(kwargs or {}))
         if isinstance(out, torch.Tensor) and any(h in name for h in HEAVY_CALLS):
             self.calls[(name, out.device.type)] += 1
@@ -173,27 +180,77 @@ class DeviceAudit(TorchFunctionMode):
         return {f"{name}@{dev}": n for (name, dev), n in self.calls.items() if dev != self.device_type}
 
 
-def _audited(fn: Callable[[], object], device: torch.device) -> tuple[DeviceAudit, int]:
-    """Run ``fn()`` under a :class:`DeviceAudit` and the profiler; returns the audit and the profiler's sync events."""
+def _project_frame(frame) -> str:
+    """``path:line`` (relative to the repository) of the innermost frame in the library packages, else ``"?"``."""
+    while frame is not None:
+        path = Path(frame.f_code.co_filename)
+        if path.is_relative_to(_ROOT) and path.relative_to(_ROOT).parts[0] in _LIBRARY:
+            return f"{path.relative_to(_ROOT)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "?"
+
+
+@contextlib.contextmanager
+def _sync_debug(device: torch.device, enabled: bool):
+    """Count CUDA's own synchronising-call warnings (``torch.cuda.set_sync_debug_mode("warn")``) by call site.
+
+    Yields a ``Counter`` of ``"path:line"`` (innermost library frame, as :class:`DeviceAudit`); it
+    stays empty off CUDA or when ``enabled`` is false (the mode exists only for CUDA).
+    """
+    sites: Counter[str] = Counter()
+    if device.type != "cuda" or not enabled:
+        yield sites
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if "synchronizing" in str(message):
+            sites[_project_frame(sys._getframe(1))] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield sites
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+
+
+def _audited(fn: Callable[[], object], device: torch.device, sync_debug: bool) -> tuple[DeviceAudit, int, Counter[str]]:
+    """Run ``fn()`` under a :class:`DeviceAudit`, the profiler and (CUDA) the sync debug mode.
+
+    Returns the audit, the profiler's sync events and the sync-debug warnings by call site.
+    """
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     audit = DeviceAudit(device)
-    with profile(activities=activities) as prof, audit:
+    with profile(activities=activities) as prof, _sync_debug(device, sync_debug) as sites, audit:
         fn()
-    return audit, sum(1 for e in prof.events() if e.name in SYNC_EVENTS)
+    return audit, sum(1 for e in prof.events() if e.name in SYNC_EVENTS), sites
 
 
-def per_iteration(run: Callable[[int], object], timed: int, device: torch.device) -> dict[str, Any]:
-    """s/iteration, peak MB, host syncs / iteration and the device audit of ``run(k)`` (k iterations).
+def _sites_per_iteration(two: Counter[str], one: Counter[str]) -> dict[str, int]:
+    """Call sites counted more often in the 2-iteration run than in the 1-iteration one, most frequent first."""
+    return dict((two - one).most_common())
+
+
+def per_iteration(run: Callable[[int], object], timed: int, device: torch.device, sync_debug: bool = True) -> dict[str, Any]:
+    """s/iteration, peak MB, host syncs / iteration (counts and call sites) and the device audit of ``run(k)``.
 
     The audited, profiled runs (1 and 2 iterations; their difference is one iteration) come first and
     also warm up kernels and the allocator; then ``t(1)`` and ``t(1 + timed)`` without instrumentation.
     """
-    (a1, p1), (a2, p2) = _audited(lambda: run(1), device), _audited(lambda: run(2), device)
+    (a1, p1, s1), (a2, p2, s2) = _audited(lambda: run(1), device, sync_debug), _audited(lambda: run(2), device, sync_debug)
     t1, _ = _measure(lambda: run(1), device)
     tn, peak = _measure(lambda: run(1 + timed), device)
     off = a2.off_device()
-    return {"seconds": max(tn - t1, 0.0) / timed, "peak_mb": peak, "scalar_reads_per_iteration": a2.scalar_reads - a1.scalar_reads,
-            "profiler_syncs_per_iteration": p2 - p1, "off_device": off, "heavy_calls": sum(a2.calls.values())}  # fmt: skip
+    row = {"seconds": max(tn - t1, 0.0) / timed, "peak_mb": peak, "scalar_reads_per_iteration": a2.scalar_reads - a1.scalar_reads,
+           "profiler_syncs_per_iteration": p2 - p1, "off_device": off, "heavy_calls": sum(a2.calls.values()),
+           "scalar_read_sites": _sites_per_iteration(a2.read_sites, a1.read_sites)}  # fmt: skip
+    if device.type == "cuda" and sync_debug:
+        row["sync_debug_per_iteration"] = sum(s2.values()) - sum(s1.values())
+        row["sync_debug_sites"] = _sites_per_iteration(s2, s1)
+    return row
 
 
 # ----------------------------------------------------------------------------- workloads
@@ -281,7 +338,8 @@ def _g2m_runners(sizes: Sizes, device: torch.device, seed: int) -> dict[str, Cal
     return {"GLNN": runner("glnn"), "FF-G2M": runner("ff-g2m")}
 
 
-def bench_methods(sizes: Sizes, device: torch.device, seed: int, log: Callable[[str], None]) -> tuple[list[dict], str]:
+def bench_methods(sizes: Sizes, device: torch.device, seed: int, log: Callable[[str], None],
+                  sync_debug: bool = True) -> tuple[list[dict], str]:  # fmt: skip
     """One row per method; also returns the expert directory's parent (kept for the correctness check)."""
     dataset = _image_data(sizes, seed)
     tmp = tempfile.mkdtemp(prefix="bench-device-experts-")
@@ -300,7 +358,7 @@ def bench_methods(sizes: Sizes, device: torch.device, seed: int, log: Callable[[
     rows = []
     for name, run in runners.items():
         t0 = time.perf_counter()
-        row = {"method": name, **per_iteration(run, sizes.timed, device), "wall_s": 0.0}
+        row = {"method": name, **per_iteration(run, sizes.timed, device, sync_debug), "wall_s": 0.0}
         row["wall_s"] = time.perf_counter() - t0
         rows.append(row)
         log(f"{name:16s} {row['seconds']:.4f} s/it  peak {row['peak_mb']} MB  scalar reads/it {row['scalar_reads_per_iteration']}  "
@@ -414,8 +472,9 @@ def check_correctness(sizes: Sizes, device: torch.device, seed: int, experts: st
     return rows
 
 
-def run_all(device: str | torch.device, *, smoke: bool, seed: int = 0, log: Callable[[str], None] = print) -> dict:
-    """Every section; the returned dict is the JSON report."""
+def run_all(device: str | torch.device, *, smoke: bool, seed: int = 0, log: Callable[[str], None] = print,
+            sync_debug: bool = True) -> dict:  # fmt: skip
+    """Every section; the returned dict is the JSON report (``sync_debug``: CUDA's sync warnings by call site)."""
     dev = resolve_device(device)
     sizes = SIZES["smoke" if smoke else "paper"]
     t0 = time.perf_counter()
@@ -426,7 +485,7 @@ def run_all(device: str | torch.device, *, smoke: bool, seed: int = 0, log: Call
         "python": platform.python_version(), "threads": torch.get_num_threads(), "seed": seed, "sizes": dataclasses.asdict(sizes),
         "notes": list(NOTES),
     }  # fmt: skip
-    report["methods"], experts = bench_methods(sizes, dev, seed, log)
+    report["methods"], experts = bench_methods(sizes, dev, seed, log, sync_debug)
     report["unroll"] = bench_unroll(sizes, dev, seed, log)
     report["evaluation"] = bench_evaluation(sizes, dev, seed)
     log(f"evaluation {report['evaluation']['seconds']:.1f} s")
@@ -465,14 +524,23 @@ def to_markdown(report: dict) -> str:
         "",
         "## Methods (CIFAR-shaped random data; s / iteration = (t(1+n) - t(1)) / n)",
         "",
-        "| method | s / iteration | peak MB | scalar reads / iteration | profiler syncs / iteration | heavy calls audited "
-        "| off-device calls |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| method | s / iteration | peak MB | scalar reads / iteration | profiler syncs / iteration "
+        "| sync-debug warnings / iteration | heavy calls audited | off-device calls |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in report["methods"]:
         off = ", ".join(f"{k} x{v}" for k, v in r["off_device"].items()) or "none"
         lines.append(f"| {r['method']} | {r['seconds']:.4f} | {_mb(r['peak_mb'])} | {r['scalar_reads_per_iteration']} | "
-                     f"{r['profiler_syncs_per_iteration']} | {r['heavy_calls']} | {off} |")  # fmt: skip
+                     f"{r['profiler_syncs_per_iteration']} | {r.get('sync_debug_per_iteration', '-')} | {r['heavy_calls']} | {off} |")  # fmt: skip
+    lines += ["", "### Host synchronisations per iteration by call site", "",
+              "Scalar reads recorded by the audit (`path:line read`; on a CPU run an upper bound: reads of CPU-side "
+              "tensors cost nothing on a GPU) and, on CUDA, the sites of `torch.cuda.set_sync_debug_mode(\"warn\")`'s "
+              "warnings; counts are those of one iteration (2-iteration run minus 1-iteration run).", "",
+              "| method | scalar reads: site x count | sync-debug warnings: site x count |", "| --- | --- | --- |"]  # fmt: skip
+    for r in report["methods"]:
+        reads = "<br>".join(f"`{k}` x{v}" for k, v in r["scalar_read_sites"].items()) or "none"
+        warned = "<br>".join(f"`{k}` x{v}" for k, v in r.get("sync_debug_sites", {}).items()) or ("none" if "sync_debug_sites" in r else "-")
+        lines.append(f"| {r['method']} | {reads} | {warned} |")
     lines += ["", "## Unroll: one MTT outer iteration, full vs constant_memory", "",
               "| N | mode | seconds | peak MB |", "| ---: | --- | ---: | ---: |"]  # fmt: skip
     lines += [f"| {r['N']} | {r['mode']} | {r['seconds']:.3f} | {_mb(r['peak_mb'])} |" for r in report["unroll"]]
@@ -498,9 +566,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=None, help=f"markdown report (+ .json next to it); default {RESULTS.relative_to(RESULTS.parents[2])} "
                                                "for a full run, none for --smoke")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-sync-debug", action="store_true",
+                   help="CUDA: skip counting synchronising calls with torch.cuda.set_sync_debug_mode('warn') (on by default)")
     args = p.parse_args(argv)
     try:
-        report = run_all(args.device, smoke=args.smoke, seed=args.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+        report = run_all(args.device, smoke=args.smoke, seed=args.seed, log=lambda m: print(m, file=sys.stderr, flush=True),
+                         sync_debug=not args.no_sync_debug)  # fmt: skip
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ import condense.threads  # noqa: F401  (thread policy before torch)
 
 import json
 import multiprocessing
+import os
 import resource
 import sys
 import time
@@ -152,13 +153,15 @@ def _isolated_cell(scale_name: str, n: int, mode: str, seed: int, threads: int) 
     _outer_iteration(scale, problem, 2, "func", mode)()  # warm-up
     plain = _seconds(_plain_training(problem, n), 1, torch.device("cpu"))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    load_before = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
     res = _outer_iteration(scale, problem, n, "func", mode)()
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"N": n, "backend": "func", "mode": mode, "seconds": secs, "cpu_seconds": cpu, "plain_seconds": plain,
             "ratio": secs / plain, "peak_rss_mb": peak / 2**20, "peak_mb": (peak - rss_before) / 2**20,
-            "checkpoint_every": res.extra.get("checkpoint_every", "-")}  # fmt: skip
+            "checkpoint_every": res.extra.get("checkpoint_every", "-"),
+            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}  # fmt: skip
 
 
 def _mem_available_bytes() -> int | None:
@@ -207,18 +210,19 @@ def isolated_markdown(rows: list[dict], skipped: list[str], scale_name: str) -> 
         f"ConvNet-{s.width} on {s.channels}x{s.image_size}x{s.image_size}, {s.num_classes * s.ipc} images per step "
         "(whole set), no augmentation, func backend; one fresh process per cell.",
         "",
-        "| N | N plain steps s | full s (peak RSS MB) | constant_memory s (peak RSS MB) | checkpoint_every "
-        "| constant / full (wall) | constant / full (CPU time) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| N | N plain steps s | full s (CPU s) peak RSS MB | constant_memory s (CPU s) peak RSS MB | checkpoint_every "
+        "| constant / full (wall) | constant / full (CPU time) | load average (1 min) full; constant |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for n in sorted({r["N"] for r in rows}):
         f, c = by.get((n, "full")), by.get((n, "constant_memory"))
-        cell = lambda r: "skipped" if r is None else f"{r['seconds']:.2f} ({r['peak_rss_mb']:.0f})"  # noqa: E731
+        cell = lambda r: "skipped" if r is None else f"{r['seconds']:.2f} ({r['cpu_seconds']:.2f}) {r['peak_rss_mb']:.0f}"  # noqa: E731
+        load = lambda r: "-" if r is None or "load_avg_1min" not in r else "-".join(f"{x:.1f}" for x in r["load_avg_1min"])  # noqa: E731
         plain = (f or c)["plain_seconds"]
         ratio = f"{c['seconds'] / f['seconds']:.2f}" if f and c else "-"
         cpu_ratio = f"{c['cpu_seconds'] / f['cpu_seconds']:.2f}" if f and c else "-"
         every = c.get("checkpoint_every", "-") if c else "-"
-        lines.append(f"| {n} | {plain:.2f} | {cell(f)} | {cell(c)} | {every} | {ratio} | {cpu_ratio} |")
+        lines.append(f"| {n} | {plain:.2f} | {cell(f)} | {cell(c)} | {every} | {ratio} | {cpu_ratio} | {load(f)}; {load(c)} |")
     lines += [""] + [f"- {r}" for r in skipped]
     return "\n".join(lines)
 
@@ -283,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         atomic_write_text(text, args.out)
     if args.json:
-        payload = {"scale": "official" if args.official_shape else args.scale, "seed": args.seed, "threads": args.threads, "repeats": args.repeats, "wall_seconds": wall, "rows": rows}
+        payload = {"scale": "official" if args.official_shape else args.scale, "seed": args.seed, "threads": args.threads,
+                   "repeats": args.repeats, "wall_seconds": wall, "finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                   "argv": list(sys.argv[1:] if argv is None else argv), "rows": rows}  # fmt: skip
         atomic_write_text(json.dumps(payload, indent=1), args.json)
     return figures.finish("bench_unroll", args.json, args.out)
 

@@ -197,12 +197,12 @@ def distill_datadam(
             real = real_x[sampler.sample(c, config.batch_real, gen)].to(device)
             pairs.append(dsa.siamese(real, images[c * ipc : (c + 1) * ipc], generator=gen))
         if config.class_by_class:
-            total = 0.0
+            losses = []
             for real, syn in pairs:
                 loss = objective(net, real, syn, 1)
                 loss.backward()
-                total += loss.item()
-            return total
+                losses.append(loss.detach())
+            return sum(torch.stack(losses).tolist())  # one host sync per step, not one per class; same float sum
         loss = objective(net, torch.cat([r for r, _ in pairs]), torch.cat([s for _, s in pairs]), k)
         loss.backward()
         return loss.item()

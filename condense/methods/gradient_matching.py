@@ -205,7 +205,7 @@ def _distill(
             freeze_batchnorm(net, torch.cat([real_batch(c, config.bn_batch_per_class) for c in range(dataset.num_classes)]))
         else:
             net.train()
-        total = 0.0
+        losses = []
         for c in range(dataset.num_classes):
             real, syn = real_batch(c, config.batch_real), images[c * ipc : (c + 1) * ipc]
             if dsa is not None:
@@ -213,8 +213,8 @@ def _distill(
             g_real = [g.detach() for g in _class_gradient(net, real, c, create_graph=False)]
             loss = match_loss(g_real, _class_gradient(net, syn, c, create_graph=True), config.dis_metric)
             loss.backward(inputs=[images])
-            total += loss.item()
-        return total
+            losses.append(loss.detach())
+        return sum(torch.stack(losses).tolist())  # one host sync per step, not one per class; same float sum
 
     history = run_loop(
         step, config.iterations * outer, tensors={"images": images, **{f"net.{k}": v for k, v in net.state_dict().items()}},

@@ -1,4 +1,4 @@
-"""Per-dataset hyper-parameters from the official configurations.
+r"""Per-dataset hyper-parameters from the official configurations.
 
 ``protocol="ff-g2m"`` (default) - ``LirongWu/FF-G2M/param/best_parameters.json``: teacher and
 student share depth and width; Adam with lr 0.01 for the teacher (hard-coded in ``train.py``) and
@@ -17,9 +17,19 @@ is never passed to the model), student MLP 2 x 128 with the per-dataset ``MLP`` 
 ``--lamb`` default), student <= 200 epochs (``experiments/glnn_cpf.sh``), patience 50. GLNN trains
 SAGE with neighbour sampling (fan-out 5,5, batch 512) and the student in mini-batches of 512; here
 both are full batch. GLNN has no temperature; ``tau`` = 1 is only used by the LFD/HFD variants.
-Observed graph ``"all"``: the GLNN paper's partition of every node (``V^L + V^U_obs + V^U_ind``; its
-code's ``idx_obs = train + val + test_tran`` is the same set on its CPF splits, see
-:mod:`graphs.data.node_splits`).
+Which nodes carry the teacher's soft labels (``observed="all"``): the GLNN paper (Section 4, eq. 2)
+distils on every node, :math:`V = V^L \cup V^U` (transductive) and every observed node
+:math:`V^L \cup V^U_{obs}` (inductive). Its code (``train_student.py``) distils on ``idx_t =
+cat([idx_train, idx_val, idx_test])`` (transductive) and ``obs_idx_t = cat([obs_idx_train, obs_idx_val,
+obs_idx_test])`` of the observed graph ``idx_obs = cat([idx_train, idx_val, idx_test_tran])``
+(``utils.graph_split``, inductive), the teacher's soft labels being its eval-mode log-probabilities
+of every node at the best-validation epoch (``train_teacher.py``, ``evaluate``). On GLNN's datasets
+those index sets are every node: its CPF split puts every non-train/val node into test
+(``dataloader.get_train_val_test_split`` asserts that "all indices must be part of the split") and the
+OGB splits partition the nodes. So paper and code agree, and ``"all"`` (KD over every observed node,
+:class:`graphs.g2m.student.DistillationObjective`) is both; on splits that leave nodes out (Planetoid
+public, CSBM), ``--observed split`` gives what GLNN's index code would do inductively (its
+transductive ``idx_t`` would also drop them; not offered).
 
 ``csbm`` has no official configuration; its preset is ours, fixed a priori (not tuned): 2 x 128,
 dropout 0.5 for both, lambda 0.2, tau 1.5.

@@ -32,16 +32,18 @@ def train_teacher(
     progress: bool = False,
     device: str | torch.device | None = "cpu",
 ) -> RunResult:
-    """Fit ``model`` (a GNN taking ``(x, edge_index)``) on ``split``; returns logits of all nodes."""
+    """Fit ``model`` (a :mod:`graphs.models.node` GNN) on ``split``; returns logits of all nodes."""
     device = resolve_device(device)
     view = observed_graph(data.x, data.y, data.edge_index, split)
     model.to(device)
-    x, ei, y = view.x.to(device), view.edge_index.to(device), view.y.to(device)
+    x, y = view.x.to(device), view.y.to(device)
+    graph = model.graph(view.edge_index.to(device), x.size(0))  # prepared once (GCN/SAGE: the sparse aggregation)
     train, val = view.train.to(device), view.val.to(device)
     result = fit(
         model,
-        lambda: ce_loss(model(x, ei)[train], y[train]),
-        lambda: accuracy(model(x, ei)[val], y[val]),
+        lambda: model.trunk(x, graph),
+        lambda h: ce_loss(model.head(h, graph)[train], y[train]),
+        lambda h: accuracy(model.head(h, graph)[val], y[val]),
         lr=lr,
         weight_decay=weight_decay,
         max_epochs=max_epochs,
@@ -50,6 +52,6 @@ def train_teacher(
         desc="teacher",
     )
     with torch.no_grad():
-        obs_logits = model(x, ei).cpu()
+        obs_logits = model(x, graph).cpu()
         full = model(data.x.to(device), data.edge_index.to(device)).cpu() if split.inductive else None
     return assemble(obs_logits, None if full is None else full[split.test_ind], data.y, view, split, result)

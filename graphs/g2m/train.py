@@ -1,8 +1,15 @@
 """Shared full-batch training loop with early stopping on validation accuracy (both official codes).
 
-Each epoch takes one Adam step on ``loss_fn()`` and then scores ``val_fn()`` in eval mode. The best
-validation weights are kept (ties go to the later epoch, ``>=`` as in GLNN / FF-G2M) and restored at
-the end; training stops after ``patience`` epochs without improvement or at ``max_epochs``.
+Each epoch takes one Adam step on the training loss and then scores the validation set in eval
+mode. The best validation weights are kept (ties go to the later epoch, ``>=`` as in GLNN / FF-G2M)
+and restored at the end; training stops after ``patience`` epochs without improvement or at
+``max_epochs``.
+
+One pass shared (issue 18): the forward pass is split into a trunk that computes the same in train
+and eval mode (:meth:`graphs.models.node._Stack.trunk`, the first layer before the first dropout)
+and the rest. After each step the trunk is computed once, with the new weights: it is that
+epoch's validation input and the next epoch's training input. The numbers are those of separate
+evaluation and training passes, one first-layer pass per epoch cheaper.
 """
 from __future__ import annotations
 
@@ -64,8 +71,9 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 
 def fit(
     model: nn.Module,
-    loss_fn: Callable[[], Tensor],
-    val_fn: Callable[[], float],
+    trunk_fn: Callable[[], Tensor],
+    loss_fn: Callable[[Tensor], Tensor],
+    val_fn: Callable[[Tensor], float],
     *,
     lr: float,
     weight_decay: float,
@@ -74,27 +82,37 @@ def fit(
     progress: bool = False,
     desc: str = "train",
 ) -> FitResult:
-    """Train ``model`` in place; returns the best epoch and its validation score."""
+    """Train ``model`` in place; returns the best epoch and its validation score.
+
+    ``trunk_fn()`` must compute the same in train and eval mode (and draw no random numbers);
+    ``loss_fn(h)`` finishes the forward pass in train mode and returns the loss, ``val_fn(h)`` finishes
+    it in eval mode (without gradients) and returns the validation score.
+    """
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     best_val, best_epoch, bad = -float("inf"), 0, 0
     state = copy.deepcopy(model.state_dict())
     epoch = 0
+    model.train()
+    h = trunk_fn()
     bar = trange(1, max_epochs + 1, desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         optimizer.zero_grad()
-        loss = loss_fn()
+        loss = loss_fn(h)
         loss.backward()
         optimizer.step()
+        with torch.set_grad_enabled(epoch < max_epochs):
+            h = trunk_fn()  # the new weights: this epoch's validation input, the next epoch's training input
         model.eval()
         with torch.no_grad():
-            val = val_fn()
+            val = val_fn(h.detach())
         if val >= best_val:
             best_val, best_epoch, bad = val, epoch, 0
             state = copy.deepcopy(model.state_dict())
         else:
             bad += 1
-        bar.set_postfix(loss=f"{loss.item():.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}", refresh=False)
+        if progress:
+            bar.set_postfix(loss=f"{loss.item():.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}", refresh=False)
         if bad >= patience:
             break
     model.load_state_dict(state)

@@ -1,6 +1,7 @@
 """The prepared GPU check: its CPU smoke mode runs every code path, and its audit can fail."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -26,6 +27,34 @@ def test_audit_flags_heavy_calls_off_the_device_and_counts_scalar_reads():
     assert cpu.off_device() == {} and cpu.scalar_reads == 2 and sum(cpu.calls.values()) == 1
 
 
+def test_audit_names_the_library_line_of_each_read_and_sync_debug_is_cuda_only():
+    from condense.augment import DSA
+
+    audit = DeviceAudit(torch.device("cpu"))
+    with audit:
+        DSA("color_crop_cutout_flip_scale_rotate").sample(1, (8, 8), torch.Generator().manual_seed(0))
+    (site,) = audit.read_sites  # DSA's single-mode group draw: int(torch.randint(...))
+    assert site.startswith("condense/augment.py:") and site.endswith(" __int__")
+    with bench_device._sync_debug(torch.device("cpu"), True) as sites:
+        torch.ones(2).sum().item()
+    assert sites == {}  # the sync debug mode exists only on CUDA; off CUDA nothing is counted
+
+
+@pytest.mark.parametrize("method, overrides", [("dc", {}), ("datadam", {"class_by_class": True, "dsa_strategy": "none"})])
+def test_per_class_losses_cost_one_host_read_per_step(method, overrides, device):
+    """DC and DataDAM class-by-class read their step's loss once (a stacked .tolist()), not once per class."""
+    dataset = bench_device.random_dataset(1, 8, per_class=6)
+    sizes = dataclasses.replace(bench_device.SIZES["smoke"], image=(1, 8, 8), per_class=6)
+    run = bench_device._distill_runner(method, dataset, sizes, device, 0, **overrides)
+    audits = [DeviceAudit(device), DeviceAudit(device)]
+    for k, audit in enumerate(audits, start=1):
+        with audit:
+            run(k)
+    assert audits[1].scalar_reads - audits[0].scalar_reads == 1 and audits[1].off_device() == {}
+    (site,) = audits[1].read_sites - audits[0].read_sites
+    assert site.endswith(" tolist")
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_the_report(tmp_path, capsys, device):
     out = tmp_path / "bench_device.md"
@@ -41,6 +70,9 @@ def test_smoke_run_writes_the_report(tmp_path, capsys, device):
     assert report["inference"]["nodes"] == 2000 and report["evaluation"]["epochs"] == 2
     text = out.read_text()
     assert "| DataDAM |" in text and "Correctness" in text and capsys.readouterr().out.startswith("# Device check")
+    assert "by call site" in text and all("sync_debug_sites" not in r for r in report["methods"])  # CUDA only
+    assert all(site.split(":")[0].startswith(("condense/", "graphs/", "synth/")) or site.startswith("?")
+               for r in report["methods"] for site in r["scalar_read_sites"])  # fmt: skip
 
 
 def test_bad_device_is_one_error_line(capsys):

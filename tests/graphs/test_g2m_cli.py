@@ -33,6 +33,15 @@ def test_cli_all_methods_inductive_saves_artifacts_and_table(tmp_path, capsys):
     assert not list((tmp_path / "run").glob("*.tmp"))
 
 
+def test_cli_default_shows_teacher_baselines_ff_g2m_and_speedup(tmp_path, capsys):
+    """The no-argument run's table (issue 18): teacher, plain MLP, GLNN and FF-G2M rows, and the measured speed-up."""
+    assert main(TINY + ["--out", str(tmp_path / "s.pt")]) == 0
+    text = capsys.readouterr().out
+    rows = [line.split()[0] for line in text.splitlines()[2:6]]
+    assert rows == ["teacher:gcn", "mlp", "glnn", "ff-g2m"]
+    assert "x faster" in text and "MLP student" in text
+
+
 def test_cli_single_method_writes_out_path(tmp_path, capsys):
     out = tmp_path / "s.pt"
     assert main(TINY + ["--method", "glnn", "--teacher", "sage", "--out", str(out), "--teacher-out", str(tmp_path / "t.pt")]) == 0

@@ -9,7 +9,7 @@ import torch
 from condense.utils import UserError
 from graphs.g2m.pipeline import load_task, make_task_split, run
 from graphs.g2m.presets import ModelConfig, Preset, get_preset
-from graphs.g2m.student import distill, distillation_objective
+from graphs.g2m.student import DistillationObjective, distill
 from graphs.g2m.train import fit
 from graphs.models.node import build_node_model
 
@@ -87,12 +87,18 @@ def test_objective_lambda_one_is_ce_and_method_validation(task):
     data, labelled = task
     train = labelled[0]
     s, t = torch.randn(data.num_nodes, 2), torch.randn(data.num_nodes, 2)
-    ce = distillation_objective("mlp", s, t, data.y, train, data.edge_index, lamb=0.3)
+
+    def objective(method, **kw):
+        return DistillationObjective(method, t, data.y, train, data.edge_index, **kw)(s)
+
+    ce = objective("mlp", lamb=0.3)
     for method in ("glnn", "lfd", "hfd", "ff-g2m"):
-        assert distillation_objective(method, s, t, data.y, train, data.edge_index, lamb=1.0) == pytest.approx(ce.item())
-    full = distillation_objective("ff-g2m", s, t, data.y, train, data.edge_index, lamb=0.0, tau=1.5)
-    parts = sum(distillation_objective(m, s, t, data.y, train, data.edge_index, lamb=0.0, tau=1.5) for m in ("lfd", "hfd"))
+        assert objective(method, lamb=1.0) == pytest.approx(ce.item())
+    full = objective("ff-g2m", lamb=0.0, tau=1.5)
+    parts = sum(objective(m, lamb=0.0, tau=1.5) for m in ("lfd", "hfd"))
     assert full.item() == pytest.approx(parts.item(), rel=1e-6)
+    with pytest.raises(UserError):
+        DistillationObjective("kd", t, data.y, train, data.edge_index, lamb=0.5)
     with pytest.raises(UserError):
         distill(build_node_model("mlp", data.num_features, 2), data, make_task_split(data, labelled, "tran", seed=0), t, method="kd")
     with pytest.raises(UserError):
@@ -105,11 +111,11 @@ def test_fit_restores_best_validation_weights_and_stops_early():
     vals = iter([0.1, 0.5, 0.3, 0.2, 0.9, 0.0, 0.0, 0.0, 0.0])
     snapshots = []
 
-    def val_fn():
+    def val_fn(_):
         snapshots.append(model.weight.detach().clone())
         return next(vals)
 
-    result = fit(model, lambda: model(torch.ones(1, 1)).sum(), val_fn, lr=0.1, weight_decay=0.0, max_epochs=9, patience=3)
+    result = fit(model, lambda: torch.ones(1, 1), lambda h: model(h).sum(), val_fn, lr=0.1, weight_decay=0.0, max_epochs=9, patience=3)
     assert (result.best_epoch, result.epochs) == (5, 8)
     assert torch.equal(model.weight, snapshots[4])
 
@@ -145,3 +151,26 @@ def test_inductive_observed_graph_follows_the_preset(monkeypatch, tmp_path):
     for extra in ([], ["--observed", "all"]):
         assert cli.main(["--setting", "ind", "--no-progress", "--out", str(tmp_path / "s.pt"), *extra]) == 2
     assert seen == ["split", "all"]
+
+
+def test_glnn_soft_labels_cover_every_observed_node(task):
+    """GLNN (paper eq. 2; code ``idx_t`` / ``obs_idx_t``, all nodes on its CPF splits): KD on every observed
+    node, including nodes in no split; ``observed="split"`` (the code's ``idx_obs``) drops those from the graph."""
+    data, labelled = task
+    outside = torch.ones(data.num_nodes, dtype=torch.bool)
+    outside[torch.cat(labelled)] = False
+    assert outside.sum() > 0
+    teacher = torch.randn(data.num_nodes, 2, generator=torch.Generator().manual_seed(0))
+    flipped = teacher.clone()
+    flipped[outside] = flipped[outside].flip(1)  # another soft label on the nodes in no split only
+
+    def student_logits(t, setting, observed="all"):
+        torch.manual_seed(0)
+        student = build_node_model("mlp", data.num_features, 2, hidden=16)
+        split = make_task_split(data, labelled, setting, seed=0, observed=observed)
+        return distill(student, data, split, t, method="glnn", lamb=0.0, max_epochs=3).logits
+
+    assert not torch.equal(student_logits(teacher, "tran"), student_logits(flipped, "tran"))
+    assert not torch.equal(student_logits(teacher, "ind"), student_logits(flipped, "ind"))
+    assert torch.equal(student_logits(teacher, "ind", "split"), student_logits(flipped, "ind", "split"))
+    assert all(get_preset(d, t, "glnn").observed == "all" for d in ("cora", "citeseer", "pubmed") for t in ("gcn", "sage", "gat"))

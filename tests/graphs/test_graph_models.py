@@ -133,9 +133,9 @@ def test_node_models_apply_dropout_once_per_layer(monkeypatch, name, calls):
     import graphs.models.node as node
 
     seen = []
-    real = node.F.dropout
-    monkeypatch.setattr(node.F, "dropout", lambda h, p, training: seen.append(p) or real(h, p, training))
+    real = node.dropout
+    monkeypatch.setattr(node, "dropout", lambda h, p, training: seen.append(p) or real(h, p, training))
     model = node.build_node_model(name, 5, 3, hidden=8, num_layers=3, dropout=0.4, num_heads=2).train()
     ei = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]])
     model(torch.randn(4, 5), ei)
-    assert [p for p in seen if p == 0.4] == [0.4] * calls  # GATConv also drops attention (p=0.3)
+    assert seen == [0.4] * calls  # (GATConv drops attention coefficients itself, with F.dropout)
