@@ -199,6 +199,10 @@ def mirage(payload: Payload, stem: Path) -> list[Path]:
         for j, model in enumerate(models):
             ax = axes[i * len(models) + j]
             cell = {p["method"]: p for p in points if p["dataset"] == dataset and p["model"] == model}
+            if not cell:  # this model was not run on this dataset
+                ax.text(0.5, 0.5, f"{dataset}, {model.upper()}: not run", transform=ax.transAxes, ha="center", fontsize=8, color="0.4")
+                ax.set_axis_off()
+                continue
             for method, (color, marker, dodge) in MIRAGE_STYLE.items():
                 if method in cell:
                     p = cell[method]
