@@ -169,17 +169,25 @@ def test_threshold_sweep_keeps_the_best_validation_candidate(monkeypatch, capsys
                                  threshold_sweep=True)
 
 
-def test_cv_cli_runs_resumes_and_labels_the_test_selected_number(monkeypatch, tmp_path: Path, capsys):
-    import json
-
+def _tiny_cv(monkeypatch):
+    """``experiments.mirage`` on a 60-graph generated set with a 2-epoch TU recipe: the CV CLI in seconds."""
     import experiments.mirage as exp
-    from graphs.mirage import cv, presets
+    from graphs.mirage import presets
     from tests.graphs._generated import size_dataset
 
     monkeypatch.setattr(exp, "load_graph_dataset", lambda name, root, **_: size_dataset(60, seed=0))
     monkeypatch.setattr(exp, "_writable_root", lambda *a: None)
     monkeypatch.setitem(presets.RECIPES["tu-bio"], "cpu", presets.replace(presets.RECIPES["tu-bio"]["cpu"], hidden=8, epochs=2,
                                                                           iters_per_epoch=2))
+    return exp
+
+def test_cv_cli_runs_resumes_and_labels_the_test_selected_number(monkeypatch, tmp_path: Path, capsys):
+    import json
+
+    from graphs.mirage import cv
+    from tests.graphs._generated import size_dataset
+
+    exp = _tiny_cv(monkeypatch)
     args = ["--cv", "--datasets", "sizes", "--models", "gin", "--no-progress", "--cv-state", str(tmp_path / "state"),
             "--json", str(tmp_path / "cv.json")]
     assert exp.main(args) == 0
@@ -222,14 +230,10 @@ def test_restarts_and_baseline_epochs_shorten_the_rows_they_name():
 def test_cv_grid_selects_on_validation_and_labels_the_test_selected_point(monkeypatch, tmp_path: Path, capsys):
     import json
 
-    import experiments.mirage as exp
-    from graphs.mirage import cv, presets
+    from graphs.mirage import cv
     from tests.graphs._generated import size_dataset
 
-    monkeypatch.setattr(exp, "load_graph_dataset", lambda name, root, **_: size_dataset(60, seed=0))
-    monkeypatch.setattr(exp, "_writable_root", lambda *a: None)
-    monkeypatch.setitem(presets.RECIPES["tu-bio"], "cpu", presets.replace(presets.RECIPES["tu-bio"]["cpu"], hidden=8, epochs=2,
-                                                                          iters_per_epoch=2))
+    exp = _tiny_cv(monkeypatch)
     args = ["--cv", "--datasets", "sizes", "--models", "gin", "--no-progress", "--cv-state", str(tmp_path / "state"),
             "--cv-hidden", "4", "8", "--cv-dropout", "0", "--json", str(tmp_path / "cv.json")]
     assert exp.main(args) == 0
