@@ -20,7 +20,10 @@ def _interrupt(argv: list[str], cwd: Path, ready) -> subprocess.CompletedProcess
     """Start ``python -m ...``, wait until ``ready()`` holds, send SIGINT, collect the result."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     stdout = open(cwd / "stdout.txt", "w")  # noqa: SIM115 - polled by ready()
-    proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=cwd, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    # A shell starts background jobs with SIGINT ignored and children inherit that (Python then keeps
+    # it ignored): restore the default so the test does not depend on how pytest was launched.
+    proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=cwd, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 240
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
