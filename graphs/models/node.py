@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
-from torch_geometric.utils import add_remaining_self_loops
+from torch_geometric.utils import add_remaining_self_loops, degree
 
 from condense.utils import UserError, check_probability
 
@@ -223,8 +223,7 @@ class GraphSAGE(_Stack):
     def prepare(self, edge_index: Tensor, num_nodes: int) -> SparseAggregation:
         ei = add_remaining_self_loops(edge_index, num_nodes=num_nodes)[0]
         dtype = self.layers[0].lin_l.weight.dtype
-        count = torch.zeros(num_nodes, dtype=dtype, device=ei.device).index_add_(0, ei[1], torch.ones(ei.size(1), dtype=dtype, device=ei.device))
-        return SparseAggregation(ei, 1.0 / count[ei[1]], num_nodes, "GraphSAGE")
+        return SparseAggregation(ei, 1.0 / degree(ei[1], num_nodes, dtype=dtype)[ei[1]], num_nodes, "GraphSAGE")
 
     def _layer(self, layer: nn.Module, h: Tensor, graph: SparseAggregation) -> Tensor:
         return layer.lin_l(graph(h))

@@ -12,7 +12,7 @@ from graphs.data.csbm import csbm
 from graphs.g2m.losses import ce_loss, hfd_loss, kd_loss, lfd_loss
 from graphs.g2m.student import DistillationObjective
 from graphs.g2m.train import accuracy, fit
-from graphs.models.node import GCN, GraphSAGE, SparseAggregation, build_node_model, dropout
+from graphs.models.node import SparseAggregation, build_node_model, dropout
 
 # a graph with a repeated edge, an isolated node (5) and a node with a self-loop (2)
 EDGES = torch.tensor([[0, 1, 1, 2, 3, 0, 2, 4], [1, 0, 2, 1, 0, 1, 2, 3]])
