@@ -186,13 +186,12 @@ def run_cv(name: str, root: Path | None, *, scale: str, models, seed: int, devic
     ds = load_graph_dataset(name, root, seed=seed, node_attr=node_attr)
     print(f"<!-- {ds.summary()} -->", flush=True)
     record = {"dataset": name, "summary": ds.summary(), "scale": scale, "seed": seed, "node_attr": node_attr, "cv": [], "grid": []}
+    attr_tag = "" if node_attr == "drop" else f"_attr-{node_attr}"  # the default keeps the state names of earlier runs
     for model in models:
         base = recipe(scale, name, model=model)
         points = []
         for cfg in config_grid(base, **(grid or {})):
-            tag = "" if node_attr == "drop" else f"_attr-{node_attr}"  # the default keeps the state names of earlier runs
-            if cfg != base:
-                tag += f"_h{cfg.hidden}_b{cfg.batch_size}_d{cfg.dropout:g}"
+            tag = attr_tag + ("" if cfg == base else f"_h{cfg.hidden}_b{cfg.batch_size}_d{cfg.dropout:g}")
             state = None if state_dir is None else state_dir / f"{name}_{model}_{scale}_seed{seed}{tag}.json"
             out = cross_validate(ds, cfg, seed=seed, device=device, progress=progress, state=state)
             record["cv"].append({"model": model, "config": asdict(cfg), **out})
@@ -201,11 +200,10 @@ def run_cv(name: str, root: Path | None, *, scale: str, models, seed: int, devic
         if len(points) > 1:
             choice = select_config([s for _, s in points])
             record["grid"].append({"model": model, **choice})
-            f = lambda ms: f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"  # noqa: E731
             print(f"<!-- {name} {model} grid of {len(points)}: validation selects {_grid_label(points[choice['selected']][0])} "
-                  f"(mean val {f(choice['val_at_selected'])}) -> test {f(choice['accuracy_val_selected'])}; the GIN paper's "
+                  f"(mean val {_pct(choice['val_at_selected'])}) -> test {_pct(choice['accuracy_val_selected'])}; the GIN paper's "
                   f"test-selected choice {_grid_label(points[choice['paper_protocol_selected']][0])} epoch "
-                  f"{choice['paper_protocol_epoch']} -> {f(choice['accuracy_paper_protocol'])} -->", flush=True)
+                  f"{choice['paper_protocol_epoch']} -> {_pct(choice['accuracy_paper_protocol'])} -->", flush=True)
     return record
 
 
@@ -213,12 +211,17 @@ def _grid_label(cfg: TrainConfig) -> str:
     return f"(hidden {cfg.hidden}, batch {cfg.batch_size}, dropout {cfg.dropout:g})"
 
 
+def _pct(ms) -> str:
+    """``(mean, std)`` of fractions as ``"mean ± std"`` in percent."""
+    return f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"
+
+
 def _cv_md_row(name: str, model: str, s: dict) -> str:
-    f = lambda ms: f"{100 * ms[0]:.1f} ± {100 * ms[1]:.1f}"  # noqa: E731
     acc, auc = s["accuracy"], s.get("rocauc")
-    auc_txt = f(auc["val_selected"]) if auc else "-"
-    return (f"| {name} | {model} | {s['folds']} | {f(acc['val_selected'])} | {f(acc['paper_protocol'])} (epoch {acc['paper_protocol_epoch']}) | "
-            f"{f(acc['final'])} | {f(acc['untrained'])} | {auc_txt} | {s['spearman_size'][0]:+.2f} | {s['train_time_s']:.0f} |")
+    auc_txt = _pct(auc["val_selected"]) if auc else "-"
+    return (f"| {name} | {model} | {s['folds']} | {_pct(acc['val_selected'])} | {_pct(acc['paper_protocol'])} (epoch "
+            f"{acc['paper_protocol_epoch']}) | {_pct(acc['final'])} | {_pct(acc['untrained'])} | {auc_txt} | "
+            f"{s['spearman_size'][0]:+.2f} | {s['train_time_s']:.0f} |")
 
 
 def aggregate_splits(records: list[dict]) -> list[dict]:

@@ -231,7 +231,6 @@ def test_cv_grid_selects_on_validation_and_labels_the_test_selected_point(monkey
     import json
 
     from graphs.mirage import cv
-    from tests.graphs._generated import size_dataset
 
     exp = _tiny_cv(monkeypatch)
     args = ["--cv", "--datasets", "sizes", "--models", "gin", "--no-progress", "--cv-state", str(tmp_path / "state"),
