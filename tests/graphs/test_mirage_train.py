@@ -195,3 +195,20 @@ def test_spearman_matches_scipy_with_ties():
     b = torch.tensor([7.0, 1.0, 4.0, 4.0, 2.0, 9.0, 9.0])
     assert spearman(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy()).statistic)
     assert math.isnan(spearman(torch.ones(4), torch.arange(4.0)))
+
+
+def test_roc_auc_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from graphs.mirage.train import roc_auc
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (2, 7, 50, 301):
+        y = torch.randint(0, 2, (n,), generator=gen)
+        y[0], y[-1] = 0, 1
+        s = torch.randint(0, 5, (n,), generator=gen).float() / 4  # many ties
+        assert roc_auc(y, s) == pytest.approx(roc_auc_score(y.numpy(), s.numpy()), abs=1e-12)
+        s = torch.rand(n, generator=gen)
+        assert roc_auc(y, s) == pytest.approx(roc_auc_score(y.numpy(), s.numpy()), abs=1e-12)
+    assert roc_auc(torch.tensor([0, 0, 1]), torch.tensor([0.1, 0.9, 0.2])) == 0.5
+    assert math.isnan(roc_auc(torch.ones(3, dtype=torch.long), torch.rand(3)))
