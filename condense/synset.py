@@ -134,29 +134,45 @@ class SyntheticSet(Dataset):
         std = torch.tensor(ds.get("std", [1.0] * x.shape[1])).view(1, -1, 1, 1)
         return (x * std + mean).clamp(0, 1)
 
+    def grid(self, max_per_class: int = 10, pad: int = 1) -> tuple[torch.Tensor, list[int]]:
+        """The images as one ``(H', W', C)`` array in ``[0, 1]``: a row per class, up to ``max_per_class``
+        columns, ``pad`` white pixels between cells; also the class of each row."""
+        pix, labels = self.pixels(), self.hard_labels()
+        classes = sorted(set(labels.tolist()))
+        cols = min(max_per_class, max(int((labels == c).sum()) for c in classes))
+        c, h, w = pix.shape[1:]
+        out = torch.ones(len(classes) * (h + pad) + pad, cols * (w + pad) + pad, c)
+        for r, cls in enumerate(classes):
+            for k, i in enumerate(torch.nonzero(labels == cls, as_tuple=True)[0][:cols].tolist()):
+                top, left = pad + r * (h + pad), pad + k * (w + pad)
+                out[top : top + h, left : left + w] = pix[i].permute(1, 2, 0)
+        return out, classes
+
     def to_png(self, path: str | Path, *, max_per_class: int = 10, title: str | None = None) -> Path:
-        """Save a grid (one row per class, up to ``max_per_class`` columns) as a PNG via matplotlib."""
+        """Save a grid (one row per class, up to ``max_per_class`` columns) as a PNG via matplotlib.
+
+        One ``imshow`` of :meth:`grid` (a subplot per image took ~2 s for 100 images), class names on the rows.
+        """
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        pix = self.pixels()
-        labels = self.hard_labels()
-        classes = sorted(set(labels.tolist()))
-        cols = min(max_per_class, max(int((labels == c).sum()) for c in classes))
-        fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 0.9, len(classes) * 0.9), squeeze=False)
+        img, classes = self.grid(max_per_class)
+        cell = (img.shape[0] - 1) / len(classes)
+        cols = (img.shape[1] - 1) / cell
+        fig, ax = plt.subplots(figsize=(max(2.0, cols * 0.9), len(classes) * 0.9))
+        gray = img.shape[-1] == 1
+        ax.imshow(img.squeeze(-1).numpy() if gray else img.numpy(), cmap="gray" if gray else None, vmin=0, vmax=1,
+                  interpolation="nearest")  # fmt: skip
         names = self.meta.get("class_names") or []
-        for r, c in enumerate(classes):
-            idx = torch.nonzero(labels == c, as_tuple=True)[0][:cols]
-            for k in range(cols):
-                ax = axes[r][k]
-                ax.axis("off")
-                if k < len(idx):
-                    img = pix[idx[k]].permute(1, 2, 0).numpy()
-                    ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
-            axes[r][0].set_title(str(names[c]) if c < len(names) else str(c), fontsize=6, loc="left")
-        fig.suptitle(title or f"{self.meta.get('method', 'synthetic')} · {self.meta.get('dataset', {}).get('name', '')} · {len(self)} images", fontsize=8)
+        ax.set_yticks([cell * (r + 0.5) for r in range(len(classes))])
+        ax.set_yticklabels([str(names[c]) if c < len(names) else str(c) for c in classes], fontsize=6)
+        ax.set_xticks([])
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_title(title or f"{self.meta.get('method', 'synthetic')} · {self.meta.get('dataset', {}).get('name', '')} · {len(self)} images", fontsize=8)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         plt.close(fig)

@@ -75,6 +75,18 @@ def test_png_grid(tmp_path):
     assert out.exists() and out.read_bytes()[:4] == b"\x89PNG" and os.path.getsize(out) > 500
 
 
+def test_grid_puts_each_class_on_its_row():
+    s = SyntheticSet(torch.rand(5, 3, 4, 2), torch.tensor([2, 0, 2, 2, 0]))
+    img, classes = s.grid(max_per_class=2, pad=1)
+    assert classes == [0, 2] and img.shape == (2 * 5 + 1, 2 * 3 + 1, 3)
+    pix = s.pixels()
+    assert torch.equal(img[1:5, 1:3], pix[1].permute(1, 2, 0))  # class 0, first image
+    assert torch.equal(img[1:5, 4:6], pix[4].permute(1, 2, 0))
+    assert torch.equal(img[6:10, 1:3], pix[0].permute(1, 2, 0))  # class 2: first two of its three
+    assert torch.equal(img[6:10, 4:6], pix[2].permute(1, 2, 0))
+    assert (img[0] == 1).all() and (img[:, 3] == 1).all()  # white padding
+
+
 def test_zca_set_round_trips_with_its_transform_and_shows_unwhitened_pixels(tmp_path):
     """A set distilled with --zca stores the fitted whitening; pixels()/PNG undo it; evaluation checks it."""
     from condense.data import load_dataset
