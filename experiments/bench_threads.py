@@ -15,8 +15,14 @@ With the policy the command sees the busy processes at start and runs with the c
 Reported: seconds and the ratios to ``idle`` (target: busy <= 1.5x idle). The machine is shared, so
 its 1-minute load average before each run is printed too.
 
+``--late S`` adds the case the passive wait policy is for: the busy processes start ``S`` seconds
+*after* the command, so the command saw an idle machine and kept torch's thread count. Three more
+runs: ``idle, torch default wait`` (what passive waiting costs on an idle machine), ``late busy``
+and ``late busy, torch default wait`` (libgomp's spin-then-sleep waiting with a core taken away).
+
     python -m experiments.bench_threads                               # graphs.g2m and graphs.mirage defaults
     python -m experiments.bench_threads --commands "condense" --busy 2
+    python -m experiments.bench_threads --commands graphs.mirage --late 3
 """
 from __future__ import annotations
 
@@ -57,33 +63,53 @@ def before_policy_env() -> dict[str, str]:
     return clean_env(OMP_WAIT_POLICY="", OMP_NUM_THREADS=str(physical_cores(cpus)), GLIBC_TUNABLES="glibc.malloc.tcache_count=7")
 
 
-def timed_run(module_and_args: str, env: dict[str, str], busy: int, cwd: str) -> float:
-    """Wall seconds of ``python -m <module_and_args>`` with ``busy`` spinning processes beside it."""
-    spinners = [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.DEVNULL) for _ in range(busy)]
+def timed_run(module_and_args: str, env: dict[str, str], busy: int, cwd: str, delay: float = 0.0) -> float:
+    """Wall seconds of ``python -m <module_and_args>`` with ``busy`` spinning processes beside it,
+    started ``delay`` seconds after the command (before it when 0)."""
+    def spin() -> list[subprocess.Popen]:
+        return [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.DEVNULL) for _ in range(busy)]
+
+    spinners = spin() if delay <= 0 else []
     try:
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", *shlex.split(module_and_args)], env=env, cwd=cwd,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        secs = time.perf_counter() - t0
+        with tempfile.TemporaryFile(mode="w+") as err:
+            proc = subprocess.Popen([sys.executable, "-m", *shlex.split(module_and_args)], env=env, cwd=cwd,
+                                    stdout=subprocess.DEVNULL, stderr=err, text=True)  # fmt: skip
+            if delay > 0:
+                try:
+                    proc.wait(timeout=delay)
+                except subprocess.TimeoutExpired:
+                    spinners = spin()
+            code = proc.wait()
+            secs = time.perf_counter() - t0
+            err.seek(0)
+            tail = err.read()[-300:].strip()
     finally:
         for p in spinners:
             p.kill()
             p.wait()
-    if done.returncode != 0:
-        raise UserError(f"`python -m {module_and_args}` failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+    if code != 0:
+        raise UserError(f"`python -m {module_and_args}` failed ({code}): {tail}")
     return secs
 
 
-def bench(commands: Sequence[str], busy: int, log=print) -> list[dict]:
+LATE = ("idle, torch default", "late busy", "late busy, torch default")
+
+
+def bench(commands: Sequence[str], busy: int, log=print, late: float = 0.0) -> list[dict]:
+    """One row per command: the three runs of the module docstring, the ``LATE`` three when ``late > 0``."""
     rows = []
     for cmd in commands:
         row: dict = {"command": cmd}
+        runs = [("idle", clean_env(), 0, 0.0), ("busy", clean_env(), busy, 0.0), ("busy, torch default", before_policy_env(), busy, 0.0)]
+        if late > 0:
+            runs += [(LATE[0], before_policy_env(), 0, 0.0), (LATE[1], clean_env(), busy, late), (LATE[2], before_policy_env(), busy, late)]
         with tempfile.TemporaryDirectory(prefix="bench-threads-") as cwd:  # the commands' default outputs land here
-            for label, env, n in (("idle", clean_env(), 0), ("busy", clean_env(), busy),
-                                  ("busy, torch default", before_policy_env(), busy)):  # fmt: skip
+            for label, env, n, delay in runs:
                 load = os.getloadavg()[0]
-                row[label] = timed_run(cmd, env, n, cwd)
+                row[label] = timed_run(cmd, env, n, cwd, delay)
                 row[f"{label} load"] = load
+                row["late"] = late
                 log(f"{cmd}: {label} {row[label]:.1f} s (load average before: {load:.1f})")
         rows.append(row)
     return rows
@@ -98,6 +124,19 @@ def to_markdown(rows: list[dict], busy: int) -> str:
         i, b, d = r["idle"], r["busy"], r["busy, torch default"]
         loads = " / ".join(f"{r[k + ' load']:.1f}" for k in ("idle", "busy", "busy, torch default"))
         lines.append(f"| `python -m {r['command']}` | {i:.1f} | {b:.1f} | {b / i:.2f} | {d:.1f} | {d / i:.2f} | {loads} |")
+    late = [r for r in rows if LATE[0] in r]
+    if late:
+        lines += [
+            "",
+            f"Busy processes started {late[0]['late']:g} s after the command (it saw an idle machine and kept torch's thread count):",
+            "",
+            f"| command | idle, passive wait s | idle, torch default wait s | ratio | beside {busy} late busy, passive s | ratio | "
+            f"beside {busy} late busy, torch default wait s | ratio |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in late:
+            i, di, lb, ld = r["idle"], r[LATE[0]], r[LATE[1]], r[LATE[2]]
+            lines.append(f"| `python -m {r['command']}` | {i:.1f} | {di:.1f} | {di / i:.2f} | {lb:.1f} | {lb / i:.2f} | {ld:.1f} | {ld / i:.2f} |")
     return "\n".join(lines)
 
 
@@ -106,13 +145,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = CLIParser(prog="python -m experiments.bench_threads", description=__doc__.splitlines()[0])
     p.add_argument("--commands", nargs="+", default=list(DEFAULT_COMMANDS), help="modules (with arguments) run as python -m ...")
     p.add_argument("--busy", type=int, default=1, help="busy single-threaded processes beside the command (default 1)")
+    p.add_argument("--late", type=float, default=0.0,
+                   help="also run with the busy processes started LATE seconds after the command (default 0: off)")
     p.add_argument("--out", default=None, help="also write the markdown table here")
     args = p.parse_args(argv)
     try:
         if args.busy < 1:
             raise UserError(f"--busy must be >= 1, got {args.busy}")
+        if args.late < 0:
+            raise UserError(f"--late must be >= 0 seconds, got {args.late}")
         t0 = time.perf_counter()
-        rows = bench(args.commands, args.busy, log=lambda m: print(m, file=sys.stderr, flush=True))
+        rows = bench(args.commands, args.busy, log=lambda m: print(m, file=sys.stderr, flush=True), late=args.late)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -76,3 +76,30 @@ def test_bench_threads_compares_with_the_behaviour_before_the_policy(monkeypatch
     row = {"command": "x", "idle": 10.0, "busy": 12.0, "busy, torch default": 20.0,
            "idle load": 0.1, "busy load": 1.0, "busy, torch default load": 1.0}  # fmt: skip
     assert "| 10.0 | 12.0 | 1.20 | 20.0 | 2.00 |" in bench_threads.to_markdown([row], 1)
+
+
+def test_bench_threads_late_busy_processes_start_after_the_command(monkeypatch, tmp_path):
+    from experiments import bench_threads
+
+    started = []
+    real = subprocess.Popen
+
+    def popen(args, **kw):
+        started.append(args[-1])
+        return real(args, **kw)
+
+    monkeypatch.setattr(bench_threads.subprocess, "Popen", popen)
+    env = bench_threads.clean_env()
+    # the command ends before the delay: no spinner ever starts, and the wait did not take the delay
+    assert bench_threads.timed_run("platform", env, 2, str(tmp_path), delay=30) < 30
+    assert started == ["platform"]
+    started.clear()
+    bench_threads.timed_run("timeit -n 1 -r 1 'import time; time.sleep(1.0)'", env, 1, str(tmp_path), delay=0.2)
+    assert started == ["import time; time.sleep(1.0)", bench_threads.SPIN]  # the command first, then the spinner
+    with pytest.raises(bench_threads.UserError, match="No module named"):
+        bench_threads.timed_run("no_such_module_here", env, 0, str(tmp_path))
+    row = {"command": "x", "idle": 10.0, "busy": 12.0, "busy, torch default": 20.0, "late": 3.0,
+           "idle, torch default": 8.0, "late busy": 15.0, "late busy, torch default": 30.0,
+           **{f"{k} load": 0.1 for k in ("idle", "busy", "busy, torch default")}}  # fmt: skip
+    text = bench_threads.to_markdown([row], 1)
+    assert "started 3 s after" in text and "| 10.0 | 8.0 | 0.80 | 15.0 | 1.50 | 30.0 | 3.00 |" in text
