@@ -190,7 +190,8 @@ def train_generator_kd(
         (loss_g + loss_s).backward()  # one joint step as in the official code; S's loss cannot reach G (detached x)
         opt_g.step()
         opt_s.step()
-        return {"loss_g": loss_g.item(), "loss_s": loss_s.item()}
+        g, s_ = torch.stack([loss_g.detach(), loss_s.detach()]).tolist()  # one host read
+        return {"loss_g": g, "loss_s": s_}
 
     def dfad_step() -> dict[str, float]:
         for _ in range(cfg.n_student):
@@ -202,7 +203,8 @@ def train_generator_kd(
         x = gen(latents())
         loss_g = -l1_logit_loss(student(x), t_net(x))
         _step(opt_g, loss_g, cfg.grad_clip)
-        return {"loss_g": loss_g.item(), "loss_s": loss_s.item()}
+        g, s_ = torch.stack([loss_g.detach(), loss_s.detach()]).tolist()  # one host read
+        return {"loss_g": g, "loss_s": s_}
 
     def zskt_step() -> dict[str, float]:
         z = latents()
@@ -217,7 +219,8 @@ def train_generator_kd(
             if cfg.beta:
                 loss_s = loss_s + cfg.beta * attention_transfer_loss(student.features(x), t_feats)
             _step(opt_s, loss_s, cfg.grad_clip)
-        return {"loss_g": loss_g.item(), "loss_s": loss_s.item()}
+        g, s_ = torch.stack([loss_g.detach(), loss_s.detach()]).tolist()  # one host read
+        return {"loss_g": g, "loss_s": s_}
 
     step_fn = {"dafl": dafl_step, "dfad": dfad_step, "zskt": zskt_step}[cfg.preset]
 

@@ -180,8 +180,9 @@ def meta_gradient(
 
     def tracked(params: Params, batch: Any) -> torch.Tensor:
         loss, x = objective(params, batch)
-        if not best or loss.item() < best[0][0]:
-            best[:] = [(loss.item(), x.detach())]
+        value = loss.item()
+        if not best or value < best[0][0]:
+            best[:] = [(value, x.detach())]
         return loss
 
     if cfg.meta == "exact":
