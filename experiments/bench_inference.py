@@ -107,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", default=None, help="write the rows here, and the speed-up figure next to it")
-    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no timing)")
+    figures.add_flags(p, "the rows", "timing", figure="the speed-up figure")
     args = p.parse_args(argv)
     if args.figure_only:
         return figures.redraw("bench_inference", args.json)

@@ -102,8 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-real", type=int, default=None, help="real images per class (default: by scale)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    p.add_argument("--json", default=None, help="write the measurements here, and the seconds/memory figure next to it")
-    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no timing)")
+    figures.add_flags(p, "the measurements", "timing", figure="the seconds/memory figure")
     args = p.parse_args(argv)
     if args.figure_only:
         return figures.redraw("bench_matching", args.json)

@@ -259,8 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the markdown table here")
-    parser.add_argument("--json", default=None, help="write the rows here, and the seconds/memory figure next to it")
-    parser.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no timing)")
+    figures.add_flags(parser, "the rows", "timing", figure="the seconds/memory figure")
     args = parser.parse_args(argv)
     lock_outputs(check_outputs({"--out": args.out}).values())
     if args.figure_only:

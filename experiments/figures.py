@@ -397,6 +397,13 @@ def _draw(kind: str, result_json: str | os.PathLike) -> int:
     return 0
 
 
+def add_flags(parser, what: str, skipped: str, *, figure: str = "the figure") -> None:
+    """The ``--json PATH`` / ``--figure-only`` pair every experiment has: ``--json`` writes ``what`` (and
+    ``figure`` next to it); ``--figure-only`` redraws from that JSON without the ``skipped`` work."""
+    parser.add_argument("--json", default=None, help=f"write {what} here, and {figure} next to it")
+    parser.add_argument("--figure-only", action="store_true", help=f"only redraw {figure} from --json (no {skipped})")
+
+
 def redraw(kind: str, result_json: str | os.PathLike | None) -> int:
     """``--figure-only``: redraw from an existing JSON without recomputing anything."""
     if result_json is None:

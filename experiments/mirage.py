@@ -356,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --cv: dropout values of the grid (paper: 0 0.5; default: the recipe's); the grid point of best "
                         "mean validation accuracy is reported")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", type=Path, default=None, help="write all records here, and the figure next to it")
-    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no mining, no training)")
+    figures.add_flags(p, "all records", "mining, no training")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     for flag, value in (("--restarts", args.restarts), ("--baseline-epochs", args.baseline_epochs)):

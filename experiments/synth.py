@@ -302,8 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="input side length (default 32: LeNet-5's input; below it conv3 runs on padding)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", default=None, help="write the markdown table here")
-    p.add_argument("--json", default=None, help="write per-seed accuracies here, and the figure next to it")
-    p.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no training)")
+    figures.add_flags(p, "per-seed accuracies", "training")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--toy", choices=["hard"], default=None, help="run HARD's shift toy instead of the benchmark")
     p.add_argument("--split", choices=["test", "val"], default="test",

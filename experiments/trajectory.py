@@ -177,8 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", default="scale", choices=["scale", "published"],
                         help="evaluation epochs: the scale's (default) or the protocols' published ones (dc 1000 with DSA, ast 1000)")
     parser.add_argument("--out", default=None, help="write the markdown tables here")
-    parser.add_argument("--json", default=None, help="write the results JSON here, and the figure next to it")
-    parser.add_argument("--figure-only", action="store_true", help="only redraw the figure from --json (no training)")
+    figures.add_flags(parser, "the results JSON", "training")
     args = parser.parse_args(argv)
     lock_outputs(check_outputs({"--out": args.out}, roots={"--root": args.root}).values())
     check_outputs({"--work": args.work}, directories=("--work",))
