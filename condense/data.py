@@ -18,6 +18,7 @@ fitted on the training split and applied to both splits); see :class:`ZCA`.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import zlib
 from dataclasses import dataclass, field, replace
@@ -315,12 +316,29 @@ def _load_cifar100(root: Path) -> tuple[np.ndarray, ...]:
     return xtr, ytr, xte, yte, [base / "train", base / "test"]
 
 
-def _load_digits(_: Path | None) -> tuple[np.ndarray, ...]:
-    from sklearn.datasets import load_digits
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (1797 images, values 0..16) and labels, as ``load_digits`` returns them.
 
-    d = load_digits()
-    x = (d.images / 16.0 * 255.0).round().astype(np.uint8)[:, None]  # 0..16 -> 0..255 grey levels
-    y = d.target.astype(np.int64)
+    Read from the CSV scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``, parsed as
+    ``load_digits`` parses it) without importing scikit-learn, whose import (scipy.stats included)
+    costs ~2-3 s of every digits run; ``load_digits`` itself where that file is not found.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    csv = next((Path(loc) / "datasets" / "data" / "digits.csv.gz" for loc in (spec.submodule_search_locations or [])), None) if spec else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.images, d.target
+    with gzip.open(csv, mode="rt", encoding="utf-8") as fh:
+        data = np.loadtxt(fh, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+
+
+def _load_digits(_: Path | None) -> tuple[np.ndarray, ...]:
+    images, target = _digits_arrays()
+    x = (images / 16.0 * 255.0).round().astype(np.uint8)[:, None]  # 0..16 -> 0..255 grey levels
+    y = target.astype(np.int64)
     rng = np.random.RandomState(0)  # legacy RandomState: the split is fixed across numpy versions
     test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[: int(round(0.3 * (y == c).sum()))] for c in range(10)])
     mask = np.ones(len(y), bool)

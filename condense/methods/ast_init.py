@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.cluster import KMeans
 from torch.func import functional_call
 
 from ..data import ClassSampler, ImageDataset
@@ -43,6 +42,8 @@ def representative_indices(
     k, per_centre = (ipc, 1) if clusters == "ipc" else (OFFICIAL_CLUSTERS, ipc // OFFICIAL_CLUSTERS)
     sampler = ClassSampler(dataset.train_y, dataset.num_classes)
     params = {n: p.to(device) for n, p in params.items()}
+    from sklearn.cluster import KMeans  # here, not at the top: scikit-learn's import costs ~3 s of every CLI start
+
     chosen = []
     for c in range(dataset.num_classes):
         idx = sampler.indices(c)

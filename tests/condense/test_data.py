@@ -172,3 +172,28 @@ def test_split_validation_is_stratified_disjoint_and_seeded():
     assert not torch.equal(split_validation(ds, 0.2, seed=1)[1].test_x, val.test_x)
     with pytest.raises(UserError, match="fraction"):
         split_validation(ds, 1.5)
+
+
+def test_digits_read_without_sklearn_equal_load_digits(monkeypatch):
+    """The direct read of scikit-learn's bundled CSV is load_digits exactly; without the file, load_digits itself."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    from condense import data
+
+    ref = load_digits()
+    images, target = data._digits_arrays()
+    assert np.array_equal(images, ref.images) and np.array_equal(target, ref.target) and images.shape == (1797, 8, 8)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    images, target = data._digits_arrays()
+    assert np.array_equal(images, ref.images) and np.array_equal(target, ref.target)
+
+
+def test_cli_start_does_not_import_sklearn():
+    import subprocess
+    import sys
+
+    code = "import sys, condense.cli, graphs.mirage.__main__; print(any(m.split('.')[0] == 'sklearn' for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
