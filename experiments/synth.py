@@ -159,17 +159,16 @@ class ModelCache:
     def __init__(self, root: str | Path | None, base: dict[str, Any]) -> None:
         self.root, self.base = (Path(root) if root is not None else None), base
 
-    def _stem(self, key: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    def _stem(self, root: Path, key: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         full = {**self.base, **key}
         digest = hashlib.sha256(json.dumps(full, sort_keys=True, default=repr).encode()).hexdigest()[:20]
-        assert self.root is not None
-        return self.root / f"{digest}", json.loads(json.dumps(full, sort_keys=True, default=repr))
+        return root / f"{digest}", json.loads(json.dumps(full, sort_keys=True, default=repr))
 
     def checkpoint(self, key: dict[str, Any]) -> Checkpointer | None:
         """The in-row training checkpoint for ``key`` (``None`` without a cache)."""
         if self.root is None:
             return None
-        stem, full = self._stem(key)
+        stem, full = self._stem(self.root, key)
         ckpt = Checkpointer(stem.with_suffix(".ckpt"), 100, {"key": full})
         ckpt.check()
         return ckpt
@@ -177,7 +176,7 @@ class ModelCache:
     def get(self, key: dict[str, Any], train: Callable[[], Model], dataset: ImageDataset) -> tuple[Model, float, bool]:
         """``(model, training seconds, loaded from the cache)``: the stored model for ``key``, else ``train()`` (and store it)."""
         if self.root is not None:
-            stem, full = self._stem(key)
+            stem, full = self._stem(self.root, key)
             path = stem.with_suffix(".pt")
             if path.exists():
                 model = load_model(path, dataset=dataset, what="cached model")
