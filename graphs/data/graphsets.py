@@ -29,6 +29,21 @@ __all__ = [
 SPLITS = ("train", "valid", "test")
 
 
+def _check_ids(name: str, attr: str, columns: list[Tensor | None], cards: Sequence[int]) -> None:
+    """Every categorical id within its column's cardinality, checked once where the data enters
+    (the models' embedding lookups do not re-check on accelerators, where a check is a host sync)."""
+    present = [c.view(c.size(0), -1) for c in columns if c is not None and c.numel()]
+    if not present:
+        return
+    ids = torch.cat(present)
+    if ids.is_floating_point() or ids.size(1) != len(cards):
+        raise UserError(f"{name}: categorical {attr} must be integer ids in {len(cards)} column(s), got {ids.dtype} x {ids.size(1)}")
+    bad = (ids < 0) | (ids >= torch.tensor(list(cards)))
+    if bool(bad.any()):
+        col = int(bad.any(0).nonzero()[0])
+        raise UserError(f"{name}: {attr} column {col} holds ids outside [0, {cards[col]}) (cardinalities {list(cards)})")
+
+
 @dataclass
 class GraphDataset:
     """Graphs, labels, split and feature description of one graph-classification dataset.
@@ -57,6 +72,9 @@ class GraphDataset:
         missing = [s for s in SPLITS if s not in self.split]
         if missing:
             raise UserError(f"{self.name}: split is missing parts {missing}")
+        for attr, cards in (("x", self.node_cardinalities), ("edge_attr", self.edge_cardinalities)):
+            if cards is not None:
+                _check_ids(self.name, attr, [getattr(g, attr) for g in self.graphs], cards)
 
     @property
     def metric(self) -> str:

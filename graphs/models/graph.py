@@ -58,7 +58,11 @@ FeatureSpec = int | Sequence[int]
 
 
 class FeatureEncoder(nn.Module):
-    """Sum of per-column embeddings (``spec`` = cardinalities) or a linear map (``spec`` = width)."""
+    """Sum of per-column embeddings (``spec`` = cardinalities) or a linear map (``spec`` = width).
+
+    Multi-column ids are range-checked per forward on CPU only; on accelerators they are trusted as
+    :class:`~graphs.data.graphsets.GraphDataset` checked them once (no host sync per step).
+    """
 
     def __init__(self, spec: FeatureSpec, out_dim: int) -> None:
         super().__init__()
@@ -83,7 +87,9 @@ class FeatureEncoder(nn.Module):
         x = x.view(x.size(0), -1)
         if len(self.tables) == 1:
             return self.tables[0](x[:, 0])
-        if bool(((x < 0) | (x >= self.cards)).any()):  # an id past its column would read the next table
+        # An id past its column would read the next table. Checked here on CPU (free); on accelerators the
+        # check would be a host sync per forward, and GraphDataset has already checked every id at construction.
+        if x.device.type == "cpu" and bool(((x < 0) | (x >= self.cards)).any()):
             raise UserError(f"categorical feature ids outside the cardinalities {self.cards.tolist()}")
         weight = torch.cat([t.weight for t in self.tables])  # one lookup-and-sum instead of one per column
         return nn.functional.embedding_bag(x + self.offsets, weight, mode="sum")

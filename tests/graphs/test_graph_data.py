@@ -143,3 +143,25 @@ def test_categorical_columns_equals_unique_rows():
         ids, n = categorical_columns(v)
         assert torch.equal(ids.view(-1), inverse) and n == len(uniq)
     assert categorical_columns(torch.tensor([[0.5], [1.0]])) is None
+
+
+def test_graph_dataset_checks_categorical_ids_once_at_construction():
+    from torch_geometric.data import Data
+
+    from graphs.data.graphsets import GraphDataset
+
+    def make(x, edge_attr=None, cards=(3, 2), edge_cards=None):
+        g = Data(x=x, edge_index=torch.tensor([[0], [1]]), y=torch.tensor(0), edge_attr=edge_attr)
+        split = {s: torch.tensor([0]) for s in ("train", "valid", "test")}
+        return GraphDataset("toy", [g], 2, split, cards, edge_cards)
+
+    make(torch.tensor([[2, 1], [0, 0]]))  # within (3, 2)
+    with pytest.raises(UserError, match="column 1 holds ids outside \\[0, 2\\)"):
+        make(torch.tensor([[2, 2], [0, 0]]))  # id 2 in a 2-category column
+    with pytest.raises(UserError, match="column 0"):
+        make(torch.tensor([[-1, 0], [0, 0]]))
+    with pytest.raises(UserError, match="edge_attr column 0"):
+        make(torch.tensor([[0, 0], [0, 0]]), edge_attr=torch.tensor([[4]]), edge_cards=(4,))
+    with pytest.raises(UserError, match="integer ids in 2 column"):
+        make(torch.rand(2, 2))
+    make(torch.rand(2, 5), cards=None)  # float features are not ids

@@ -53,6 +53,9 @@ def test_categorical_encoder_is_sum_of_column_embeddings():
     assert lin(torch.randn(3, 6)).shape == (3, 4)
     with pytest.raises(UserError, match="outside the cardinalities"):  # 5 would silently read table 1's row 0
         enc(torch.tensor([[5, 0]]))
+    # off the CPU the per-forward check (a host sync) is skipped: GraphDataset checked the ids at construction
+    meta = FeatureEncoder((5, 3), 4).to("meta")
+    assert meta(torch.tensor([[5, 0]], device="meta")).shape == (1, 4)
 
 
 def test_gin_edge_messages_are_ogb_and_mirage_relu_of_sum(batch):
