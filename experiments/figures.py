@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
@@ -222,9 +223,10 @@ def mirage(payload: Payload, stem: Path) -> list[Path]:
             ax.set_ylabel(f"test {metric} at best val")
             ax.set_title(f"{dataset}, {model.upper()}" + (f" ({notes[dataset]})" if dataset in notes else ""), fontsize=8)
             ax.legend(fontsize=7)
-    fig.suptitle("Mirage vs random / herding subsets at equal bytes (mean ± std: over splits where several, else over the top-k restarts;\n"
-                 "equal-byte markers dodged sideways for legibility, their exact % in the legend)"
-                 + _source_note(payload), fontsize=9)  # fmt: skip
+    title = ("Mirage vs random / herding subsets at equal bytes (mean ± std: over splits where several, else over the top-k "
+             "restarts; equal-byte markers dodged sideways for legibility, their exact % in the legend)" + _source_note(payload))
+    chars = int(fig.get_figwidth() * 14)  # ~14 characters of 9 pt per inch: wrap to the figure, one column or several
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in title.split("\n")), fontsize=9)
     return [save_png(fig, stem.with_suffix(".png"))]
 
 
