@@ -91,8 +91,15 @@ def cross_validate(ds: GraphDataset, config: TrainConfig, *, folds: int = 10, se
     done: list[dict] = []
     if state is not None and Path(state).is_file():
         saved = json.loads(Path(state).read_text())
-        if saved.get("key") == json.loads(json.dumps(key)):
-            done = saved["folds"]
+        want = json.loads(json.dumps(key))
+        if saved.get("key") != want:  # never restart over (and overwrite) another run's folds
+            old = saved.get("key") or {}
+            diff = sorted(k for k in set(old) | set(want) if k != "config" and old.get(k) != want.get(k))
+            oc, nc = old.get("config") or {}, want["config"]
+            diff += sorted(f"config.{k}" for k in set(oc) | set(nc) if oc.get(k) != nc.get(k))
+            raise UserError(f"{state} holds {len(saved.get('folds', []))} folds of other settings ({', '.join(diff) or 'unreadable key'}); "
+                            "move it away or use another --cv-state directory")
+        done = saved["folds"]
     for k in range(len(done), folds):
         train_idx = torch.from_numpy(np.setdiff1d(np.arange(len(labels)), tests[k].numpy()))
         fit, val = inner_validation(train_idx, labels, folds, seed)

@@ -197,6 +197,13 @@ def test_cv_cli_runs_resumes_and_labels_the_test_selected_number(monkeypatch, tm
     calls = []
     monkeypatch.setattr(cv, "train_restarts", lambda *a, **k: calls.append(1))
     assert exp.main(args) == 0 and not calls  # every fold is resumed from the state file
+    state = next((tmp_path / "state").glob("*.json"))
+    saved = json.loads(state.read_text())
+    saved["key"]["config"].pop("readout_dropout")  # a state written before a TrainConfig field existed
+    state.write_text(json.dumps(saved))
+    before = state.read_bytes()
+    assert exp.main(args) == 2 and not calls  # refused before any training, the old folds kept
+    assert "config.readout_dropout" in capsys.readouterr().err and state.read_bytes() == before
     folds = cv.stratified_folds(size_dataset(60, seed=0).labels())
     assert sorted(torch.cat(folds).tolist()) == list(range(60)) and all(len(f) == 6 for f in folds)
 
