@@ -100,7 +100,7 @@ def bench(commands: Sequence[str], busy: int, log=print, late: float = 0.0) -> l
     """One row per command: the three runs of the module docstring, the ``LATE`` three when ``late > 0``."""
     rows = []
     for cmd in commands:
-        row: dict = {"command": cmd}
+        row: dict = {"command": cmd, "late": late}
         runs = [("idle", clean_env(), 0, 0.0), ("busy", clean_env(), busy, 0.0), ("busy, torch default", before_policy_env(), busy, 0.0)]
         if late > 0:
             runs += [(LATE[0], before_policy_env(), 0, 0.0), (LATE[1], clean_env(), busy, late), (LATE[2], before_policy_env(), busy, late)]
@@ -109,7 +109,6 @@ def bench(commands: Sequence[str], busy: int, log=print, late: float = 0.0) -> l
                 load = os.getloadavg()[0]
                 row[label] = timed_run(cmd, env, n, cwd, delay)
                 row[f"{label} load"] = load
-                row["late"] = late
                 log(f"{cmd}: {label} {row[label]:.1f} s (load average before: {load:.1f})")
         rows.append(row)
     return rows

@@ -134,6 +134,12 @@ def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float) -> 
     optimizer.step()
 
 
+def _read_losses(loss_g: torch.Tensor, loss_s: torch.Tensor) -> dict[str, float]:
+    """The step's two losses for the progress bar, in one host read."""
+    g, s = torch.stack([loss_g.detach(), loss_s.detach()]).tolist()
+    return {"loss_g": g, "loss_s": s}
+
+
 def train_generator_kd(
     teacher: Model,
     student: nn.Module,
@@ -190,8 +196,7 @@ def train_generator_kd(
         (loss_g + loss_s).backward()  # one joint step as in the official code; S's loss cannot reach G (detached x)
         opt_g.step()
         opt_s.step()
-        g, s_ = torch.stack([loss_g.detach(), loss_s.detach()]).tolist()  # one host read
-        return {"loss_g": g, "loss_s": s_}
+        return _read_losses(loss_g, loss_s)
 
     def dfad_step() -> dict[str, float]:
         for _ in range(cfg.n_student):
@@ -203,8 +208,7 @@ def train_generator_kd(
         x = gen(latents())
         loss_g = -l1_logit_loss(student(x), t_net(x))
         _step(opt_g, loss_g, cfg.grad_clip)
-        g, s_ = torch.stack([loss_g.detach(), loss_s.detach()]).tolist()  # one host read
-        return {"loss_g": g, "loss_s": s_}
+        return _read_losses(loss_g, loss_s)
 
     def zskt_step() -> dict[str, float]:
         z = latents()
@@ -219,8 +223,7 @@ def train_generator_kd(
             if cfg.beta:
                 loss_s = loss_s + cfg.beta * attention_transfer_loss(student.features(x), t_feats)
             _step(opt_s, loss_s, cfg.grad_clip)
-        g, s_ = torch.stack([loss_g.detach(), loss_s.detach()]).tolist()  # one host read
-        return {"loss_g": g, "loss_s": s_}
+        return _read_losses(loss_g, loss_s)
 
     step_fn = {"dafl": dafl_step, "dfad": dfad_step, "zskt": zskt_step}[cfg.preset]
 
