@@ -60,8 +60,11 @@ FeatureSpec = int | Sequence[int]
 class FeatureEncoder(nn.Module):
     """Sum of per-column embeddings (``spec`` = cardinalities) or a linear map (``spec`` = width).
 
-    Multi-column ids are range-checked per forward on CPU only; on accelerators they are trusted as
-    :class:`~graphs.data.graphsets.GraphDataset` checked them once (no host sync per step).
+    Multi-column ids are range-checked per forward: on CPU with a :class:`UserError`; on accelerators
+    (where a check would be a host sync per step) an id outside its column is sent past the end of the
+    concatenated table, so the lookup itself fails (a device-side index assert) instead of reading
+    the next column's rows. :class:`~graphs.data.graphsets.GraphDataset` checks every id once at
+    construction with a clear message.
     """
 
     def __init__(self, spec: FeatureSpec, out_dim: int) -> None:
@@ -76,6 +79,7 @@ class FeatureEncoder(nn.Module):
                 nn.init.xavier_uniform_(t.weight)
             self.register_buffer("cards", torch.tensor(cards), persistent=False)
             self.register_buffer("offsets", torch.tensor([0] + cards[:-1]).cumsum(0), persistent=False)
+            self.rows = sum(cards)  # a Python int: no device read in forward
         else:
             if spec < 1:
                 raise UserError(f"feature width must be >= 1, got {spec}")
@@ -87,12 +91,14 @@ class FeatureEncoder(nn.Module):
         x = x.view(x.size(0), -1)
         if len(self.tables) == 1:
             return self.tables[0](x[:, 0])
-        # An id past its column would read the next table. Checked here on CPU (free); on accelerators the
-        # check would be a host sync per forward, and GraphDataset has already checked every id at construction.
-        if x.device.type == "cpu" and bool(((x < 0) | (x >= self.cards)).any()):
+        if x.device.type == "cpu" and bool(((x < 0) | (x >= self.cards)).any()):  # free on CPU: a clear message
             raise UserError(f"categorical feature ids outside the cardinalities {self.cards.tolist()}")
         weight = torch.cat([t.weight for t in self.tables])  # one lookup-and-sum instead of one per column
-        return nn.functional.embedding_bag(x + self.offsets, weight, mode="sum")
+        return nn.functional.embedding_bag(self.flat_ids(x), weight, mode="sum")
+
+    def flat_ids(self, x: Tensor) -> Tensor:
+        """Row of each id in the concatenated table; an id outside its column maps to ``self.rows`` (out of range)."""
+        return torch.where((x < 0) | (x >= self.cards), self.rows, x + self.offsets)
 
 
 def _gin_mlp(hidden: int, inner: int, norm: bool) -> nn.Sequential:

@@ -53,9 +53,16 @@ def test_categorical_encoder_is_sum_of_column_embeddings():
     assert lin(torch.randn(3, 6)).shape == (3, 4)
     with pytest.raises(UserError, match="outside the cardinalities"):  # 5 would silently read table 1's row 0
         enc(torch.tensor([[5, 0]]))
-    # off the CPU the per-forward check (a host sync) is skipped: GraphDataset checked the ids at construction
+    # off the CPU there is no host-side check (a sync per step): a bad id is sent past the table's end,
+    # so the lookup fails on the device instead of reading the next column (meta: shapes only, no values)
     meta = FeatureEncoder((5, 3), 4).to("meta")
     assert meta(torch.tensor([[5, 0]], device="meta")).shape == (1, 4)
+    assert enc.rows == 8
+    assert enc.flat_ids(torch.tensor([[1, 2], [4, 0]])).tolist() == [[1, 7], [4, 5]]
+    bad = enc.flat_ids(torch.tensor([[5, 0], [-1, 3]]))  # what an accelerator's lookup receives
+    assert bad.tolist() == [[8, 5], [8, 8]]
+    with pytest.raises(RuntimeError, match="not in the valid range|index_size"):
+        torch.nn.functional.embedding_bag(bad, torch.cat([t.weight for t in enc.tables]), mode="sum")
 
 
 def test_gin_edge_messages_are_ogb_and_mirage_relu_of_sum(batch):
