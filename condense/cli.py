@@ -119,18 +119,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(name, args.root, resize=resize, zca=bool(meta_ds.get("zca")), zca_eps=meta_ds.get("zca_eps") or 0.1)
     protocol = get_protocol(args.protocol or synset.protocol)
     dsa: bool | DSA | None = args.dsa
-    if args.dsa_strategy is not None:
+    if args.dc_aug and (args.dsa or args.dsa_strategy is not None):
+        raise UserError("--dc-aug is DC's protocol without DSA (DSA replaces it): drop --dsa / --dsa-strategy")
+    if args.dc_aug:
+        dsa = False
+    elif args.dsa_strategy is not None:
         dsa = make_dsa(args.dsa_strategy, dataset.name, align_corners=protocol.align_corners) if args.dsa is not False else False
     start = time.perf_counter()
     res = evaluate_synset(
-        synset, dataset, models=models, num_evals=args.num_evals, epochs=args.epochs, dsa=dsa, protocol=protocol,
-        device=device, seed=args.seed, progress=not args.no_progress,
+        synset, dataset, models=models, num_evals=args.num_evals, epochs=args.epochs, dsa=dsa, dc_aug=args.dc_aug,
+        protocol=protocol, device=device, seed=args.seed, progress=not args.no_progress,
     )  # fmt: skip
     rows = [[m, *_summary_cells(s)] for m, s in res.items()]
     print(markdown_table(["model", "final acc % (mean ± std)", protocol.max_label], rows))
-    used = synset.meta.get("dsa") if dsa is None or dsa is True else dsa
+    used = "; ".join(f"{m}: {s.augment}" for m, s in res.items())
     _log(f"evaluated {args.file} ({len(synset)} images, {args.num_evals} nets per model, protocol {protocol.name} "
-         f"[{protocol.source}], dsa={used}) in {time.perf_counter() - start:.1f}s")  # fmt: skip
+         f"[{protocol.source}], augmentation {used}) in {time.perf_counter() - start:.1f}s")  # fmt: skip
     return 0
 
 
@@ -268,6 +272,9 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--epochs", type=int, default=None, help="training epochs E (default: the protocol's; dc: 1000 with DSA, 300 without)")
     e.add_argument("--dsa", action=argparse.BooleanOptionalAction, default=None, help="DSA while training (default: as the method)")
     e.add_argument("--dsa-strategy", default=None, help="DSA strategy while training (default: the one the set was distilled with)")
+    e.add_argument("--dc-aug", action="store_true",
+                   help="DC's own augmentation instead of DSA, where DC's code applies it (MNIST: crop/scale/rotate; "
+                        "BatchNorm ConvNet: crop/noise; otherwise none)")
     _dataset_flags(e, required=False)
     _common(e)
 

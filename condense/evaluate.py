@@ -27,7 +27,9 @@ separately and labelled (:attr:`Protocol.max_label`).
 DSA during training: a :class:`~condense.synset.SyntheticSet` is evaluated with the DSA it records
 (strategy, mode, ``align_corners``) -- each official code base evaluates with its own DiffAugment;
 otherwise the dataset's default strategy (:func:`condense.augment.resolve_strategy`) with the
-protocol's ``align_corners`` (``dc``/``datadam``: False, ``ast``: True).
+protocol's ``align_corners`` (``dc``/``datadam``: False, ``ast``: True). Without DSA, ``dc_aug=True``
+trains with DC's own per-image augmentation where DC's code does (:mod:`condense.dcaug`: MNIST, or a
+BatchNorm ConvNet); DC evaluates its sets that way.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from tqdm.auto import tqdm
 
 from .augment import AUTO, DSA, resolve_strategy
 from .data import ZCA, ImageDataset
+from .dcaug import DCAugment, dc_augment_for
 from .nets import get_network
 from .safeio import check_labels
 from .synset import SyntheticSet
@@ -125,6 +128,7 @@ class Summary:
     max_accs: list[float]
     seconds: float = 0.0
     protocol: str = "dc"
+    augment: str = "none"  # what trained the networks: a DSA, DC's augmentation or none
 
     @property
     def mean(self) -> float:
@@ -171,14 +175,14 @@ def fit(
     lr: float | None = None,
     protocol: str | Protocol = "dc",
     batch_size: int | None = None,
-    dsa: DSA | None = None,
+    augment: DSA | DCAugment | None = None,
     device: str | torch.device = "cpu",
     generator: torch.Generator | None = None,
     on_epoch: Callable[[int], None] | None = None,
 ) -> nn.Module:
     """Train ``net`` on ``(x, y)`` with the protocol's SGD and :meth:`Protocol.schedule` (``epochs + 1``
     passes; the optimiser is re-created when the lr/momentum change, as officially); ``on_epoch(ep)``
-    after each pass (0-based)."""
+    after each pass (0-based). ``augment`` (DSA or DC's augmentation) is applied to every batch."""
     proto = get_protocol(protocol)
     lr = proto.lr if lr is None else lr
     check_positive("lr", lr)
@@ -195,7 +199,7 @@ def fit(
         perm = torch.randperm(len(x), generator=generator).to(device)
         for i in range(0, len(x), batch_size):
             idx = perm[i : i + batch_size]
-            xb = dsa(x[idx], generator=generator) if dsa is not None else x[idx]
+            xb = augment(x[idx], generator=generator) if augment is not None else x[idx]
             loss = soft_cross_entropy(net(xb), y[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -255,6 +259,7 @@ def evaluate_images(
     epochs: int | None = None,
     lr: float | None = None,
     dsa: bool | DSA | None = False,
+    dc_aug: bool = False,
     protocol: str | Protocol = "dc",
     batch_size: int | None = None,
     model_kwargs: dict[str, dict] | None = None,
@@ -271,6 +276,8 @@ def evaluate_images(
     ``lr``/``batch_size`` ``None``: the protocol's. ConvNet-family networks get the protocol's
     ``eval_norm`` unless ``model_kwargs`` names a norm. Network ``i`` is initialised from seed
     ``seed + i``, so results are reproducible and ``eval_ids`` can split the ``n`` networks across processes.
+    ``dc_aug`` (only without DSA): DC's own augmentation where its ``get_daparam`` applies it
+    (:func:`condense.dcaug.dc_augment_for`: MNIST, or a BatchNorm ConvNet).
     """
     if num_evals < 1:
         raise UserError(f"num_evals must be >= 1, got {num_evals}")
@@ -280,6 +287,8 @@ def evaluate_images(
     device = resolve_device(device)
     proto = get_protocol(protocol)
     aug = eval_dsa(dsa, dataset, proto)
+    if dc_aug and aug is not None:
+        raise UserError("DC's augmentation is its protocol without DSA (DSA replaces it): drop one of dsa / dc_aug")
     epochs = epochs if epochs is not None else proto.default_epochs(aug is not None)
     eval_every = eval_every if eval_every is not None else max(1, epochs // 10)
     ids = list(eval_ids) if eval_ids is not None else list(range(num_evals))
@@ -291,18 +300,26 @@ def evaluate_images(
     out: dict[str, Summary] = {}
     for name in models:
         accs, maxs, start = [], [], time.perf_counter()
+        augment = aug or (dc_augment_for(dataset.name, batchnorm=_is_convnet_bn(name, kwargs[name])) if dc_aug else None)
         for i in tqdm(ids, desc=f"eval {name}", disable=not progress, leave=False):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + i)
                 net = get_network(name, dataset.channels, dataset.num_classes, dataset.image_size, **kwargs[name])
             res = train_and_test(
                 net, x, y, dataset.test_x, dataset.test_y, epochs=epochs, protocol=proto, lr=lr, batch_size=batch_size,
-                dsa=aug, device=device, generator=make_generator(seed + i), eval_every=eval_every,
+                augment=augment, device=device, generator=make_generator(seed + i), eval_every=eval_every,
             )  # fmt: skip
             accs.append(res.final_acc)
             maxs.append(res.max_acc)
-        out[name] = Summary(model=name, accs=accs, max_accs=maxs, seconds=time.perf_counter() - start, protocol=proto.name)
+        out[name] = Summary(model=name, accs=accs, max_accs=maxs, seconds=time.perf_counter() - start, protocol=proto.name,
+                            augment=repr(augment) if augment is not None else "none")
     return out
+
+
+def _is_convnet_bn(name: str, kwargs: dict) -> bool:
+    """DC's ``ConvNetBN``: the depth-3 ConvNet with BatchNorm."""
+    name = name.lower()
+    return name == "convnet_bn" or (name == "convnet" and kwargs.get("norm") == "batchnorm")
 
 
 def evaluate_synset(

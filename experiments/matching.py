@@ -7,7 +7,8 @@ final-checkpoint test accuracy, mean ± std over the evaluation networks (never 
 Cross-architecture columns (MLP, LeNet, ResNet-18) train on the sets distilled with ConvNet.
 The shared protocol is ``dc`` (DC/DSA/DM ``evaluate_synset``) with DSA as each set records it (sets
 distilled without DSA: the dataset's default strategy); DataDAM rows add a ConvNet column under
-DataDAM's own protocol (``datadam``: BatchNorm ConvNet, batch 64) and DC rows one without DSA (DC's).
+DataDAM's own protocol (``datadam``: BatchNorm ConvNet, batch 64) and DC rows one without DSA (DC's, with
+DC's own augmentation where its code applies it: :mod:`condense.dcaug`; none on digits and Fashion-MNIST).
 Epochs: the scale's, or with ``--epochs published`` each protocol's published ones (``dc`` 1000 with
 DSA / 300 without, ``datadam`` 1800). ``--evaluate-only`` re-evaluates the sets saved in ``--out-dir``.
 
@@ -56,7 +57,7 @@ ARCHS = {"convnet": "ConvNet", "mlp": "MLP", "lenet": "LeNet", "resnet18_bn": "R
 # noise augmentation is not implemented here. Epochs: the scale's, or the protocol's published ones.
 OWN_COLUMNS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "datadam": ("convnet@datadam", "ConvNet, datadam protocol", {"protocol": "datadam", "dsa": True}),
-    "dc": ("convnet@nodsa", "ConvNet, dc protocol without DSA", {"protocol": "dc", "dsa": False}),
+    "dc": ("convnet@nodsa", "ConvNet, dc protocol without DSA", {"protocol": "dc", "dsa": False, "dc_aug": True}),
 }
 
 

@@ -116,3 +116,8 @@ def test_evaluate_protocol_flag_and_labelled_max_column(tmp_path, capsys):
     assert "AST max-over-test" in captured.out and "protocol ast" in captured.err and "color_crop_cutout_scale_rotate" in captured.err
     assert _run("evaluate", str(out), "--models", "mlp", "--num-evals", "1", "--epochs", "1", "--dsa-strategy", "warp", "--no-progress") == 2
     assert "unknown DSA operation" in capsys.readouterr().err
+    assert _run("evaluate", str(out), "--models", "mlp", "--num-evals", "1", "--epochs", "1", "--dc-aug", "--no-progress") == 0
+    assert "augmentation mlp: none" in capsys.readouterr().err  # DC's protocol: no DSA, and no augmentation on digits
+    assert _run("evaluate", str(out), "--num-evals", "1", "--epochs", "1", "--dc-aug", "--dsa", "--no-progress") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --dc-aug is DC's protocol without DSA") and len(err.splitlines()) == 1
