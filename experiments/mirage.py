@@ -61,7 +61,7 @@ from graphs.mirage.presets import (NODE_ATTR, PRESETS, SCALES, SPLITS, load_grap
 from graphs.mirage.sanity import roots_per_class, size_only
 from graphs.mirage.train import RestartSummary, TrainConfig, train_restarts
 
-__all__ = ["run_dataset", "run_cv", "method_config", "split_counts", "aggregate_splits", "sweep", "pick_from_sweep", "choose_mirage_config", "main"]
+__all__ = ["run_dataset", "run_cv", "method_config", "split_name", "split_counts", "aggregate_splits", "sweep", "pick_from_sweep", "choose_mirage_config", "main"]
 
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ogbg-molbace")
 MODELS = ("gcn", "gin", "gat")
@@ -127,7 +127,8 @@ def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, se
     seed_everything(seed)
     ds = load_graph_dataset(name, root, seed=seed, split=split, node_attr=node_attr)
     mining, mined_on = mining_features(ds, bins)
-    print(f"<!-- {ds.summary()}; {split_counts(ds)}; Mirage mines {mined_on} -->", flush=True)
+    split = split_name(ds, split)
+    print(f"<!-- {ds.summary()}; split {split} {split_counts(ds)}; Mirage mines {mined_on} -->", flush=True)
     mcfg = choose_mirage_config(ds, scale=scale, seed=seed, device=device, progress=progress, threshold_sweep=threshold_sweep,
                                 mining=mining)
     if max_itemsets is not None:
@@ -151,6 +152,11 @@ def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, se
             record["results"].append(_row(model, method, graphs, train_bytes, s, tcfg))
             print(_md_row(name, record["results"][-1]), flush=True)
     return record
+
+
+def split_name(ds: GraphDataset, split: str) -> str:
+    """The split a record names: ``--split`` for TU sets; ``"scaffold"`` for OGB sets, which always use it."""
+    return "scaffold" if "scaffold" in str(ds.info.get("split", "")) else split
 
 
 def split_counts(ds: GraphDataset) -> dict[str, list[int]]:

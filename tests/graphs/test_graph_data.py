@@ -106,6 +106,8 @@ def test_ogb_reader_on_generated_standin(tmp_path: Path):
     assert (base / "processed" / "condense_graphs.pt").is_file()
     again = load_ogb("ogbg-molbbbp", tmp_path)  # from the cache
     assert torch.equal(again.graphs[0].edge_index, tri.edge_index)
+    from experiments.mirage import split_name  # records name the scaffold split, whatever --split (a TU flag) says
+    assert split_name(ds, "random") == "scaffold" == split_name(again, "official")
     (base / "raw" / "edge.csv.gz").write_bytes(b"garbage")  # the cache is stale now: the raw files are re-read
     with pytest.raises(UserError, match="edge.csv.gz is not a valid gzip file"):
         load_ogb("ogbg-molbbbp", tmp_path)

@@ -147,7 +147,7 @@ def test_any_tu_layout_dataset_runs_without_a_preset(monkeypatch, tmp_path: Path
     out = capsys.readouterr().out
     assert "PLANTED: no Mirage preset" in out and "chose hops 1, support" in out
     rec = json.loads(out_json.read_text())["records"][0]
-    assert rec["mirage_config"]["max_itemsets"] == 5000 and rec["mirage_config"]["hops"] == 1
+    assert rec["mirage_config"]["max_itemsets"] == 5000 and rec["mirage_config"]["hops"] == 1 and rec["split"] == "random"
     assert {r["method"] for r in rec["results"]} == {"random", "mirage"}
 
 
