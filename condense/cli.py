@@ -121,9 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dsa: bool | DSA | None = args.dsa
     if args.dc_aug and (args.dsa or args.dsa_strategy is not None):
         raise UserError("--dc-aug is DC's protocol without DSA (DSA replaces it): drop --dsa / --dsa-strategy")
-    if args.dc_aug:
-        dsa = False
-    elif args.dsa_strategy is not None:
+    if args.dsa_strategy is not None:
         dsa = make_dsa(args.dsa_strategy, dataset.name, align_corners=protocol.align_corners) if args.dsa is not False else False
     start = time.perf_counter()
     res = evaluate_synset(

@@ -329,7 +329,8 @@ def evaluate_synset(
     """:func:`evaluate_images` on a :class:`SyntheticSet`: by default with the protocol of the method's
     paper (:attr:`SyntheticSet.protocol`), the set's learned lr when it has one, and DSA as the set was
     distilled (its recorded strategy and ``align_corners``). ``dsa=True`` uses the recorded DSA too, or
-    the dataset's default when the set has none; ``dsa=False`` trains without augmentation."""
+    the dataset's default when the set has none; ``dsa=False`` trains without augmentation (and
+    ``dc_aug=True`` implies it unless ``dsa`` is given)."""
     meta_ds = synset.meta.get("dataset", {})
     if meta_ds:
         if meta_ds.get("name") != dataset.name or list(meta_ds.get("image_size", [])) != list(dataset.image_size):
@@ -347,7 +348,7 @@ def evaluate_synset(
     proto = get_protocol(protocol if protocol is not None else synset.protocol)
     record = synset.meta.get("dsa")
     if dsa is None:
-        dsa = bool(synset.meta.get("train_dsa", False))
+        dsa = False if kwargs.get("dc_aug") else bool(synset.meta.get("train_dsa", False))
     if dsa is True and record:
         dsa = DSA(record["strategy"], record.get("mode", "single"), align_corners=bool(record.get("align_corners", False)))
     return evaluate_images(synset.images, synset.labels, dataset, lr=lr if lr is not None else synset.lr, dsa=dsa,

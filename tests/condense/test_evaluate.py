@@ -139,6 +139,8 @@ def test_evaluate_synset_defaults_to_recorded_protocol_and_dsa(monkeypatch, digi
     assert kw["protocol"].name == "ast" and kw["augment"].strategy == "crop_scale" and kw["augment"].align_corners
     evaluate_synset(s, digits, models=("mlp",), num_evals=1, epochs=1, protocol="dc", dsa=False, progress=False)
     assert seen[-1]["protocol"].name == "dc" and seen[-1]["augment"] is None
+    evaluate_synset(s, digits, models=("mlp",), num_evals=1, epochs=1, protocol="dc", dc_aug=True, progress=False)
+    assert seen[-1]["augment"] is None  # DC's protocol: no DSA (the set's is dropped), and none on digits
     plain = SyntheticSet(digits.train_x[:20], digits.train_y[:20], meta={"dataset": digits.describe()})
     evaluate_synset(plain, digits, models=("mlp",), num_evals=1, epochs=1, dsa=True, progress=False)
     assert seen[-1]["protocol"].name == "dc" and seen[-1]["augment"].strategy == DIGITS_STRATEGY and not seen[-1]["augment"].align_corners
