@@ -221,6 +221,8 @@ def test_cv_summary_val_selected_versus_test_selected():
     assert s["val_selected"][0] == pytest.approx((0.6 + 0.7) / 2)  # each fold at its own validation epoch
     assert s["paper_protocol_epoch"] == 2 and s["paper_protocol"][0] == pytest.approx(0.8)  # max of the mean test curve
     assert s["untrained"][0] == 0.5 and s["final"][0] == pytest.approx(0.8)
+    # the paper's one-epoch rule on the mean *validation* curve: (0.6, 0.75) -> epoch 2, test (0.9 + 0.7) / 2
+    assert full["val_curve_epoch"] == 2 and full["val_curve_max"][0] == pytest.approx(0.75) and s["val_curve"][0] == pytest.approx(0.8)
 
 
 def test_restarts_and_baseline_epochs_shorten_the_rows_they_name():
@@ -263,10 +265,12 @@ def test_cv_grid_selects_on_validation_and_labels_the_test_selected_point(monkey
 def test_select_config_prefers_validation_and_reports_the_paper_point_separately():
     from graphs.mirage.cv import select_config
 
-    def point(val, test_sel, paper):
-        return {"val_at_selected": (val, 0.0), "accuracy": {"val_selected": (test_sel, 0.0), "paper_protocol": (paper, 0.0),
-                                                            "paper_protocol_epoch": 7}}
+    def point(val, test_sel, paper, curve_val, curve_test):
+        return {"val_at_selected": (val, 0.0), "val_curve_max": (curve_val, 0.0), "val_curve_epoch": 5,
+                "accuracy": {"val_selected": (test_sel, 0.0), "paper_protocol": (paper, 0.0), "paper_protocol_epoch": 7,
+                             "val_curve": (curve_test, 0.0)}}
 
-    c = select_config([point(0.70, 0.71, 0.80), point(0.75, 0.69, 0.74), point(0.75, 0.60, 0.70)])
+    c = select_config([point(0.70, 0.71, 0.80, 0.66, 0.72), point(0.75, 0.69, 0.74, 0.60, 0.73), point(0.75, 0.60, 0.70, 0.62, 0.74)])
     assert c["selected"] == 1 and c["accuracy_val_selected"][0] == 0.69  # validation wins; ties go to the earlier point
+    assert c["val_curve_selected"] == 0 and c["accuracy_val_curve"][0] == 0.72 and c["val_curve_epoch"] == 5
     assert c["paper_protocol_selected"] == 0 and c["accuracy_paper_protocol"][0] == 0.80
