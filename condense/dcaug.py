@@ -51,9 +51,6 @@ class DCAugment:
     def __repr__(self) -> str:
         return f"DCAugment({self.strategy!r})"
 
-    def describe(self) -> dict:
-        return {"strategy": self.strategy, "crop": self.crop, "scale": self.scale, "rotate": self.rotate, "noise": self.noise}
-
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         mean = x.detach().mean(dim=(0, 2, 3))  # per channel, over the whole batch, before any change
         choice = torch.randint(len(self.ops), (len(x),), generator=generator).tolist()

@@ -9,8 +9,8 @@ labelled as such (``paper_protocol``), and as the primary number a validation-se
 one ninth of the training folds (stratified, seeded) is held out as validation, the epoch of
 best validation accuracy (>= 1) is chosen per fold, and its test score is averaged over folds.
 Also reported (``val_curve``): the paper's own rule with validation in place of test -- one epoch
-for all folds, the maximum of the validation curve averaged over folds -- a selection free of the
-per-fold noise of a ~110-graph validation split.
+for all folds, the maximum of the validation curve averaged over folds -- less sensitive than the
+per-fold choice to the noise of a small validation split.
 Deviation: both numbers come from the same runs, so the paper-protocol number is from models
 trained on 8/10 of the data instead of 9/10.
 
