@@ -79,3 +79,17 @@ def test_bad_device_is_one_error_line(capsys):
     assert bench_device.main(["--device", "tpu", "--smoke"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_gpu_check_script_parses_and_names_existing_tests():
+    """The prepared GPU command cannot rot silently: valid bash, and every test file it runs exists."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = root / "experiments" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    tests = re.findall(r"tests/\S+\.py", script.read_text())
+    assert tests and all((root / t).is_file() for t in tests)
+    assert "experiments.bench_device" in script.read_text()
