@@ -323,9 +323,13 @@ def synth(payload: Payload, stem: Path) -> list[Path]:
 
 # ------------------------------------------------------------------------------------------------ benchmarks
 def _cost_panels(rows: list[dict], x: str, series: Callable[[dict], str], xlabel: str, title: str, stem: Path) -> list[Path]:
+    """Time and peak memory vs ``x``; time is CPU seconds where every row has them (less load-sensitive), else wall."""
     fig, axes = new_figure(2, cols=2)
     names = list(dict.fromkeys(series(r) for r in rows))
-    for ax, key, ylabel in zip(axes, ("seconds", "peak_mb"), ("seconds per iteration (log scale)", "peak memory during the iteration (MB, log scale)")):
+    cpu = all("cpu_seconds" in r for r in rows)
+    panels = (("cpu_seconds", "CPU seconds per iteration (log scale)") if cpu else ("seconds", "seconds per iteration (log scale)"),
+              ("peak_mb", "peak memory during the iteration (MB, log scale)"))
+    for ax, (key, ylabel) in zip(axes, panels):
         for i, name in enumerate(names):
             pts = sorted((r[x], r[key]) for r in rows if series(r) == name)
             ax.plot([p[0] for p in pts], [max(p[1], 1e-4) for p in pts], marker="osD^v"[i % 5], linestyle=("-", "--", ":")[i % 3],
