@@ -91,10 +91,11 @@ class FeatureEncoder(nn.Module):
         x = x.view(x.size(0), -1)
         if len(self.tables) == 1:
             return self.tables[0](x[:, 0])
-        if x.device.type == "cpu" and bool(((x < 0) | (x >= self.cards)).any()):  # free on CPU: a clear message
+        ids = self.flat_ids(x)
+        if x.device.type == "cpu" and bool((ids == self.rows).any()):  # free on CPU: a clear message
             raise UserError(f"categorical feature ids outside the cardinalities {self.cards.tolist()}")
         weight = torch.cat([t.weight for t in self.tables])  # one lookup-and-sum instead of one per column
-        return nn.functional.embedding_bag(self.flat_ids(x), weight, mode="sum")
+        return nn.functional.embedding_bag(ids, weight, mode="sum")
 
     def flat_ids(self, x: Tensor) -> Tensor:
         """Row of each id in the concatenated table; an id outside its column maps to ``self.rows`` (out of range)."""
