@@ -155,8 +155,9 @@ def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, se
 
 
 def split_name(ds: GraphDataset, split: str) -> str:
-    """The split a record names: ``--split`` for TU sets; ``"scaffold"`` for OGB sets, which always use it."""
-    return "scaffold" if "scaffold" in str(ds.info.get("split", "")) else split
+    """The split a record names: the one the loader used (``info["split_kind"]``: ``--split`` for TU sets,
+    ``"scaffold"`` for OGB sets, which always use it), else ``split``."""
+    return ds.info.get("split_kind", split)
 
 
 def split_counts(ds: GraphDataset) -> dict[str, list[int]]:

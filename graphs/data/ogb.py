@@ -160,5 +160,5 @@ def load_ogb(name: str, root: str | os.PathLike, *, cache: bool = True) -> Graph
         split=_load_split(base, len(graphs)),
         node_cardinalities=node_cards,
         edge_cardinalities=edge_cards,
-        info={"root": str(root), "split": "official scaffold split"},
+        info={"root": str(root), "split": f"official {_SPLIT_KIND} split", "split_kind": _SPLIT_KIND},
     )

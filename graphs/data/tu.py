@@ -130,7 +130,8 @@ def load_tu(
         node_cardinalities=node_cards,
         edge_cardinalities=edge_cards,
         info={"node_labels": node_labels, "node_attributes": n_attr, "node_attr": node_attr if n_attr else None,
-              "attribute_columns": n_attr if node_cards is None else 0, "root": str(root), "split": f"random 80/10/10 seed {seed}" if split == "random" else "official (PyG shuffle, seed 0)"},
+              "attribute_columns": n_attr if node_cards is None else 0, "root": str(root), "split": f"random 80/10/10 seed {seed}" if split == "random" else "official (PyG shuffle, seed 0)",
+              "split_kind": split},
     )
 
 
