@@ -53,10 +53,11 @@ class DCAugment:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         mean = x.detach().mean(dim=(0, 2, 3))  # per channel, over the whole batch, before any change
+        cval = float(mean.mean()) if "rotate" in self.ops else 0.0  # rotation fill: one host read per batch
         choice = torch.randint(len(self.ops), (len(x),), generator=generator).tolist()
-        return torch.stack([self._apply(self.ops[k], img, mean, generator) for k, img in zip(choice, x.detach())])
+        return torch.stack([self._apply(self.ops[k], img, mean, cval, generator) for k, img in zip(choice, x.detach())])
 
-    def _apply(self, op: str, img: torch.Tensor, mean: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def _apply(self, op: str, img: torch.Tensor, mean: torch.Tensor, cval: float, gen: torch.Generator | None) -> torch.Tensor:
         h = img.shape[-2]
         if op == "crop":
             r, c = torch.randint(2 * self.crop, (2,), generator=gen).tolist()
@@ -66,7 +67,7 @@ class DCAugment:
             return rescale(img, int(u[0] * h), int(u[1] * h))
         if op == "rotate":
             angle = int(torch.randint(-self.rotate, self.rotate, (1,), generator=gen))
-            return rotate(img, angle, float(mean.mean()))
+            return rotate(img, angle, cval)
         return img + self.noise * torch.randn(img.shape, generator=gen, dtype=img.dtype).to(img.device)
 
 

@@ -53,8 +53,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"datadam_official": ("datadam
 ARCHS = {"convnet": "ConvNet", "mlp": "MLP", "lenet": "LeNet", "resnet18_bn": "ResNet-18 (BN)"}
 # The ConvNet under a method's own paper protocol where it differs from the shared one (dc with DSA):
 # method -> (JSON key, table header, evaluate_synset arguments). DataDAM: BatchNorm ConvNet, batch 64.
-# DC: no DSA (the set records none), as DC evaluates -- the official DC evaluator's own crop/scale/rotate/
-# noise augmentation is not implemented here. Epochs: the scale's, or the protocol's published ones.
+# DC: no DSA (the set records none) and DC's own augmentation where its get_daparam applies it
+# (condense.dcaug), as DC evaluates. Epochs: the scale's, or the protocol's published ones.
 OWN_COLUMNS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "datadam": ("convnet@datadam", "ConvNet, datadam protocol", {"protocol": "datadam", "dsa": True}),
     "dc": ("convnet@nodsa", "ConvNet, dc protocol without DSA", {"protocol": "dc", "dsa": False, "dc_aug": True}),
