@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from .augment import AUTO, DSA, resolve_strategy
 from .data import ZCA, ImageDataset
 from .dcaug import DCAugment, dc_augment_for
-from .nets import get_network
+from .nets import FIXED_NORM, get_network
 from .safeio import check_labels
 from .synset import SyntheticSet
 from .utils import UserError, check_positive, make_generator, resolve_device
@@ -274,8 +274,8 @@ def evaluate_images(
 
     ``epochs=None``: the protocol's (``dc``: 1000 with DSA, 300 without; ``ast`` 1000; ``datadam`` 1800).
     ``lr``/``batch_size`` ``None``: the protocol's. ConvNet-family networks get the protocol's
-    ``eval_norm`` unless ``model_kwargs`` names a norm. Network ``i`` is initialised from seed
-    ``seed + i``, so results are reproducible and ``eval_ids`` can split the ``n`` networks across processes.
+    ``eval_norm`` unless ``model_kwargs`` names a norm or the name fixes one (``FIXED_NORM``:
+    ``convnet_bn``). Network ``i`` is initialised from seed ``seed + i``, so results are reproducible and ``eval_ids`` can split the ``n`` networks across processes.
     ``dc_aug`` (only without DSA): DC's own augmentation where its ``get_daparam`` applies it
     (:func:`condense.dcaug.dc_augment_for`: MNIST, or a BatchNorm ConvNet).
     """
@@ -294,7 +294,7 @@ def evaluate_images(
     ids = list(eval_ids) if eval_ids is not None else list(range(num_evals))
     kwargs = {name: dict((model_kwargs or {}).get(name, {})) for name in models}
     for name in models:  # validate every architecture before training any network
-        if proto.eval_norm and name.lower().startswith("convnet"):
+        if proto.eval_norm and name.lower().startswith("convnet") and name.lower() not in FIXED_NORM:
             kwargs[name].setdefault("norm", proto.eval_norm)
         get_network(name, dataset.channels, dataset.num_classes, dataset.image_size, **kwargs[name])
     out: dict[str, Summary] = {}

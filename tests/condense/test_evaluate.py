@@ -123,6 +123,10 @@ def test_datadam_protocol_batch_epochs_and_batchnorm_convnet(monkeypatch, digits
     evaluate_images(digits.train_x[:20], digits.train_y[:20], digits, models=("convnet", "mlp"), num_evals=1, epochs=1,
                     protocol="datadam", model_kwargs={"convnet": {"width": 8}}, progress=False)  # fmt: skip
     assert ("convnet", {"width": 8, "norm": "batchnorm"}) in built and ("mlp", {}) in built
+    built.clear()  # a name that fixes its norm keeps it: no second norm= ("bad options" before)
+    evaluate_images(digits.train_x[:20], digits.train_y[:20], digits, models=("convnet_bn",), num_evals=1, epochs=1,
+                    protocol="datadam", model_kwargs={"convnet_bn": {"width": 8}}, progress=False)  # fmt: skip
+    assert built and all(b == ("convnet_bn", {"width": 8}) for b in built)
     with pytest.raises(UserError, match="unknown evaluation protocol"):
         evaluate_images(digits.train_x[:5], digits.train_y[:5], digits, protocol="kip", epochs=1, progress=False)
 
