@@ -275,7 +275,8 @@ def evaluate_images(
     ``epochs=None``: the protocol's (``dc``: 1000 with DSA, 300 without; ``ast`` 1000; ``datadam`` 1800).
     ``lr``/``batch_size`` ``None``: the protocol's. ConvNet-family networks get the protocol's
     ``eval_norm`` unless ``model_kwargs`` names a norm or the name fixes one (``FIXED_NORM``:
-    ``convnet_bn``). Network ``i`` is initialised from seed ``seed + i``, so results are reproducible and ``eval_ids`` can split the ``n`` networks across processes.
+    ``convnet_bn``). Network ``i`` is initialised from seed ``seed + i``, so results are reproducible
+    and ``eval_ids`` can split the ``n`` networks across processes.
     ``dc_aug`` (only without DSA): DC's own augmentation where its ``get_daparam`` applies it
     (:func:`condense.dcaug.dc_augment_for`: MNIST, or a BatchNorm ConvNet).
     """
