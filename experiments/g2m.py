@@ -16,9 +16,7 @@ import condense.threads  # noqa: F401  (thread policy before torch)
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -47,15 +45,6 @@ def _default_planetoid_root() -> Path | None:
         if (cand / "planetoid").is_dir():
             return cand / "planetoid"
     return None
-
-
-def _writable_copy(root: Path) -> Path:
-    """PyG writes processed/ next to raw/: work on a temporary copy of the (read-only) shared root."""
-    dst = Path(tempfile.mkdtemp(prefix="g2m_planetoid_"))
-    for name in PLANETOID_NAMES.values():
-        if (root / name / "raw").is_dir():
-            shutil.copytree(root / name / "raw", dst / name / "raw")
-    return dst
 
 
 def run_grid(datasets, teachers, settings, seeds, *, root, preset, device, progress, log=print) -> dict:
@@ -110,7 +99,7 @@ def markdown_tables(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = CLIParser(prog="python -m experiments.g2m", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES)
-    p.add_argument("--root", default=None, help="Planetoid root (default: ../shared/data/planetoid, copied to a temp dir)")
+    p.add_argument("--root", default=None, help="Planetoid root (default: ../shared/data/planetoid; only read)")
     p.add_argument("--datasets", nargs="+", default=None)
     p.add_argument("--teachers", nargs="+", default=None, choices=TEACHERS)
     p.add_argument("--settings", nargs="+", default=None, choices=("tran", "ind"))
@@ -131,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         torch.set_num_threads(max(1, args.threads))
-        root = Path(args.root) if args.root else _default_planetoid_root()
-        if root is not None and not args.root:
-            root = _writable_copy(root)
+        root = Path(args.root) if args.root else _default_planetoid_root()  # only read, never written
         start = time.perf_counter()
         results = run_grid(scale["datasets"], scale["teachers"], scale["settings"], scale["seeds"], root=root, preset=args.preset, device=device, progress=args.progress)
         wall = time.perf_counter() - start

@@ -1,9 +1,14 @@
 """Planetoid citation graphs (Cora, CiteSeer, PubMed) from local raw files, public split.
 
-Wraps :class:`torch_geometric.datasets.Planetoid` (Yang, Cohen & Salakhutdinov, ICML 2016) with a
-strict offline contract: the eight ``ind.<name>.*`` raw files must already exist under
-``root/<Name>/raw/``; if one is missing we raise :class:`~condense.utils.UserError` naming the
-dataset, the root and the missing files instead of letting PyG reach for the network.
+Reads the eight ``ind.<name>.*`` raw files of Yang, Cohen & Salakhutdinov (ICML 2016) under
+``root/<Name>/raw/`` itself: each pickle goes through the restricted unpickler
+(:func:`condense.safeio.safe_unpickle`) exactly once, and the graph is built from those objects as
+``torch_geometric.io.planetoid.read_planetoid_data`` builds it (test rows moved to their indices,
+CiteSeer's isolated test nodes as zero rows, self-loops removed, duplicate edges merged, edges
+ordered by (target, source)) -- equal to :class:`torch_geometric.datasets.Planetoid` on the same
+files, tested.  Nothing is written: ``root`` may be read-only, and no file is unpickled by code we
+have not checked.  A missing file is a :class:`~condense.utils.UserError` naming the dataset, the
+root and the files, never a download.
 
 The split is the public GCN split (Kipf & Welling 2017): 20 labelled nodes per class for training,
 500 validation and 1000 test nodes. This is also the split the FF-G2M code uses (DGL's
@@ -13,9 +18,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
 from torch_geometric.data import Data
 
-from condense.safeio import cache_is_stale, check_root, fingerprint_files, mark_cache, safe_unpickle
+from condense.safeio import check_root, safe_unpickle
 from condense.utils import UserError
 
 __all__ = ["PLANETOID_NAMES", "RAW_SUFFIXES", "load_planetoid", "planetoid_available"]
@@ -37,8 +44,8 @@ def _missing_raw_files(name: str, root: Path) -> list[Path]:
     return [raw / f"ind.{name}.{suffix}" for suffix in RAW_SUFFIXES if not (raw / f"ind.{name}.{suffix}").is_file()]
 
 
-def _validate_raw(key: str, files: list[Path]) -> None:
-    """Every ``ind.<name>.*`` pickle holds only data (restricted unpickler) of consistent sizes; else one line naming the file."""
+def _read_raw(key: str, files: list[Path]) -> dict:
+    """Every ``ind.<name>.*`` file, pickles through the restricted unpickler, checked for type and consistent sizes."""
     objs = {}
     for path, suffix in zip(files, RAW_SUFFIXES):
         if suffix == "test.index":
@@ -56,6 +63,43 @@ def _validate_raw(key: str, files: list[Path]) -> None:
         na, nb = objs[a].shape[0], len(objs[b]) if b == "test.index" else objs[b].shape[0]
         if na != nb:
             raise UserError(f"dataset {key!r}: ind.{key}.{a} has {na} rows but ind.{key}.{b} {nb} ({files[0].parent})")
+    return objs
+
+
+def _dense(m) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(m.todense() if hasattr(m, "todense") else m)).float()
+
+
+def _build(key: str, objs: dict, where: Path) -> Data:
+    """The public-split graph from the raw objects (``read_planetoid_data``'s construction)."""
+    x, tx, allx, y, ty, ally = (_dense(objs[k]) for k in ("x", "tx", "allx", "y", "ty", "ally"))
+    test_index = torch.tensor(objs["test.index"], dtype=torch.long)
+    sorted_test = test_index.sort().values
+    if key == "citeseer":  # isolated test nodes have no row in tx/ty: zero rows keep the indices consecutive
+        lo, span = int(test_index.min()), int(test_index.max() - test_index.min()) + 1
+        tx_ext, ty_ext = tx.new_zeros(span, tx.size(1)), ty.new_zeros(span, ty.size(1))
+        tx_ext[sorted_test - lo], ty_ext[sorted_test - lo] = tx, ty
+        tx, ty = tx_ext, ty_ext
+    feats = torch.cat([allx, tx])
+    labels = torch.cat([ally, ty]).max(dim=1).indices
+    n = labels.numel()
+    if int(test_index.min()) < 0 or int(test_index.max()) >= n or len(objs["graph"]) > n:
+        raise UserError(f"dataset {key!r}: test indices or adjacency keys outside the {n} nodes of {where}")
+    feats[test_index], labels[test_index] = feats[sorted_test], labels[sorted_test]
+    rows = [int(u) for u, vs in objs["graph"].items() for _ in vs]
+    cols = [int(v) for vs in objs["graph"].values() for v in vs]
+    row, col = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
+    if rows and (min(rows + cols) < 0 or max(rows + cols) >= n):
+        raise UserError(f"dataset {key!r}: ind.{key}.graph names nodes outside the {n} nodes of {where}")
+    keep = row != col  # self-loops removed; duplicates merged, ordered by (target, source) as PyG's coalesce
+    code = torch.unique(col[keep] * n + row[keep])
+    edge_index = torch.stack([code % n, code // n])
+    mask = lambda idx: torch.zeros(n, dtype=torch.bool).index_fill_(0, idx, True)  # noqa: E731
+    data = Data(x=feats, edge_index=edge_index, y=labels)
+    data.train_mask = mask(torch.arange(y.size(0)))
+    data.val_mask = mask(torch.arange(y.size(0), y.size(0) + 500))
+    data.test_mask = mask(test_index)
+    return data
 
 
 def planetoid_available(name: str, root: str | Path) -> bool:
@@ -68,8 +112,7 @@ def load_planetoid(name: str, root: str | Path, *, normalize_features: bool = Tr
 
     Args:
         name: ``"cora"``, ``"citeseer"`` or ``"pubmed"`` (case-insensitive).
-        root: writable directory holding ``<Name>/raw/ind.<name>.*``; PyG writes ``processed/``
-            next to ``raw/``.
+        root: directory holding ``<Name>/raw/ind.<name>.*`` (only read; nothing is written).
         normalize_features: row-normalise the bag-of-words features to sum 1 (what DGL's
             citation datasets, and hence the FF-G2M and GLNN code, feed to the models).
 
@@ -87,20 +130,8 @@ def load_planetoid(name: str, root: str | Path, *, normalize_features: bool = Tr
             f"dataset {key!r}: raw files missing under {str(root / PLANETOID_NAMES[key] / 'raw')!r}: {listed} "
             f"(expected ind.{key}.{{{','.join(RAW_SUFFIXES)}}}; copy them there, nothing is downloaded)"
         )
-    from torch_geometric.datasets import Planetoid
-
-    raw = [root / PLANETOID_NAMES[key] / "raw" / f"ind.{key}.{suffix}" for suffix in RAW_SUFFIXES]
-    fingerprint = fingerprint_files(raw)
-    processed = root / PLANETOID_NAMES[key] / "processed"
-    stale = cache_is_stale(processed, fingerprint)
-    if stale or not processed.exists():
-        _validate_raw(key, raw)  # PyG unpickles these: only after the restricted unpickler accepted them
-    try:
-        data = Planetoid(str(root), PLANETOID_NAMES[key], split="public", force_reload=stale)[0]
-    except Exception as exc:  # noqa: BLE001 - corrupt pickles raise many types
-        raise UserError(f"dataset {key!r} under {str(root)!r} could not be read: {exc}") from exc
-    mark_cache(processed, fingerprint)
-    data.x = data.x.float()
+    raw = root / PLANETOID_NAMES[key] / "raw"
+    data = _build(key, _read_raw(key, [raw / f"ind.{key}.{suffix}" for suffix in RAW_SUFFIXES]), raw)
     if normalize_features:
         data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp_min(1e-12)
     data.name = key

@@ -10,7 +10,7 @@ import torch
 from condense.utils import UserError
 from graphs.data.csbm import csbm, homophily
 from graphs.data.node_splits import make_split, observed_graph, per_class_split, split_from_masks
-from graphs.data.planetoid import load_planetoid, planetoid_available
+from graphs.data.planetoid import PLANETOID_NAMES, load_planetoid, planetoid_available
 from graphs.models.node import GraphSAGE, build_node_model
 
 
@@ -24,6 +24,25 @@ def test_planetoid_public_split(writable_shared, name, nodes, edges, classes):
     assert torch.bincount(data.y[train]).tolist() == [20] * classes
     nonzero = data.x.sum(1) > 0
     assert torch.allclose(data.x.sum(1)[nonzero], torch.ones(int(nonzero.sum())))
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["cora", "citeseer"])
+def test_planetoid_reader_equals_pyg_and_writes_nothing(shared_data, tmp_path, name):
+    """Our reader (restricted unpickler, one read) builds exactly PyG's Planetoid graph, from the read-only root."""
+    from torch_geometric.datasets import Planetoid
+
+    src = shared_data / "planetoid"
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    ours = load_planetoid(name, src, normalize_features=False)
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before  # no processed/ next to raw/
+    folder = PLANETOID_NAMES[name]
+    shutil.copytree(src / folder / "raw", tmp_path / folder / "raw")
+    ref = Planetoid(str(tmp_path), folder, split="public")[0]
+    assert torch.equal(ours.x, ref.x.float()) and torch.equal(ours.y, ref.y)
+    assert torch.equal(ours.edge_index, ref.edge_index)  # same edges in the same order
+    for m in ("train_mask", "val_mask", "test_mask"):
+        assert torch.equal(ours[m], ref[m])
 
 
 @pytest.mark.shared_data
