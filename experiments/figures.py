@@ -188,11 +188,22 @@ def _mirage_points(payload: Payload) -> list[dict]:
     return points
 
 
+def _size_only_levels(payload: Payload) -> dict[str, float]:
+    """Per dataset, the size-only test score in its better direction (mean over split seeds), where recorded."""
+    levels: dict[str, list[float]] = {}
+    for rec in payload.get("records") or []:
+        s = (rec.get("size_only") or {}).get(rec.get("metric", ""))
+        if s is not None:
+            levels.setdefault(rec["dataset"], []).append(max(s, 1 - s) if rec["metric"] == "rocauc" else s)
+    return {d: sum(v) / len(v) for d, v in levels.items()}
+
+
 def mirage(payload: Payload, stem: Path) -> list[Path]:
     """Rows = datasets, columns = GNNs: test score vs % of the training bytes; full data as a level."""
     points = _mirage_points(payload)
     metrics = {r["dataset"]: r.get("metric", "") for r in payload.get("records", [])} | payload.get("metrics", {})
     notes = payload.get("notes", {})
+    size_only = _size_only_levels(payload)
     datasets = list(dict.fromkeys(p["dataset"] for p in points))
     models = list(dict.fromkeys(p["model"] for p in points))
     fig, axes = new_figure(len(datasets) * len(models), cols=len(models), panel_size=(4.0, 3.2))
@@ -215,6 +226,8 @@ def mirage(payload: Payload, stem: Path) -> list[Path]:
                 ax.errorbar([100], [full[0]], yerr=[full[1]], color="k", marker="D", capsize=3, linestyle="none", markersize=6)
             else:
                 ax.text(0.98, 0.03, "full data: not run", transform=ax.transAxes, fontsize=7, color="0.4", ha="right")
+            if dataset in size_only:  # the node count as the classifier: a set whose model only learns size sits on it
+                reference_line(ax, size_only[dataset], "size-only (node count)", color="0.55", linestyle=":")
             ax.set_xscale("log")
             ax.set_xlim(min(100 * p["fraction"] for p in cell.values()) / 4, 250)
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

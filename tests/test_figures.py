@@ -104,6 +104,16 @@ def test_mirage_points_aggregate_over_split_seeds():
     assert points["mirage"]["top"] == pytest.approx(mean_std([0.85, 0.86]))
 
 
+def test_mirage_size_only_level_in_its_better_direction(tmp_path):
+    payload = json.loads(json.dumps(FIXTURES["mirage"][1]))
+    for rec, s in zip(payload["records"], (0.2, 0.7)):  # 0.2: larger graphs lean to class 0, i.e. 0.8 the other way
+        rec["size_only"] = {"rocauc": s, "accuracy": 0.6}
+    payload["records"].append({"dataset": "acc", "metric": "accuracy", "size_only": {"accuracy": 0.3}, "results": []})
+    assert figures._size_only_levels(payload) == pytest.approx({"motifs": 0.75, "acc": 0.3})
+    payload["records"].pop()
+    assert figures.write_figures("mirage", _write(tmp_path, "mirage", payload))
+
+
 def test_bench_inference_end_to_end_writes_json_and_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench_inference.main(["--sizes", "300", "600", "--queries", "3", "--teachers", "gcn", "--json", str(out)]) == 0
