@@ -272,9 +272,9 @@ register_network("alexnet")(AlexNet)
 register_network("resnet18")(ResNet18)
 register_network("resnet18_bn")(lambda c, n, s, **kw: ResNet18(c, n, s, norm="batchnorm", **kw))
 
-#: registered variants whose name fixes the normalisation (DC's ``ConvNetBN`` / ``ResNet18BN``): an
-#: evaluation protocol's default norm never overrides them, and passing ``norm=`` to them is an error
-FIXED_NORM: dict[str, str] = {"convnet_bn": "batchnorm", "resnet18_bn": "batchnorm"}
+#: registered variants whose name fixes the normalisation (BatchNorm: DC's ``ConvNetBN`` / ``ResNet18BN``):
+#: an evaluation protocol's default norm never overrides them, and passing ``norm=`` to them is an error
+FIXED_NORM: frozenset[str] = frozenset({"convnet_bn", "resnet18_bn"})
 
 
 class LeNet5(nn.Module):

@@ -72,7 +72,8 @@ def _dense(m) -> torch.Tensor:
 
 def _build(key: str, objs: dict, where: Path) -> Data:
     """The public-split graph from the raw objects (``read_planetoid_data``'s construction)."""
-    x, tx, allx, y, ty, ally = (_dense(objs[k]) for k in ("x", "tx", "allx", "y", "ty", "ally"))
+    tx, allx, ty, ally = (_dense(objs[k]) for k in ("tx", "allx", "ty", "ally"))
+    n_train = objs["y"].shape[0]  # the public split: the first len(y) nodes train, the next 500 validate
     test_index = torch.tensor(objs["test.index"], dtype=torch.long)
     sorted_test = test_index.sort().values
     if key == "citeseer":  # isolated test nodes have no row in tx/ty: zero rows keep the indices consecutive
@@ -83,8 +84,8 @@ def _build(key: str, objs: dict, where: Path) -> Data:
     feats = torch.cat([allx, tx])
     labels = torch.cat([ally, ty]).max(dim=1).indices
     n = labels.numel()
-    if int(test_index.min()) < 0 or int(test_index.max()) >= n or len(objs["graph"]) > n:
-        raise UserError(f"dataset {key!r}: test indices or adjacency keys outside the {n} nodes of {where}")
+    if int(test_index.min()) < 0 or int(test_index.max()) >= n:
+        raise UserError(f"dataset {key!r}: ind.{key}.test.index names nodes outside the {n} nodes of {where}")
     feats[test_index], labels[test_index] = feats[sorted_test], labels[sorted_test]
     rows = [int(u) for u, vs in objs["graph"].items() for _ in vs]
     cols = [int(v) for vs in objs["graph"].values() for v in vs]
@@ -96,8 +97,8 @@ def _build(key: str, objs: dict, where: Path) -> Data:
     edge_index = torch.stack([code % n, code // n])
     mask = lambda idx: torch.zeros(n, dtype=torch.bool).index_fill_(0, idx, True)  # noqa: E731
     data = Data(x=feats, edge_index=edge_index, y=labels)
-    data.train_mask = mask(torch.arange(y.size(0)))
-    data.val_mask = mask(torch.arange(y.size(0), y.size(0) + 500))
+    data.train_mask = mask(torch.arange(n_train))
+    data.val_mask = mask(torch.arange(n_train, n_train + 500))
     data.test_mask = mask(test_index)
     return data
 

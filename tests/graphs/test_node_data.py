@@ -46,6 +46,16 @@ def test_planetoid_reader_equals_pyg_and_writes_nothing(shared_data, tmp_path, n
 
 
 @pytest.mark.shared_data
+def test_planetoid_out_of_range_indices_are_one_line_errors(shared_data, tmp_path):
+    raw = tmp_path / "Cora" / "raw"
+    shutil.copytree(shared_data / "planetoid" / "Cora" / "raw", raw)
+    index = (raw / "ind.cora.test.index").read_text().split()
+    (raw / "ind.cora.test.index").write_text("\n".join(index[:-1] + ["99999"]))
+    with pytest.raises(UserError, match=r"ind\.cora\.test\.index names nodes outside the 2708 nodes"):
+        load_planetoid("cora", tmp_path)
+
+
+@pytest.mark.shared_data
 def test_planetoid_missing_raw_file_names_dataset_root_and_file(writable_shared, tmp_path):
     root = tmp_path / "pl"
     shutil.copytree(writable_shared("planetoid") / "Cora" / "raw", root / "Cora" / "raw")
