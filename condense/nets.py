@@ -265,16 +265,23 @@ class ResNet18(nn.Module):
 register_network("convnet")(ConvNet)
 register_network("convnetd4")(lambda c, n, s, **kw: ConvNet(c, n, s, depth=4, **kw))
 register_network("convnetd5")(lambda c, n, s, **kw: ConvNet(c, n, s, depth=5, **kw))
-register_network("convnet_bn")(lambda c, n, s, **kw: ConvNet(c, n, s, norm="batchnorm", **kw))
 register_network("mlp")(MLP)
 register_network("lenet")(LeNet)
 register_network("alexnet")(AlexNet)
 register_network("resnet18")(ResNet18)
-register_network("resnet18_bn")(lambda c, n, s, **kw: ResNet18(c, n, s, norm="batchnorm", **kw))
 
-#: registered variants whose name fixes the normalisation (BatchNorm: DC's ``ConvNetBN`` / ``ResNet18BN``):
-#: an evaluation protocol's default norm never overrides them, and passing ``norm=`` to them is an error
-FIXED_NORM: frozenset[str] = frozenset({"convnet_bn", "resnet18_bn"})
+#: registered variants whose name fixes the normalisation (DC's ``ConvNetBN`` / ``ResNet18BN``): an
+#: evaluation protocol's default norm never overrides them, and passing ``norm=`` to them is an error
+FIXED_NORM: set[str] = set()
+
+
+def _register_fixed_norm(name: str, cls: Callable[..., nn.Module], norm: str) -> None:
+    FIXED_NORM.add(name)
+    register_network(name)(lambda c, n, s, **kw: cls(c, n, s, norm=norm, **kw))
+
+
+_register_fixed_norm("convnet_bn", ConvNet, "batchnorm")
+_register_fixed_norm("resnet18_bn", ResNet18, "batchnorm")
 
 
 class LeNet5(nn.Module):

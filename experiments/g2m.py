@@ -26,7 +26,7 @@ import torch
 from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, resolve_device
 from experiments import figures
-from graphs.data.planetoid import PLANETOID_NAMES, planetoid_available
+from graphs.data.planetoid import planetoid_available
 from graphs.g2m.pipeline import inference_seconds, load_task, make_task_split, run
 from graphs.g2m.presets import PROTOCOLS, TEACHERS, get_preset
 from graphs.g2m.student import METHODS

@@ -90,7 +90,7 @@ def _build(key: str, objs: dict, where: Path) -> Data:
     rows = [int(u) for u, vs in objs["graph"].items() for _ in vs]
     cols = [int(v) for vs in objs["graph"].values() for v in vs]
     row, col = torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)
-    if rows and (min(rows + cols) < 0 or max(rows + cols) >= n):
+    if row.numel() and (min(row.min(), col.min()) < 0 or max(row.max(), col.max()) >= n):
         raise UserError(f"dataset {key!r}: ind.{key}.graph names nodes outside the {n} nodes of {where}")
     keep = row != col  # self-loops removed; duplicates merged, ordered by (target, source) as PyG's coalesce
     code = torch.unique(col[keep] * n + row[keep])
