@@ -199,13 +199,16 @@ def _size_only_levels(payload: Payload) -> dict[str, float]:
 
 
 def mirage(payload: Payload, stem: Path) -> list[Path]:
-    """Rows = datasets, columns = GNNs: test score vs % of the training bytes; full data as a level."""
+    """Rows = datasets, columns = GNNs: test score vs % of the training bytes; full data as a level
+    (or, without a full-data point, the payload's ``full_reference`` text for the dataset)."""
     points = _mirage_points(payload)
     metrics = {r["dataset"]: r.get("metric", "") for r in payload.get("records", [])} | payload.get("metrics", {})
     notes = payload.get("notes", {})
     size_only = _size_only_levels(payload)
-    datasets = list(dict.fromkeys(p["dataset"] for p in points))
-    models = list(dict.fromkeys(p["model"] for p in points))
+    full_refs = payload.get("full_reference", {})  # where a dataset's full-data number lives when this payload has none
+    first = [(r["dataset"], x["model"]) for r in payload.get("records") or [] for x in r.get("results", [])]  # records' order first
+    datasets = list(dict.fromkeys([d for d, _ in first] + [p["dataset"] for p in points]))
+    models = list(dict.fromkeys([m for _, m in first] + [p["model"] for p in points]))
     fig, axes = new_figure(len(datasets) * len(models), cols=len(models), panel_size=(4.0, 3.2))
     for i, dataset in enumerate(datasets):
         for j, model in enumerate(models):
@@ -221,11 +224,12 @@ def mirage(payload: Payload, stem: Path) -> list[Path]:
                     ax.errorbar([100 * p["fraction"] * dodge], [p["top"][0]], yerr=[p["top"][1]], color=color, marker=marker,
                                 capsize=3, linestyle="none", markersize=7, label=f"{method} ({100 * p['fraction']:.2g} %)")  # fmt: skip
             if "full" in cell:
-                full = cell["full"]["top"]
-                reference_line(ax, full[0], "full data (100 %)", std=full[1], color="k")
+                full, seeds = cell["full"]["top"], cell["full"].get("seeds")
+                reference_line(ax, full[0], f"full data (100 %{f', {seeds} seeds' if seeds else ''})", std=full[1], color="k")
                 ax.errorbar([100], [full[0]], yerr=[full[1]], color="k", marker="D", capsize=3, linestyle="none", markersize=6)
             else:
-                ax.text(0.98, 0.03, "full data: not run", transform=ax.transAxes, fontsize=7, color="0.4", ha="right")
+                ax.text(0.98, 0.03, full_refs.get(dataset, "full data: not run"), transform=ax.transAxes, fontsize=7, color="0.4",
+                        ha="right")
             if dataset in size_only:  # the node count as the classifier: a set whose model only learns size sits on it
                 reference_line(ax, size_only[dataset], "size-only (node count)", color="0.55", linestyle=":")
             ax.set_xscale("log")

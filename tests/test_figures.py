@@ -114,6 +114,25 @@ def test_mirage_size_only_level_in_its_better_direction(tmp_path):
     assert figures.write_figures("mirage", _write(tmp_path, "mirage", payload))
 
 
+def test_mirage_panel_without_full_data_names_where_the_reference_is(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(figures, "save_png", lambda fig, path: drawn.append(fig) or Path(path))
+    payload = json.loads(json.dumps(FIXTURES["mirage"][1]))
+    for rec in payload["records"]:
+        rec["results"] = [r for r in rec["results"] if r["method"] != "full"]
+    figures.mirage(payload, tmp_path / "a")
+    payload["full_reference"] = {"motifs": "full data: 10-fold CV table"}
+    figures.mirage(payload, tmp_path / "b")
+    texts = [[t.get_text() for ax in fig.axes for t in ax.texts] for fig in drawn]
+    assert "full data: not run" in texts[0] and "full data: 10-fold CV table" in texts[1] and "full data: not run" not in texts[1]
+    payload["aggregated"] = [{"dataset": "aaa", "model": "gin", "method": "random", "fraction": 0.1, "top": [0.6, 0.01]},
+                             {"dataset": "motifs", "model": "gin", "method": "full", "fraction": 1.0, "top": [0.9, 0.01], "seeds": 7}]
+    figures.mirage(payload, tmp_path / "c")
+    assert [ax.get_title()[:6] for ax in drawn[2].axes[:2]] == ["motifs", "aaa, G"]  # the records' rows first
+    legend = [t.get_text() for t in drawn[2].axes[0].get_legend().get_texts()]
+    assert "full data (100 %, 7 seeds)" in legend and not [t for t in drawn[2].axes[0].texts if "full data" in t.get_text()]
+
+
 def test_bench_inference_end_to_end_writes_json_and_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench_inference.main(["--sizes", "300", "600", "--queries", "3", "--teachers", "gcn", "--json", str(out)]) == 0
