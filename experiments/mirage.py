@@ -22,9 +22,10 @@ relative thresholds: give fractions per class in a preset / ``graphs.mirage --su
 
 ``--cv``: full-data baselines only, with the dataset family's recipe (:data:`graphs.mirage.presets.RECIPES`)
 under the GIN paper's 10-fold stratified CV (:mod:`graphs.mirage.cv`); ``--cv-state DIR`` keeps
-finished folds so an interrupted run resumes.  ``--cv-hidden 16 32 --cv-batch-size 32 128 --cv-dropout 0 0.5``
-runs the GIN paper's hyper-parameter grid and reports the point of best mean validation accuracy
-(and, labelled, the paper's test-selected point).
+finished folds so an interrupted run resumes, and ``--cv-jobs N`` trains N folds at once (one core
+each, the same result).  ``--cv-hidden 16 32 --cv-batch-size 32 128 --cv-dropout 0 0.5`` runs the
+GIN paper's hyper-parameter grid and reports the point of best mean validation accuracy (and,
+labelled, the paper's test-selected point).
 
 ``--split-seeds``: TU datasets have no official split and MUTAG's test set holds 19 graphs, so one
 split cannot separate methods a few points apart; each seed draws a new 80/10/10 split (and seeds
@@ -183,7 +184,7 @@ def _md_row(name: str, r: dict) -> str:
 
 
 def run_cv(name: str, root: Path | None, *, scale: str, models, seed: int, device: str, progress: bool,
-           state_dir: Path | None, node_attr: str = "drop", grid: dict | None = None) -> dict:
+           state_dir: Path | None, node_attr: str = "drop", grid: dict | None = None, jobs: int = 1) -> dict:
     """Full-data 10-fold CV of each model with the dataset family's recipe; prints one row per model.
 
     ``grid`` (``hidden`` / ``batch_size`` / ``dropout`` value lists) runs the GIN paper's
@@ -200,7 +201,7 @@ def run_cv(name: str, root: Path | None, *, scale: str, models, seed: int, devic
         for cfg in config_grid(base, **(grid or {})):
             tag = attr_tag + ("" if cfg == base else f"_h{cfg.hidden}_b{cfg.batch_size}_d{cfg.dropout:g}")
             state = None if state_dir is None else state_dir / f"{name}_{model}_{scale}_seed{seed}{tag}.json"
-            out = cross_validate(ds, cfg, seed=seed, device=device, progress=progress, state=state)
+            out = cross_validate(ds, cfg, seed=seed, device=device, progress=progress, state=state, jobs=jobs)
             record["cv"].append({"model": model, "config": asdict(cfg), **out})
             points.append((cfg, out["summary"]))
             print(_cv_md_row(name, f"{model} {_grid_label(cfg)}", out["summary"]), flush=True)
@@ -364,16 +365,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cv-dropout", type=float, nargs="+", default=None,
                    help="with --cv: dropout values of the grid (paper: 0 0.5; default: the recipe's); the grid point of best "
                         "mean validation accuracy is reported")
+    p.add_argument("--cv-jobs", type=int, default=1,
+                   help="with --cv: folds trained at once, one process and one core each (the result is the same)")
     p.add_argument("--device", default="cpu")
     figures.add_flags(p, "all records", "mining, no training")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    for flag, value in (("--restarts", args.restarts), ("--baseline-epochs", args.baseline_epochs)):
+    for flag, value in (("--restarts", args.restarts), ("--baseline-epochs", args.baseline_epochs), ("--cv-jobs", args.cv_jobs)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
     grid = {"hidden": args.cv_hidden, "batch_size": args.cv_batch_size, "dropout": args.cv_dropout}
-    if not args.cv and any(v is not None for v in grid.values()):
-        raise UserError("--cv-hidden/--cv-batch-size/--cv-dropout need --cv")
+    if not args.cv and (any(v is not None for v in grid.values()) or args.cv_jobs != 1):
+        raise UserError("--cv-hidden/--cv-batch-size/--cv-dropout/--cv-jobs need --cv")
     config_grid(TrainConfig(), **grid)  # validate the grid values before any work
     lock_outputs(check_outputs({"--json": args.json}, roots={"--shared": args.shared}).values())
     if args.figure_only:
@@ -388,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("|---|---|---|---|---|---|---|---|---|---|---|")
                 records = [run_cv(name, _writable_root(name, args.shared, Path(tmp), args.root), scale=args.scale, models=args.models,
                                   seed=args.seed, device=args.device, progress=progress, state_dir=args.cv_state,
-                                  node_attr=args.node_attr, grid=grid)
+                                  node_attr=args.node_attr, grid=grid, jobs=args.cv_jobs)
                            for name in args.datasets]
             elif args.sweep:
                 print("| dataset | hops | support | graphs | bytes | val (mean best-val over restarts) |\n|---|---|---|---|---|---|")

@@ -208,6 +208,29 @@ def test_cv_cli_runs_resumes_and_labels_the_test_selected_number(monkeypatch, tm
     assert sorted(torch.cat(folds).tolist()) == list(range(60)) and all(len(f) == 6 for f in folds)
 
 
+def test_cv_parallel_folds_equal_the_sequential_run_and_resume_out_of_order(tmp_path: Path):
+    import json
+
+    from graphs.mirage import cv, presets
+    from tests.graphs._generated import size_dataset
+
+    ds = size_dataset(60, seed=0)
+    cfg = presets.replace(presets.RECIPES["tu-bio"]["cpu"], hidden=8, epochs=2, iters_per_epoch=2, restarts=1, top=1)
+    untimed = lambda folds: [{k: v for k, v in f.items() if k != "train_time_s"} for f in folds]  # noqa: E731
+    seq = cv.cross_validate(ds, cfg, folds=4, progress=False, state=tmp_path / "seq.json")
+    saved = json.loads((tmp_path / "seq.json").read_text())
+    saved["folds"] = [saved["folds"][k] for k in (3, 1)]  # a parallel run stopped with folds 3 and 1 done
+    (tmp_path / "part.json").write_text(json.dumps(saved))
+    par = cv.cross_validate(ds, cfg, folds=4, progress=False, state=tmp_path / "part.json", jobs=3)  # folds 0, 2 in workers
+    assert [f["fold"] for f in par["folds"]] == list(range(4)) and untimed(par["folds"]) == untimed(seq["folds"])
+    assert par["folds"][3] == saved["folds"][0]  # kept, not retrained
+    assert {k: v for k, v in par["summary"].items() if k != "train_time_s"} == \
+        {k: v for k, v in seq["summary"].items() if k != "train_time_s"}
+    assert untimed(json.loads((tmp_path / "part.json").read_text())["folds"]) == untimed(seq["folds"])  # saved in fold order
+    with pytest.raises(UserError, match="jobs"):
+        cv.cross_validate(ds, cfg, jobs=0)
+
+
 def test_cv_summary_val_selected_versus_test_selected():
     from graphs.mirage.cv import summarise_folds
 
@@ -260,6 +283,8 @@ def test_cv_grid_selects_on_validation_and_labels_the_test_selected_point(monkey
     assert exp.main(["--datasets", "sizes", "--cv-hidden", "16"]) == 2
     assert exp.main(["--cv", "--datasets", "sizes", "--cv-dropout", "1.0"]) == 2
     assert exp.main(["--cv", "--datasets", "sizes", "--cv-hidden", "16", "16"]) == 2
+    assert exp.main(["--cv", "--datasets", "sizes", "--cv-jobs", "0"]) == 2
+    assert exp.main(["--datasets", "sizes", "--cv-jobs", "2"]) == 2
 
 
 def test_select_config_prefers_validation_and_reports_the_paper_point_separately():
