@@ -32,7 +32,7 @@ import itertools
 import json
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import signal
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -147,18 +147,28 @@ def _train_fold(*, k: int, train, valid, test, dims, num_classes, config, seed, 
 
 
 def _parallel_folds(tasks: list[dict], jobs: int, finished, progress: bool, desc: str) -> None:
-    """Run :func:`_train_fold` on ``tasks`` in ``jobs`` spawned processes; ``finished(fold)`` in the parent as each ends."""
+    """Run :func:`_train_fold` on ``tasks`` in ``jobs`` spawned processes; ``finished(fold)`` in the parent as each ends.
+
+    Workers ignore Ctrl-C; the parent's interrupt (or a fold's error) terminates them on leaving
+    the pool, so what is saved is exactly the folds that finished.
+    """
     ctx = multiprocessing.get_context("spawn")  # fork after torch/OpenMP start-up can deadlock
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool, \
-            tqdm(total=len(tasks), desc=desc, disable=not progress) as bar:
-        futures = [pool.submit(_train_fold, **task) for task in tasks]
-        try:
-            for future in as_completed(futures):
-                finished(future.result())
+    pool = ctx.Pool(min(jobs, len(tasks)), initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    try:
+        with tqdm(total=len(tasks), desc=desc, disable=not progress) as bar:
+            for fold in pool.imap_unordered(_train_fold_task, tasks):
+                finished(fold)
                 bar.update()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)  # the finished folds are saved; the queued ones are dropped
-            raise
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def _train_fold_task(task: dict) -> dict:
+    return _train_fold(**task)
 
 
 def config_grid(base: TrainConfig, *, hidden: list[int] | None = None, batch_size: list[int] | None = None,
