@@ -365,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cv-dropout", type=float, nargs="+", default=None,
                    help="with --cv: dropout values of the grid (paper: 0 0.5; default: the recipe's); the grid point of best "
                         "mean validation accuracy is reported")
-    p.add_argument("--cv-jobs", type=int, default=1,
-                   help="with --cv: folds trained at once, one process and one core each (the result is the same)")
+    p.add_argument("--cv-jobs", type=int, default=None,
+                   help="with --cv: folds trained at once, one process and one core each (default 1; the result is the same)")
     p.add_argument("--device", default="cpu")
     figures.add_flags(p, "all records", "mining, no training")
     p.add_argument("--no-progress", action="store_true")
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")
     grid = {"hidden": args.cv_hidden, "batch_size": args.cv_batch_size, "dropout": args.cv_dropout}
-    if not args.cv and (any(v is not None for v in grid.values()) or args.cv_jobs != 1):
+    if not args.cv and (any(v is not None for v in grid.values()) or args.cv_jobs is not None):
         raise UserError("--cv-hidden/--cv-batch-size/--cv-dropout/--cv-jobs need --cv")
     config_grid(TrainConfig(), **grid)  # validate the grid values before any work
     lock_outputs(check_outputs({"--json": args.json}, roots={"--shared": args.shared}).values())
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("|---|---|---|---|---|---|---|---|---|---|---|")
                 records = [run_cv(name, _writable_root(name, args.shared, Path(tmp), args.root), scale=args.scale, models=args.models,
                                   seed=args.seed, device=args.device, progress=progress, state_dir=args.cv_state,
-                                  node_attr=args.node_attr, grid=grid, jobs=args.cv_jobs)
+                                  node_attr=args.node_attr, grid=grid, jobs=args.cv_jobs or 1)
                            for name in args.datasets]
             elif args.sweep:
                 print("| dataset | hops | support | graphs | bytes | val (mean best-val over restarts) |\n|---|---|---|---|---|---|")

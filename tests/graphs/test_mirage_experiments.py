@@ -285,6 +285,7 @@ def test_cv_grid_selects_on_validation_and_labels_the_test_selected_point(monkey
     assert exp.main(["--cv", "--datasets", "sizes", "--cv-hidden", "16", "16"]) == 2
     assert exp.main(["--cv", "--datasets", "sizes", "--cv-jobs", "0"]) == 2
     assert exp.main(["--datasets", "sizes", "--cv-jobs", "2"]) == 2
+    assert exp.main(["--datasets", "sizes", "--cv-jobs", "1"]) == 2  # named without --cv: refused, not ignored
 
 
 def test_select_config_prefers_validation_and_reports_the_paper_point_separately():
