@@ -33,6 +33,7 @@ import json
 import multiprocessing
 import os
 import signal
+import threading
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def _parallel_folds(tasks: list[dict], jobs: int, finished, progress: bool, desc
     the pool, so what is saved is exactly the folds that finished.
     """
     ctx = multiprocessing.get_context("spawn")  # fork after torch/OpenMP start-up can deadlock
-    pool = ctx.Pool(min(jobs, len(tasks)), initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    pool = _quiet_pool(ctx, min(jobs, len(tasks)))
     try:
         with tqdm(total=len(tasks), desc=desc, disable=not progress) as bar:
             for fold in pool.imap_unordered(_train_fold_task, tasks):
@@ -165,6 +166,30 @@ def _parallel_folds(tasks: list[dict], jobs: int, finished, progress: bool, desc
         raise
     finally:
         pool.join()
+
+
+def _quiet_pool(ctx, processes: int):
+    """A pool whose workers ignore SIGINT from their first instruction, not only after their imports.
+
+    The disposition is ``SIG_IGN`` in the parent while the pool spawns its workers, and an ignored
+    signal stays ignored across ``exec``, so a Ctrl-C while they import torch prints no traceback
+    per worker.  :func:`_init_worker` covers a worker the pool starts later (replacing one that died).
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works in the main thread only
+        return ctx.Pool(processes, initializer=_init_worker)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return ctx.Pool(processes, initializer=_init_worker)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _init_worker() -> None:
+    """Ignore Ctrl-C (the parent decides), and give tqdm a thread lock: its default lock is a
+    multiprocessing semaphore, which a terminated worker would leave to the resource tracker
+    ("leaked semaphore objects" at exit)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
 
 
 def _train_fold_task(task: dict) -> dict:

@@ -231,6 +231,37 @@ def test_cv_parallel_folds_equal_the_sequential_run_and_resume_out_of_order(tmp_
         cv.cross_validate(ds, cfg, jobs=0)
 
 
+def test_cv_workers_are_spawned_ignoring_ctrl_c_and_without_multiprocessing_tqdm_locks():
+    """Workers inherit SIG_IGN at exec (a Ctrl-C while they import torch prints nothing) and use a
+    thread lock for tqdm (a terminated worker leaves no semaphore to the resource tracker)."""
+    import signal
+    import threading
+
+    from tqdm.auto import tqdm
+
+    from graphs.mirage import cv
+
+    seen = {}
+
+    class Ctx:  # records the parent's SIGINT disposition at the moment the pool spawns its workers
+        def Pool(self, processes, initializer):
+            seen.update(during=signal.getsignal(signal.SIGINT), processes=processes, initializer=initializer)
+            return "pool"
+
+    before = signal.getsignal(signal.SIGINT)
+    assert cv._quiet_pool(Ctx(), 2) == "pool"
+    assert seen["during"] is signal.SIG_IGN and seen["processes"] == 2 and seen["initializer"] is cv._init_worker
+    assert signal.getsignal(signal.SIGINT) is before  # restored in the parent
+    lock = tqdm.get_lock()
+    try:
+        cv._init_worker()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert type(tqdm.get_lock()) is type(threading.RLock())
+    finally:
+        signal.signal(signal.SIGINT, before)
+        tqdm.set_lock(lock)
+
+
 def test_cv_summary_val_selected_versus_test_selected():
     from graphs.mirage.cv import summarise_folds
 
