@@ -63,7 +63,11 @@ SCALES: dict[str, TrainConfig] = {
 #: layers, hidden 300, BatchNorm, dropout 0.5, JK last, mean readout, AtomEncoder/BondEncoder-style
 #: embeddings, no dropout before the linear head (``gnn.py``), batch 32, Adam 1e-3, 100 epochs, 10 seeds.
 #: Deviation: a 2-class softmax head with cross-entropy instead of OGB's one logit with BCE (the same
-#: model family; ROC-AUC of P(class 1)).  ``cpu`` is the same recipe shortened.
+#: model family; ROC-AUC of P(class 1)).  ``cpu`` is the same recipe shortened.  Another model
+#: (``model="gcn"``/``"gat"``) keeps every other setting and swaps the convolution
+#: (:func:`graphs.models.graph.get_graph_model`).  Deviation: the GIN paper's own GCN row is its
+#: MEAN-1-LAYER variant (mean over the neighbourhood with the node, one-layer perceptron); PyG's
+#: ``GCNConv`` normalises symmetrically, :math:`D^{-1/2}(A+I)D^{-1/2}`, instead of :math:`D^{-1}(A+I)`.
 RECIPES: dict[str, dict[str, TrainConfig]] = {
     "tu-bio": {
         "paper": TrainConfig(model="gin", hidden=32, layers=4, dropout=0.5, jk="layers", norm=True, train_eps=False,
