@@ -91,6 +91,21 @@ def test_figure_only_needs_a_readable_json(kind, tmp_path, capsys):
     assert err.startswith("error:") and len(err.splitlines()) == 1
 
 
+def test_g2m_figure_of_an_inductive_only_run_plots_and_names_the_held_out_score(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(figures, "save_png", lambda fig, path: drawn.append(fig) or Path(path))
+    payload = json.loads(json.dumps(FIXTURES["g2m"][1]))
+    cols = payload["results"]["csbm"]["gcn"].pop("tran")
+    for c, rows in cols.items():  # observed-test (tran) and held-out (ind) scores that differ
+        rows[0].update(tran=0.5, ind={"teacher": 0.9, "mlp": 0.4, "glnn": 0.8, "ff-g2m": 0.85}[c])
+    payload["results"]["csbm"]["gcn"]["ind"] = cols
+    figures.write_figures("g2m", _write(tmp_path, "g2m", payload))
+    (ax,) = [a for a in drawn[0].axes if a.has_data()]
+    assert ax.get_title() == "csbm (inductive, held-out test nodes)"
+    ys = sorted(round(float(c.lines[0].get_ydata()[0]), 6) for c in ax.containers)  # one errorbar per model
+    assert ys == [40.0, 80.0, 85.0, 90.0]  # the ind scores, not the tran ones (all 50)
+
+
 def test_g2m_figure_refuses_json_without_latencies(tmp_path):
     payload = json.loads(json.dumps(FIXTURES["g2m"][1]))
     del payload["results"]["csbm"]["gcn"]["tran"]["mlp"][0]["latency_s"]
