@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
+from tqdm import tqdm as tqdm_std
 from tqdm.auto import tqdm
 
 from condense.utils import UserError, atomic_write_text
@@ -189,7 +190,7 @@ def _init_worker() -> None:
     multiprocessing semaphore, which a terminated worker would leave to the resource tracker
     ("leaked semaphore objects" at exit)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    tqdm.set_lock(threading.RLock())
+    tqdm_std.set_lock(threading.RLock())  # on the base class: every tqdm flavour inherits it
 
 
 def _train_fold_task(task: dict) -> dict:

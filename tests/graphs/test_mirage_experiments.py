@@ -237,6 +237,7 @@ def test_cv_workers_are_spawned_ignoring_ctrl_c_and_without_multiprocessing_tqdm
     import signal
     import threading
 
+    from tqdm import tqdm as tqdm_std
     from tqdm.auto import tqdm
 
     from graphs.mirage import cv
@@ -252,14 +253,16 @@ def test_cv_workers_are_spawned_ignoring_ctrl_c_and_without_multiprocessing_tqdm
     assert cv._quiet_pool(Ctx(), 2) == "pool"
     assert seen["during"] is signal.SIG_IGN and seen["processes"] == 2 and seen["initializer"] is cv._init_worker
     assert signal.getsignal(signal.SIGINT) is before  # restored in the parent
-    lock = tqdm.get_lock()
+    lock = tqdm_std.get_lock()
     try:
         cv._init_worker()
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert type(tqdm.get_lock()) is type(threading.RLock())
+        assert type(tqdm_std.get_lock()) is type(threading.RLock())
+        if "_lock" not in vars(tqdm):  # tqdm.auto's class inherits the base's lock unless it set its own
+            assert tqdm.get_lock() is tqdm_std.get_lock()
     finally:
         signal.signal(signal.SIGINT, before)
-        tqdm.set_lock(lock)
+        tqdm_std.set_lock(lock)
 
 
 def test_cv_summary_val_selected_versus_test_selected():
