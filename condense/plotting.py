@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure
 
 from .utils import UserError, atomic_write_bytes
 
-__all__ = ["new_figure", "save_png", "mean_std", "errorbar_series", "reference_line", "loss_curve"]
+__all__ = ["new_figure", "save_png", "mean_std", "errorbar_series", "reference_line", "wrapped_suptitle", "loss_curve"]
 
 DPI = 110
 
@@ -64,6 +65,12 @@ def reference_line(ax: Axes, value: float, label: str, *, std: float | None = No
     if std:
         span = ax.axvspan if vertical else ax.axhspan
         span(value - std, value + std, color=line.get_color(), alpha=0.12, linewidth=0)
+
+
+def wrapped_suptitle(fig: Figure, title: str) -> None:
+    """A 9 pt suptitle wrapped to the figure's width (~14 characters per inch), each line of ``title`` on its own."""
+    chars = int(fig.get_figwidth() * 14)
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in title.split("\n")), fontsize=9)
 
 
 def loss_curve(history: Sequence[float], path: str | os.PathLike, *, title: str, ylabel: str = "distillation loss") -> Path:

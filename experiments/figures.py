@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from condense.plotting import errorbar_series, mean_std, new_figure, reference_line, save_png
+from condense.plotting import errorbar_series, mean_std, new_figure, reference_line, save_png, wrapped_suptitle
 from condense.utils import UserError
 
 __all__ = ["FIGURES", "write_figures", "finish", "redraw", "load_json"]
@@ -242,15 +241,13 @@ def mirage(payload: Payload, stem: Path) -> list[Path]:
             ax.legend(fontsize=7)
     title = ("Mirage vs random / herding subsets at equal bytes (mean ± std: over splits where several, else over the top-k "
              "restarts; equal-byte markers dodged sideways for legibility, their exact % in the legend)" + _source_note(payload))
-    chars = int(fig.get_figwidth() * 14)  # ~14 characters of 9 pt per inch: wrap to the figure, one column or several
-    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in title.split("\n")), fontsize=9)
+    wrapped_suptitle(fig, title)
     return [save_png(fig, stem.with_suffix(".png"))]
 
 
 # ------------------------------------------------------------------------------------------------ g2m
 G2M_STYLE = {"teacher": ("k", "*"), "mlp": ("0.5", "s"), "glnn": ("C0", "o"), "ff-g2m": ("C3", "D")}
-G2M_SCORE = {"tran": "tran", "ind": "ind"}  # the score a setting is plotted by: transductive test nodes / held-out nodes
-G2M_TITLE = {"tran": "transductive", "ind": "inductive, held-out test nodes"}
+G2M_TITLE = {"tran": "transductive", "ind": "inductive, held-out test nodes"}  # a setting is plotted by its own score
 
 
 def g2m(payload: Payload, stem: Path) -> list[Path]:
@@ -268,11 +265,11 @@ def g2m(payload: Payload, stem: Path) -> list[Path]:
         for t, teacher in enumerate(results[dataset]):
             by_setting = results[dataset][teacher]
             setting = "tran" if "tran" in by_setting else next(iter(by_setting))
-            cols, score = by_setting[setting], G2M_SCORE[setting]
+            cols = by_setting[setting]
             for col, (color, marker) in G2M_STYLE.items():
                 if col not in cols or not cols[col]:
                     continue
-                acc = mean_std([100 * s[score] for s in cols[col]])
+                acc = mean_std([100 * s[setting] for s in cols[col]])
                 lat = mean_std([1000 * s["latency_s"] for s in cols[col]])
                 label = f"teacher {teacher.upper()}" if col == "teacher" else f"{col.upper()} student" if col != "mlp" else "plain MLP"
                 ax.errorbar([lat[0]], [acc[0]], xerr=[lat[1]], yerr=[acc[1]], color=color if col != "teacher" else f"C{4 + t}",
@@ -287,7 +284,7 @@ def g2m(payload: Payload, stem: Path) -> list[Path]:
         ax.legend(fontsize=7)
     title = (f"GNN-to-MLP: accuracy vs latency, scale {payload.get('scale', '?')}, seeds {payload.get('seeds', '?')}, CPU, 1 thread "
              "(median of 5 passes; the MLP students share one architecture, so their latency spread is timing noise)")
-    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 14)), fontsize=9)  # wrapped to the figure's width
+    wrapped_suptitle(fig, title)
     return [save_png(fig, stem.with_suffix(".png"))]
 
 
