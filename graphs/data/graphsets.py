@@ -75,6 +75,31 @@ class GraphDataset:
         for attr, cards in (("x", self.node_cardinalities), ("edge_attr", self.edge_cardinalities)):
             if cards is not None:
                 _check_ids(self.name, attr, [getattr(g, attr) for g in self.graphs], cards)
+        y = torch.tensor([int(g.y) for g in self.graphs], dtype=torch.long)
+        bad = (y < 0) | (y >= self.num_classes)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise UserError(f"{self.name}: graph {i} has label {int(y[i])}, outside the {self.num_classes} declared classes "
+                            f"[0, {self.num_classes}) ({int(bad.sum())} such graph(s))")
+
+    def check_splits(self) -> None:
+        """Refuse a split nothing can be trained or scored on: an empty part, parts sharing graphs,
+        or a training part holding a single class (one line naming the part)."""
+        for part in SPLITS:
+            if len(self.split[part]) == 0:
+                raise UserError(f"{self.name}: the {part} split is empty ({self.split_sizes()}); a score on it would be meaningless")
+        for i, a in enumerate(SPLITS):
+            for b in SPLITS[i + 1:]:
+                shared = set(self.split[a].tolist()) & set(self.split[b].tolist())
+                if shared:
+                    raise UserError(f"{self.name}: the {a} and {b} splits share {len(shared)} graph(s) (e.g. graph {min(shared)})")
+        present = self.labels("train").unique().tolist()
+        if len(present) < 2:
+            raise UserError(f"{self.name}: the training split holds only class {present} of {self.num_classes}; "
+                            "a classifier needs at least two classes to train on")
+
+    def split_sizes(self) -> str:
+        return "/".join(str(len(self.split[s])) for s in SPLITS) + " train/valid/test graphs"
 
     @property
     def metric(self) -> str:

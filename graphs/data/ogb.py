@@ -36,6 +36,9 @@ BOND_FEATURE_DIMS = (5, 6, 2)
 _RAW = ("edge", "edge-feat", "node-feat", "num-node-list", "num-edge-list", "graph-label")
 _SPLIT_KIND = "scaffold"
 _CACHE_FORMAT = "condense.ogb-graphs/v1"
+#: classes of the single-task ogbg-mol* sets: OGB's ``master.csv`` declares them binary classification
+#: (molhiv, molbace, molbbbp: ``task type = binary classification``, ``num classes = 2``).
+NUM_CLASSES = 2
 
 
 def ogb_dir(root: str | os.PathLike, name: str) -> Path:
@@ -76,6 +79,11 @@ def _parse_raw(base: Path) -> dict:
     labels = _read_csv(raw / "graph-label.csv.gz", np.float64)
     if labels.shape[1] != 1 or np.isnan(labels).any():
         raise UserError(f"{base}: only single-task OGB datasets without missing labels are supported")
+    bad = ~np.isin(labels.reshape(-1), np.arange(NUM_CLASSES))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise UserError(f"{raw / 'graph-label.csv.gz'}: graph {i} has label {labels.reshape(-1)[i]:g}, but OGB declares these "
+                        f"molecule sets binary classification (labels 0/1); {int(bad.sum())} label(s) outside")
     if num_nodes.sum() != node_feat.shape[0] or num_edges.sum() != edges.shape[0] or edges.shape[0] != edge_feat.shape[0]:
         raise UserError(f"{base}: node/edge counts in num-*-list.csv.gz do not match the feature files")
     if (num_nodes < 0).any() or (num_edges < 0).any() or (node_feat < 0).any() or (edge_feat < 0).any():
@@ -156,7 +164,7 @@ def load_ogb(name: str, root: str | os.PathLike, *, cache: bool = True) -> Graph
     return GraphDataset(
         name=name,
         graphs=graphs,
-        num_classes=int(raw["y"].max()) + 1,
+        num_classes=NUM_CLASSES,  # declared, not inferred from the largest label (a stray label is refused above)
         split=_load_split(base, len(graphs)),
         node_cardinalities=node_cards,
         edge_cardinalities=edge_cards,

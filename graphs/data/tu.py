@@ -169,6 +169,15 @@ def validate_tu_raw(raw: Path, name: str) -> None:
     if edges.min() < 1 or edges.max() > nodes:
         raise UserError(f"{raw / f'{name}_A.txt'} refers to node {int(edges.max() if edges.max() > nodes else edges.min())}, "
                         f"outside 1..{nodes} (the nodes of graph_indicator)")  # fmt: skip
+    owner = indicator[:, 0].astype(np.int64)[edges.astype(np.int64) - 1]  # graph of each edge end
+    across = np.flatnonzero(owner[:, 0] != owner[:, 1])
+    if across.size:
+        r = int(across[0])
+        raise UserError(f"{raw / f'{name}_A.txt'} line {r + 1}: edge {int(edges[r, 0])}, {int(edges[r, 1])} joins graph "
+                        f"{int(owner[r, 0])} to graph {int(owner[r, 1])} ({across.size} such edge(s)); every edge must stay in one graph")
+    if len(np.unique(indicator)) != graphs:
+        missing = sorted(set(range(1, graphs + 1)) - set(np.unique(indicator).astype(int).tolist()))
+        raise UserError(f"{raw / f'{name}_graph_indicator.txt'}: graph {missing[0]} has no nodes ({len(missing)} empty graph(s))")
     for part, rows, integer in (("node_labels", nodes, True), ("node_attributes", nodes, False),
                                 ("edge_labels", len(edges), True), ("edge_attributes", len(edges), False)):  # fmt: skip
         path = raw / f"{name}_{part}.txt"

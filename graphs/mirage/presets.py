@@ -128,6 +128,8 @@ def load_graph_dataset(name: str, root: str | os.PathLike | None = None, *, seed
     """``motifs`` (embedded, no files), ``ogbg-*`` (OGB layout under root) or a TU name (root/NAME/raw).
 
     ``split`` (TU only; OGB sets always use their official scaffold split): ``random`` or ``official``.
+    A split with an empty part, overlapping parts or a single-class training part is refused
+    (:meth:`~graphs.data.graphsets.GraphDataset.check_splits`).
     ``node_attr`` (TU only): continuous node attributes dropped (the official codes) or concatenated
     to the one-hot labels (:func:`graphs.data.tu.load_tu`).
     """
@@ -136,12 +138,15 @@ def load_graph_dataset(name: str, root: str | os.PathLike | None = None, *, seed
     if split not in SPLITS:
         raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if name == "motifs":
-        return make_motif_dataset(seed=seed)
-    if root is None:
+        ds = make_motif_dataset(seed=seed)
+    elif root is None:
         raise UserError(f"dataset {name!r} needs --root (the directory holding its files)")
-    if name.startswith("ogbg-"):
-        return load_ogb(name, root)
-    return load_tu(name, root, seed=seed, split=split, node_attr=node_attr)
+    elif name.startswith("ogbg-"):
+        ds = load_ogb(name, root)
+    else:
+        ds = load_tu(name, root, seed=seed, split=split, node_attr=node_attr)
+    ds.check_splits()  # an empty part, overlapping parts or a one-class training split: one line, before any work
+    return ds
 
 
 def mining_features(ds: GraphDataset, bins: int | None) -> tuple[dict, str]:

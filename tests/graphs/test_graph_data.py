@@ -167,3 +167,49 @@ def test_graph_dataset_checks_categorical_ids_once_at_construction():
     with pytest.raises(UserError, match="integer ids in 2 column"):
         make(torch.rand(2, 2))
     make(torch.rand(2, 5), cards=None)  # float features are not ids
+
+
+# --- degenerate datasets: one line each -------------------------------------------------------
+
+def test_ogb_label_beyond_the_declared_binary_classes_is_refused(tmp_path: Path):
+    from tests.graphs._generated import write_csv
+
+    base = fake_ogb(tmp_path, "ogbg-molbace")
+    assert load_ogb("ogbg-molbace", tmp_path).num_classes == 2  # builds the cache
+    write_csv(base / "raw" / "graph-label.csv.gz", [2, 0])  # a third "class"
+    with pytest.raises(UserError, match="graph 0 has label 2, but OGB declares these molecule sets binary"):
+        load_ogb("ogbg-molbace", tmp_path)
+    write_csv(base / "raw" / "graph-label.csv.gz", [0.5, 0])  # a regression target read as a class
+    with pytest.raises(UserError, match="label 0.5"):
+        load_ogb("ogbg-molbace", tmp_path)
+
+
+def test_tu_edge_joining_two_graphs_is_one_line(tmp_path: Path):
+    from tests.graphs._generated import size_dataset, write_tu
+
+    graphs = size_dataset(12, seed=0).graphs
+    raw = write_tu(tmp_path, "JOIN", graphs) / "JOIN" / "raw" / "JOIN_A.txt"
+    raw.write_text(raw.read_text() + f"1, {graphs[0].num_nodes + 1}\n")  # node 1 (graph 1) -> first node of graph 2
+    with pytest.raises(UserError, match=r"JOIN_A.txt line \d+: edge 1, \d+ joins graph 1 to graph 2"):
+        load_tu("JOIN", tmp_path)
+
+
+def test_empty_overlapping_or_single_class_splits_are_refused():
+    from graphs.data.graphsets import GraphDataset
+    from tests.graphs._generated import size_dataset
+
+    ds = size_dataset(20, seed=0)
+    ds.check_splits()
+
+    def variant(**split):
+        return GraphDataset("toy", ds.graphs, 2, {**ds.split, **split}, (3,), None)
+
+    with pytest.raises(UserError, match="toy: the test split is empty"):
+        variant(test=torch.tensor([], dtype=torch.long)).check_splits()
+    with pytest.raises(UserError, match="the train and valid splits share 1 graph"):
+        variant(valid=torch.cat([ds.split["valid"], ds.split["train"][:1]])).check_splits()
+    class0 = torch.tensor([i for i in ds.split["train"].tolist() if int(ds.graphs[i].y) == 0])
+    with pytest.raises(UserError, match="training split holds only class \\[0\\] of 2"):
+        variant(train=class0).check_splits()
+    with pytest.raises(UserError, match="graph 0 has label 2, outside the 2 declared classes"):
+        GraphDataset("toy", [ds.graphs[0].clone().update({"y": torch.tensor(2)})] + ds.graphs[1:], 2, ds.split, (3,), None)
