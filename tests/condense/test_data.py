@@ -180,7 +180,7 @@ def test_digits_read_without_sklearn_equal_load_digits(monkeypatch):
 
     from sklearn.datasets import load_digits
 
-    from condense import data
+    from condense.data import loaders as data
 
     ref = load_digits()
     images, target = data._digits_arrays()
