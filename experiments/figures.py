@@ -22,6 +22,7 @@ from typing import Any, Callable
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from condense.plotting import errorbar_series, mean_std, new_figure, reference_line, save_png, wrapped_suptitle
+from condense.safeio import output_flag
 from condense.utils import UserError
 
 __all__ = ["FIGURES", "write_figures", "finish", "redraw", "load_json"]
@@ -47,9 +48,12 @@ def _stem(path: Path) -> Path:
     return path.with_suffix("") if path.suffix == ".json" else path
 
 
-def _source_note(payload: Payload) -> str:
-    src = payload.get("transcribed_from")
-    return f"\n(transcribed from {src['doc']})" if isinstance(src, dict) and "doc" in src else ""
+#: plain dataset names for figure titles (the experiments' keys otherwise)
+DATASET_NAMES = {"digits": "Digits (8×8)", "fashion_mnist": "Fashion-MNIST (28×28)", "mnist": "MNIST", "cifar10": "CIFAR-10"}
+
+
+def _dataset_name(key: str) -> str:
+    return DATASET_NAMES.get(key, key)
 
 
 # ------------------------------------------------------------------------------------------------ matching
@@ -94,7 +98,7 @@ def matching(payload: Payload, stem: Path) -> list[Path]:
             ax.set_xticks(ipcs, [str(i) for i in ipcs])
             ax.set_xlabel("images per class (IPC, log scale)")
             ax.set_ylabel("test accuracy % (final checkpoint)")
-            ax.set_title(f"{dataset}: ConvNet, mean ± std over nets", fontsize=10)
+            ax.set_title("ConvNet trained on each set", fontsize=10)
             ax.legend(fontsize=7)
         for ax, ipc in zip(axes[int(curve) :], ipcs):
             width = 0.8 / max(1, len(archs))
@@ -106,10 +110,10 @@ def matching(payload: Payload, stem: Path) -> list[Path]:
             ax.set_ylabel("test accuracy % (final checkpoint)")
             ax.set_ylim(0, 119)
             ax.set_yticks(range(0, 101, 20))
-            ax.set_title(f"{dataset}, IPC {ipc}: across architectures\n(sets distilled with ConvNet; mean ± std over nets)", fontsize=9)
+            ax.set_title(f"IPC {ipc}: the same sets, other networks", fontsize=10)
             ax.legend(fontsize=7, ncols=len(archs), loc="upper center")
-        fig.suptitle(f"Dataset condensation by matching, scale {payload.get('scale', '?')}, seed {payload.get('seed', '?')}"
-                     + _source_note(payload), fontsize=10)  # fmt: skip
+        wrapped_suptitle(fig, f"{_dataset_name(dataset)}: test accuracy of networks trained on condensed sets (distilled with a "
+                              f"ConvNet; mean ± std over networks; scale {payload.get('scale', '?')}, seed {payload.get('seed', '?')})")  # fmt: skip
         out.append(save_png(fig, stem.with_name(f"{stem.name}_{dataset}.png")))
     return out
 
@@ -140,7 +144,7 @@ def trajectory(payload: Payload, stem: Path) -> list[Path]:
         ax.set_xlim(min(ipcs) / 1.6, max(ipcs) * 1.6)
         ax.set_xlabel("images per class (IPC, log scale)")
         ax.set_ylabel("test accuracy % (final checkpoint)")
-        ax.set_title(f"{dataset}: ConvNet, mean ± std over nets", fontsize=10)
+        ax.set_title(f"{_dataset_name(dataset)}: ConvNet trained on each set", fontsize=10)
         ax.legend(fontsize=8)
     for ax, sec in zip(axes[len(datasets) :], bars):
         rows = sec["rows"]
@@ -154,13 +158,17 @@ def trajectory(payload: Payload, stem: Path) -> list[Path]:
         lo = min(r["mean"] - r["std"] for r in rows)
         ax.set_xlim(max(0.0, lo - 3), min(100.0, max(r["mean"] + r["std"] for r in rows) + 1.5))
         ax.set_xlabel("test accuracy % (final checkpoint)")
-        ax.set_title(f"{sec['dataset']}, IPC {sec['ipc']}: mean ± std over nets\n(dashed: random real ± std; AST - x removes one ingredient)", fontsize=9)
-    fig.suptitle(f"Trajectory matching, scale {payload.get('scale', '?')}, seed {payload.get('seed', '?')}" + _source_note(payload), fontsize=10)
+        ax.set_title(f"{_dataset_name(sec['dataset'])}, IPC {sec['ipc']}: ablations\n(dashed: random real ± std; AST - x removes one ingredient)", fontsize=9)
+    wrapped_suptitle(fig, f"Trajectory matching (MTT, AST): test accuracy of a ConvNet trained on the distilled set (mean ± std over "
+                          f"networks; scale {payload.get('scale', '?')}, seed {payload.get('seed', '?')})")  # fmt: skip
     return [save_png(fig, stem.with_suffix(".png"))]
 
 
 # ------------------------------------------------------------------------------------------------ mirage
-MIRAGE_STYLE = {"mirage": ("C3", "o", 1.0), "random": ("C0", "s", 0.7), "herding": ("C2", "^", 1.4)}  # colour, marker, x dodge
+#: the sets of a panel, left to right: label, colour, marker
+MIRAGE_SETS = {"random": ("random", "C0", "s"), "herding": ("herding", "C2", "^"), "mirage": ("Mirage", "C3", "o"),
+               "full": ("full data", "k", "D")}  # fmt: skip
+METRIC_NAMES = {"rocauc": "ROC-AUC", "roc_auc": "ROC-AUC", "acc": "accuracy", "accuracy": "accuracy"}
 
 
 def _mirage_points(payload: Payload) -> list[dict]:
@@ -197,19 +205,28 @@ def _size_only_levels(payload: Payload) -> dict[str, float]:
     return {d: sum(v) / len(v) for d, v in levels.items()}
 
 
+def _mirage_tick(method: str, point: dict) -> str:
+    """The x label of one set: its name and its share of the training bytes (the seed count of a full-data level)."""
+    if method == "full":
+        seeds = point.get("seeds")
+        return "full data\n100 %" + (f", {seeds} seeds" if seeds else "")
+    return f"{MIRAGE_SETS[method][0]}\n{100 * point['fraction']:.2g} %"
+
+
 def mirage(payload: Payload, stem: Path) -> list[Path]:
-    """Rows = datasets, columns = GNNs: test score vs % of the training bytes; full data as a level
-    (or, without a full-data point, the payload's ``full_reference`` text for the dataset)."""
+    """Small multiples, rows = datasets, columns = GNNs: the test score (at the best-validation epoch) of a GNN
+    trained on each set, one x position per set labelled with its share of the training bytes; the size-only
+    (node count) classifier as a dotted level."""
     points = _mirage_points(payload)
     metrics = {r["dataset"]: r.get("metric", "") for r in payload.get("records", [])} | payload.get("metrics", {})
     notes = payload.get("notes", {})
     size_only = _size_only_levels(payload)
-    full_refs = payload.get("full_reference", {})  # where a dataset's full-data number lives when this payload has none
     first = [(r["dataset"], x["model"]) for r in payload.get("records") or [] for x in r.get("results", [])]  # records' order first
     datasets = list(dict.fromkeys([d for d, _ in first] + [p["dataset"] for p in points]))
     models = list(dict.fromkeys([m for _, m in first] + [p["model"] for p in points]))
-    fig, axes = new_figure(len(datasets) * len(models), cols=len(models), panel_size=(4.0, 3.2))
+    fig, axes = new_figure(len(datasets) * len(models), cols=len(models), panel_size=(3.7, 2.9))
     for i, dataset in enumerate(datasets):
+        metric = METRIC_NAMES.get(metrics.get(dataset, ""), metrics.get(dataset) or "score")
         for j, model in enumerate(models):
             ax = axes[i * len(models) + j]
             cell = {p["method"]: p for p in points if p["dataset"] == dataset and p["model"] == model}
@@ -217,30 +234,21 @@ def mirage(payload: Payload, stem: Path) -> list[Path]:
                 ax.text(0.5, 0.5, f"{dataset}, {model.upper()}: not run", transform=ax.transAxes, ha="center", fontsize=8, color="0.4")
                 ax.set_axis_off()
                 continue
-            for method, (color, marker, dodge) in MIRAGE_STYLE.items():
-                if method in cell:
-                    p = cell[method]
-                    ax.errorbar([100 * p["fraction"] * dodge], [p["top"][0]], yerr=[p["top"][1]], color=color, marker=marker,
-                                capsize=3, linestyle="none", markersize=7, label=f"{method} ({100 * p['fraction']:.2g} %)")  # fmt: skip
-            if "full" in cell:
-                full, seeds = cell["full"]["top"], cell["full"].get("seeds")
-                reference_line(ax, full[0], f"full data (100 %{f', {seeds} seeds' if seeds else ''})", std=full[1], color="k")
-                ax.errorbar([100], [full[0]], yerr=[full[1]], color="k", marker="D", capsize=3, linestyle="none", markersize=6)
-            else:
-                ax.text(0.98, 0.03, full_refs.get(dataset, "full data: not run"), transform=ax.transAxes, fontsize=7, color="0.4",
-                        ha="right")
+            sets = [m for m in MIRAGE_SETS if m in cell]
+            for k, method in enumerate(sets):
+                _, color, marker = MIRAGE_SETS[method]
+                p = cell[method]
+                ax.errorbar([k], [p["top"][0]], yerr=[p["top"][1]], color=color, marker=marker, capsize=3, linestyle="none", markersize=7)
             if dataset in size_only:  # the node count as the classifier: a set whose model only learns size sits on it
-                reference_line(ax, size_only[dataset], "size-only (node count)", color="0.55", linestyle=":")
-            ax.set_xscale("log")
-            ax.set_xlim(min(100 * p["fraction"] for p in cell.values()) / 4, 250)
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.set_xlabel("% of training-set bytes (log scale)")
-            metric = {"rocauc": "ROC-AUC", "roc_auc": "ROC-AUC", "acc": "accuracy"}.get(metrics.get(dataset, ""), metrics.get(dataset) or "score")
-            ax.set_ylabel(f"test {metric} at best val")
+                reference_line(ax, size_only[dataset], "size-only (node count)", color="0.45", linestyle=":")
+            ax.set_xticks(range(len(sets)), [_mirage_tick(m, cell[m]) for m in sets], fontsize=7)
+            ax.set_xlim(-0.6, len(sets) - 0.4)
+            ax.set_ylabel(f"test {metric}")
             ax.set_title(f"{dataset}, {model.upper()}" + (f" ({notes[dataset]})" if dataset in notes else ""), fontsize=8)
-            ax.legend(fontsize=7)
-    title = ("Mirage vs random / herding subsets at equal bytes (mean ± std: over splits where several, else over the top-k "
-             "restarts; equal-byte markers dodged sideways for legibility, their exact % in the legend)" + _source_note(payload))
+    names = sorted({METRIC_NAMES.get(m, m or "score") for m in metrics.values()})
+    title = (f"Graph classification: test {' / '.join(names)} of a GNN trained on a random subset, a herding subset, the Mirage "
+             "set (all three at about the same share of the training bytes, under each label) and the full data; mean ± std "
+             "over splits where several, else over the best restarts" + ("; dotted line: a classifier that sees only the node count" if size_only else ""))
     wrapped_suptitle(fig, title)
     return [save_png(fig, stem.with_suffix(".png"))]
 
@@ -305,7 +313,7 @@ def bench_inference(payload: Payload, stem: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_xlabel("graph size (nodes, log scale; CSBM, average degree 10)")
     ax.set_ylabel("MLP speed-up (× nodes/s of the GNN, log scale)")
-    ax.set_title(f"MLP student vs GNN teachers, inference throughput, scale {payload.get('scale', '?')}" + _source_note(payload), fontsize=9)
+    ax.set_title(f"How much faster an MLP student infers than its GNN teacher (scale {payload.get('scale', '?')})", fontsize=9)
     ax.legend(fontsize=7)
     return [save_png(fig, stem.with_suffix(".png"))]
 
@@ -332,8 +340,9 @@ def synth(payload: Payload, stem: Path) -> list[Path]:
         reference_line(ax, m, f"{r['name'].split(' (')[0]}: {m:.1f} ± {sd:.1f}", std=sd, vertical=True, **style)
     ax.set_xlim(0, 106)
     ax.set_xlabel(f"student {payload.get('split', 'test')} accuracy % (final checkpoint, mean ± std over seeds {payload.get('seeds', '?')})")
-    ax.set_title(f"Data-free distillation, {payload.get('dataset', '?')} {payload.get('image_size', '')}, scale {payload.get('scale', '?')}"
-                 + _source_note(payload), fontsize=9)  # fmt: skip
+    size = "×".join(str(v) for v in payload.get("image_size") or [])
+    ax.set_title(f"Data-free distillation: test accuracy of students, {_dataset_name(payload.get('dataset', '?')).split(' (')[0]} {size} "
+                 f"(scale {payload.get('scale', '?')})", fontsize=9)  # fmt: skip
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize=7, ncols=2)
     return [save_png(fig, stem.with_suffix(".png"))]
 
@@ -371,7 +380,7 @@ def bench_unroll(payload: Payload, stem: Path) -> list[Path]:
     if not rows:
         raise UserError("bench_unroll JSON has no rows")
     return _cost_panels(rows, "N", lambda r: f"{r['backend']} {r['mode']}", "unrolled inner steps N (log scale)",
-                        f"Unroll engine: one MTT-style outer iteration, scale {payload.get('scale', '?')}" + _source_note(payload), stem)  # fmt: skip
+                        f"Unroll engine: cost of one MTT-style outer iteration (scale {payload.get('scale', '?')})", stem)  # fmt: skip
 
 
 def bench_matching(payload: Payload, stem: Path) -> list[Path]:
@@ -380,7 +389,7 @@ def bench_matching(payload: Payload, stem: Path) -> list[Path]:
     if not rows:
         raise UserError("bench_matching JSON has no rows")
     return _cost_panels(rows, "ipc", lambda r: r["method"], "images per class (IPC, log scale)",
-                        f"Matching methods: cost of one iteration, scale {payload.get('scale', '?')}" + _source_note(payload), stem)  # fmt: skip
+                        f"Matching methods: cost of one distillation iteration (scale {payload.get('scale', '?')})", stem)  # fmt: skip
 
 
 FIGURES: dict[str, Callable[[Payload, Path], list[Path]]] = {
@@ -423,7 +432,7 @@ def _draw(kind: str, result_json: str | os.PathLike) -> int:
 def add_flags(parser, what: str, skipped: str, *, figure: str = "the figure") -> None:
     """The ``--json PATH`` / ``--figure-only`` pair every experiment has: ``--json`` writes ``what`` (and
     ``figure`` next to it); ``--figure-only`` redraws from that JSON without the ``skipped`` work."""
-    parser.add_argument("--json", default=None, help=f"write {what} here, and {figure} next to it")
+    parser.add_argument("--json", default=None, help=f"write {what} here, and {figure} next to it", **output_flag(reads_when="figure_only"))
     parser.add_argument("--figure-only", action="store_true", help=f"only redraw {figure} from --json (no {skipped})")
 
 

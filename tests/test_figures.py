@@ -129,23 +129,30 @@ def test_mirage_size_only_level_in_its_better_direction(tmp_path):
     assert figures.write_figures("mirage", _write(tmp_path, "mirage", payload))
 
 
-def test_mirage_panel_without_full_data_names_where_the_reference_is(monkeypatch, tmp_path):
+def test_mirage_panels_place_each_set_at_its_own_x_with_its_byte_share(monkeypatch, tmp_path):
     drawn = []
     monkeypatch.setattr(figures, "save_png", lambda fig, path: drawn.append(fig) or Path(path))
     payload = json.loads(json.dumps(FIXTURES["mirage"][1]))
-    for rec in payload["records"]:
-        rec["results"] = [r for r in rec["results"] if r["method"] != "full"]
-    figures.mirage(payload, tmp_path / "a")
-    payload["full_reference"] = {"motifs": "full data: 10-fold CV table"}
-    figures.mirage(payload, tmp_path / "b")
-    texts = [[t.get_text() for ax in fig.axes for t in ax.texts] for fig in drawn]
-    assert "full data: not run" in texts[0] and "full data: 10-fold CV table" in texts[1] and "full data: not run" not in texts[1]
     payload["aggregated"] = [{"dataset": "aaa", "model": "gin", "method": "random", "fraction": 0.1, "top": [0.6, 0.01]},
                              {"dataset": "motifs", "model": "gin", "method": "full", "fraction": 1.0, "top": [0.9, 0.01], "seeds": 7}]
     figures.mirage(payload, tmp_path / "c")
-    assert [ax.get_title()[:6] for ax in drawn[2].axes[:2]] == ["motifs", "aaa, G"]  # the records' rows first
-    legend = [t.get_text() for t in drawn[2].axes[0].get_legend().get_texts()]
-    assert "full data (100 %, 7 seeds)" in legend and not [t for t in drawn[2].axes[0].texts if "full data" in t.get_text()]
+    motifs, aaa = drawn[0].axes[:2]
+    assert [motifs.get_title()[:6], aaa.get_title()[:6]] == ["motifs", "aaa, G"]  # the records' rows first
+    ticks = [t.get_text() for t in motifs.get_xticklabels()]
+    assert ticks == ["random\n2 %", "herding\n2 %", "Mirage\n2.1 %", "full data\n100 %, 7 seeds"]
+    xs = [float(c.lines[0].get_xdata()[0]) for c in motifs.containers]
+    ys = [round(float(c.lines[0].get_ydata()[0]), 6) for c in motifs.containers]
+    assert xs == [0, 1, 2, 3] and ys == [0.605, 0.655, 0.855, 0.9]  # no dodging: one position per set, its mean score
+    assert motifs.get_ylabel() == "test ROC-AUC" and "ROC-AUC" in drawn[0].get_suptitle()
+
+
+def test_committed_matching_figure_titles_name_their_own_dataset(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(figures, "save_png", lambda fig, path: drawn.append(fig) or Path(path))
+    figures.write_figures("matching", RESULTS / "matching.json")
+    titles = [fig.get_suptitle() for fig in drawn]
+    assert len(titles) == 2 and titles[0].startswith("Digits") and titles[1].startswith("Fashion-MNIST")
+    assert "digits" not in titles[1].lower() and not any(".md" in t for t in titles)  # a title says what is plotted, not where from
 
 
 def test_bench_inference_end_to_end_writes_json_and_figure(tmp_path, capsys):
