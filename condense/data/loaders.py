@@ -369,7 +369,8 @@ class _NpzMember:
         with self._open() as fh:
             try:
                 version = np.lib.format.read_magic(fh)
-                shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
+                header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = header(fh)
             except ValueError as exc:
                 raise UserError(f"{path}: member {key!r} is not a valid .npy array ({exc})") from None
             self.data_offset = fh.tell()
@@ -803,11 +804,12 @@ def load_dataset(
     class_names = [src.class_names[i] for i in ids]
     fingerprint = src.fingerprint if chosen is None else hashlib.sha256(f"{src.fingerprint}|classes={ids}".encode()).hexdigest()
     source = {"loader": key, "root": str(root) if root is not None else None, **src.record}
-    for opt, default in (("image_size", None), ("skip_bad_images", False), ("test_fraction", 0.2), ("split_seed", 0)):
-        if getattr(opts, opt) != default and (opt not in ("test_fraction", "split_seed") or "test_fraction" in src.record):
-            source[opt] = getattr(opts, opt)
+    options = {k: v for k, v, default in (("image_size", image_size, None), ("skip_bad_images", skip_bad_images, False),
+                                          ("test_fraction", test_fraction, 0.2), ("split_seed", split_seed, 0)) if v != default}  # fmt: skip
     if chosen is not None:
-        source["classes"] = ids
+        options["classes"] = ids
+    if options:
+        source["options"] = options  # what `evaluate` / `show` pass back to load_dataset
 
     def too_big(shape: Sequence[int], n: int) -> bool:
         hw = (resize, resize) if resize is not None else tuple(shape[1:])
