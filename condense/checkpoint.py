@@ -10,19 +10,37 @@ resume, otherwise a :class:`UserError` explains the mismatch.
 of this project, or (without ``resume``) a checkpoint of another run, is refused - never unlinked
 or overwritten. The most recently used checkpointer is remembered so that an interrupted command
 can say where it stopped (:func:`interrupt_message`).
+
+When to save: every ``every`` iterations and/or every ``interval`` seconds of wall time (the CLIs'
+default: every :data:`DEFAULT_INTERVAL` seconds). Interrupts: while a checkpointed loop runs,
+:func:`deferred_interrupts` (installed by :func:`condense.safeio.cli_main`) turns the first SIGINT or
+SIGTERM into a request: the iteration running now completes, its state is saved, and only then
+``KeyboardInterrupt`` is raised, so the checkpoint holds the last completed iteration. A second
+signal, or a loop that does not reach its next iteration boundary within a grace period (twice the
+longest iteration seen, at least :data:`GRACE_SECONDS`), interrupts at once.
 """
 from __future__ import annotations
 
+import contextlib
+import shlex
+import signal
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import torch
 
 from .utils import UserError, atomic_save, safe_load
 
-__all__ = ["Checkpointer", "rng_state", "set_rng_state", "interrupt_message", "forget_progress"]
+__all__ = ["Checkpointer", "rng_state", "set_rng_state", "interrupt_message", "forget_progress", "deferred_interrupts",
+           "set_command", "DEFAULT_INTERVAL"]
 
 FORMAT = "condense.Checkpoint/1"
+#: the CLIs' default checkpoint interval in seconds (``--checkpoint-interval``)
+DEFAULT_INTERVAL = 600.0
+#: the least time an interrupted loop gets to reach its next iteration boundary and save
+GRACE_SECONDS = 5.0
 
 
 def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
@@ -44,30 +62,60 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator] 
 
 
 class Checkpointer:
-    """Save every ``every`` iterations to ``path`` (atomically); load on resume.
+    """Save to ``path`` (atomically) every ``every`` iterations and/or every ``interval`` seconds; load on resume.
 
-    ``resume=False`` starts fresh even when ``path`` holds a checkpoint of the same run (it is
-    replaced at the first save); ``resume_hint`` is what the interrupt message tells the user to do.
+    ``every=None`` saves on the time interval only. ``resume=False`` starts fresh even when ``path``
+    holds a checkpoint of the same run (it is replaced at the first save); ``resume_hint`` is what
+    the interrupt message tells the user to do when the command line is unknown, ``resume_args``
+    the flags to append to the command line to resume (``("--resume",)``; none where a rerun resumes).
     """
 
-    def __init__(self, path: str | Path, every: int = 100, signature: dict[str, Any] | None = None, *,
-                 resume: bool = True, resume_hint: str = "rerun the same command to resume") -> None:  # fmt: skip
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+    def __init__(self, path: str | Path, every: int | None = 100, signature: dict[str, Any] | None = None, *,
+                 resume: bool = True, resume_hint: str = "rerun the same command to resume", interval: float | None = None,
+                 resume_args: Sequence[str] = ()) -> None:  # fmt: skip
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise UserError(f"checkpoint interval must be an integer >= 1, got {every!r}")
-        self.path, self.every, self.signature = Path(path), int(every), dict(signature or {})
-        self.resume, self.resume_hint = bool(resume), resume_hint
+        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0
+                                     or interval == float("inf")):  # fmt: skip
+            raise UserError(f"checkpoint interval must be a number of seconds > 0, got {interval!r}")
+        if every is None and interval is None:
+            raise UserError("a checkpointer needs an iteration count or a time interval")
+        self.path, self.every, self.signature = Path(path), every, dict(signature or {})
+        self.interval = None if interval is None else float(interval)
+        self.resume, self.resume_hint, self.resume_args = bool(resume), resume_hint, tuple(resume_args)
         self.iteration: int | None = None  # the iteration running now (updated by due())
         self.saved: int | None = None  # the iteration of the last checkpoint written or loaded
+        self.looping = False  # a loop has started (load() or due() was called)
+        self._last_save = self._last_due = time.monotonic()
+        self._longest = 0.0  # the longest time between two due() calls: how long an iteration takes
+
+    def _mark(self) -> None:
+        global _ACTIVE
+        _ACTIVE, self.looping = self, True
 
     def due(self, iteration: int) -> bool:
-        global _ACTIVE
-        _ACTIVE, self.iteration = self, int(iteration) - 1
-        return iteration % self.every == 0
+        """Whether the loop should save after ``iteration`` completed iterations (always, once an interrupt is pending)."""
+        self._mark()
+        self.iteration = int(iteration) - 1
+        now = time.monotonic()
+        self._longest, self._last_due = max(self._longest, now - self._last_due), now
+        if _PENDING:
+            return True
+        if self.every is not None and iteration % self.every == 0:
+            return True
+        return self.interval is not None and now - self._last_save >= self.interval
 
     def save(self, iteration: int, state: dict[str, Any]) -> None:
-        global _ACTIVE
+        """Write the state after ``iteration`` completed iterations; then raise a pending interrupt."""
+        self._mark()
         atomic_save({"format": FORMAT, "iteration": int(iteration), "signature": self.signature, "state": state}, self.path)
-        _ACTIVE, self.saved = self, int(iteration)
+        self.saved, self._last_save = int(iteration), time.monotonic()
+        if _PENDING:
+            _raise_pending()
+
+    def grace(self) -> float:
+        """Seconds an interrupted loop gets to reach its next iteration boundary."""
+        return max(GRACE_SECONDS, 2.0 * max(self._longest, time.monotonic() - self._last_due))
 
     def _read(self) -> dict[str, Any]:
         if self.path.exists() and not self.path.is_file():
@@ -100,8 +148,8 @@ class Checkpointer:
 
     def load(self) -> tuple[int, dict[str, Any]] | None:
         """``(iteration, state)`` of the last checkpoint, or ``None`` when there is none yet (or ``resume=False``)."""
-        global _ACTIVE
-        _ACTIVE = self
+        self._mark()
+        self._last_save = self._last_due = time.monotonic()
         if not self.resume or not self.path.exists():
             return None
         obj = self._read()
@@ -116,12 +164,28 @@ def _short(value: Any) -> str:
 
 
 _ACTIVE: Checkpointer | None = None
+_PENDING: list[int] = []  # the signal whose interrupt waits for the next iteration boundary
+_COMMAND: list[str] = []  # the command line being run, for the resume hint
 
 
 def forget_progress() -> None:
     """Start of a command: no checkpointer of an earlier in-process command is reported on Ctrl-C."""
     global _ACTIVE
     _ACTIVE = None
+    _PENDING.clear()
+    _COMMAND.clear()
+
+
+def set_command(words: Sequence[str]) -> None:
+    """The command line being run (``["python", "-m", "condense", "distill", ...]``), for :func:`interrupt_message`."""
+    _COMMAND[:] = [str(w) for w in words]
+
+
+def _resume_command(ck: Checkpointer) -> str:
+    if not _COMMAND:
+        return ck.resume_hint
+    extra = [a for a in ck.resume_args if a not in _COMMAND]
+    return f"resume with: {shlex.join([*_COMMAND, *extra])}"
 
 
 def interrupt_message() -> str:
@@ -131,5 +195,54 @@ def interrupt_message() -> str:
         return "interrupted before any checkpointed iteration (nothing to resume)"
     at = f" at iteration {ck.iteration}" if ck.iteration is not None else ""
     if ck.saved is None:
-        return f"interrupted{at}; no checkpoint written yet (one is saved every {ck.every} iterations to {ck.path})"
-    return f"interrupted{at}; the last checkpoint is {ck.path} (iteration {ck.saved}) - {ck.resume_hint}"
+        when = " and ".join(w for w in (f"every {ck.every} iterations" if ck.every else "",
+                                        f"every {ck.interval:g} s" if ck.interval else "") if w)  # fmt: skip
+        return f"interrupted{at}; no checkpoint written yet (one is saved {when} to {ck.path})"
+    return f"interrupted{at}; the last checkpoint is {ck.path} (iteration {ck.saved}) - {_resume_command(ck)}"
+
+
+def _raise_pending() -> None:
+    signum = _PENDING[0]
+    _PENDING.clear()
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    raise KeyboardInterrupt(signum)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    ck = _ACTIVE
+    if _PENDING or ck is None or not ck.looping:
+        _PENDING.clear()
+        raise KeyboardInterrupt(signum)
+    _PENDING.append(signum)  # finish this iteration; due() then saves, save() raises
+    signal.setitimer(signal.ITIMER_REAL, ck.grace())
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    if _PENDING:  # the loop did not reach an iteration boundary in time (or has ended): stop now
+        _raise_pending()
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Within this block SIGINT/SIGTERM stop a checkpointed loop after its current iteration (see the module docstring).
+
+    Outside the main thread, or where SIGINT is ignored (a background job), nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    if previous[signal.SIGALRM] not in (signal.SIG_DFL, None):
+        yield  # somebody else's alarm handler: leave it alone
+        return
+    signal.signal(signal.SIGINT, _on_signal)
+    if previous[signal.SIGTERM] == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        _PENDING.clear()
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
