@@ -49,11 +49,18 @@ def _stem(path: Path) -> Path:
 
 
 #: plain dataset names for figure titles (the experiments' keys otherwise)
-DATASET_NAMES = {"digits": "Digits (8×8)", "fashion_mnist": "Fashion-MNIST (28×28)", "mnist": "MNIST", "cifar10": "CIFAR-10"}
+DATASET_NAMES = {"digits": "Digits (8×8)", "fashion_mnist": "Fashion-MNIST (28×28)", "mnist": "MNIST", "cifar10": "CIFAR-10",
+                 "cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed", "csbm": "CSBM"}  # fmt: skip
 
 
 def _dataset_name(key: str) -> str:
     return DATASET_NAMES.get(key, key)
+
+
+def _scale_text(payload: Payload) -> str:
+    """``scale cpu`` for a preset name, the payload's own words for a described setting."""
+    scale = str(payload.get("scale", "?"))
+    return scale if " " in scale else f"scale {scale}"
 
 
 # ------------------------------------------------------------------------------------------------ matching
@@ -288,10 +295,11 @@ def g2m(payload: Payload, stem: Path) -> list[Path]:
         ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel("inference latency, all nodes in one batch (ms, log scale)")
         ax.set_ylabel("test accuracy % (best-val checkpoint)")
-        ax.set_title(f"{dataset} ({G2M_TITLE[setting]})", fontsize=10)
+        ax.set_title(f"{_dataset_name(dataset)}: {G2M_TITLE[setting]}", fontsize=10)
         ax.legend(fontsize=7)
-    title = (f"GNN-to-MLP: accuracy vs latency, scale {payload.get('scale', '?')}, seeds {payload.get('seeds', '?')}, CPU, 1 thread "
-             "(median of 5 passes; the MLP students share one architecture, so their latency spread is timing noise)")
+    seeds = ", ".join(str(v) for v in payload.get("seeds") or ["?"])
+    title = (f"GNN-to-MLP distillation: test accuracy against inference latency (scale {payload.get('scale', '?')}, seeds {seeds}; "
+             "CPU, 1 thread, median of 5 passes; the MLP students share one architecture, so their latency spread is timing noise)")
     wrapped_suptitle(fig, title)
     return [save_png(fig, stem.with_suffix(".png"))]
 
@@ -312,7 +320,7 @@ def bench_inference(payload: Payload, stem: Path) -> list[Path]:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("graph size (nodes, log scale; CSBM, average degree 10)")
-    ax.set_ylabel("MLP speed-up (× nodes/s of the GNN, log scale)")
+    ax.set_ylabel("MLP speed-up (× the GNN's nodes/s, log)")
     ax.set_title(f"How much faster an MLP student infers than its GNN teacher (scale {payload.get('scale', '?')})", fontsize=9)
     ax.legend(fontsize=7)
     return [save_png(fig, stem.with_suffix(".png"))]
@@ -339,7 +347,8 @@ def synth(payload: Payload, stem: Path) -> list[Path]:
         style = {"color": "C2", "linestyle": "-"} if "real data" in r["name"] else {"color": f"C{3 + k % 4}", "linestyle": "--"}
         reference_line(ax, m, f"{r['name'].split(' (')[0]}: {m:.1f} ± {sd:.1f}", std=sd, vertical=True, **style)
     ax.set_xlim(0, 106)
-    ax.set_xlabel(f"student {payload.get('split', 'test')} accuracy % (final checkpoint, mean ± std over seeds {payload.get('seeds', '?')})")
+    seeds = ", ".join(str(v) for v in payload.get("seeds") or ["?"])
+    ax.set_xlabel(f"student {payload.get('split', 'test')} accuracy % (final checkpoint, mean ± std over seeds {seeds})")
     size = "×".join(str(v) for v in payload.get("image_size") or [])
     ax.set_title(f"Data-free distillation: test accuracy of students, {_dataset_name(payload.get('dataset', '?')).split(' (')[0]} {size} "
                  f"(scale {payload.get('scale', '?')})", fontsize=9)  # fmt: skip
@@ -353,8 +362,8 @@ def _cost_panels(rows: list[dict], x: str, series: Callable[[dict], str], xlabel
     fig, axes = new_figure(2, cols=2)
     names = list(dict.fromkeys(series(r) for r in rows))
     cpu = all("cpu_seconds" in r for r in rows)
-    panels = (("cpu_seconds", "CPU seconds per iteration (log scale)") if cpu else ("seconds", "seconds per iteration (log scale)"),
-              ("peak_mb", "peak memory during the iteration (MB, log scale)"))
+    panels = (("cpu_seconds", "CPU seconds per iteration (log)") if cpu else ("seconds", "seconds per iteration (log)"),
+              ("peak_mb", "peak tensor memory, MB (log)"))
     for ax, (key, ylabel) in zip(axes, panels):
         for i, name in enumerate(names):
             pts = sorted((r[x], r[key]) for r in rows if series(r) == name)
@@ -366,11 +375,11 @@ def _cost_panels(rows: list[dict], x: str, series: Callable[[dict], str], xlabel
         ax.set_xticks(xs, [str(v) for v in xs])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))  # 2 and 5 of each decade
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
+    wrapped_suptitle(fig, title)
     return [save_png(fig, stem.with_suffix(".png"))]
 
 
@@ -380,7 +389,7 @@ def bench_unroll(payload: Payload, stem: Path) -> list[Path]:
     if not rows:
         raise UserError("bench_unroll JSON has no rows")
     return _cost_panels(rows, "N", lambda r: f"{r['backend']} {r['mode']}", "unrolled inner steps N (log scale)",
-                        f"Unroll engine: cost of one MTT-style outer iteration (scale {payload.get('scale', '?')})", stem)  # fmt: skip
+                        f"Unroll engine: cost of one MTT-style outer iteration ({_scale_text(payload)})", stem)  # fmt: skip
 
 
 def bench_matching(payload: Payload, stem: Path) -> list[Path]:

@@ -101,7 +101,7 @@ def test_g2m_figure_of_an_inductive_only_run_plots_and_names_the_held_out_score(
     payload["results"]["csbm"]["gcn"]["ind"] = cols
     figures.write_figures("g2m", _write(tmp_path, "g2m", payload))
     (ax,) = [a for a in drawn[0].axes if a.has_data()]
-    assert ax.get_title() == "csbm (inductive, held-out test nodes)"
+    assert ax.get_title() == "CSBM: inductive, held-out test nodes"
     ys = sorted(round(float(c.lines[0].get_ydata()[0]), 6) for c in ax.containers)  # one errorbar per model
     assert ys == [40.0, 80.0, 85.0, 90.0]  # the ind scores, not the tran ones (all 50)
 
@@ -180,7 +180,7 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-COMMITTED = ["matching", "trajectory", "mirage_tables", "synth", "bench_inference", "bench_unroll", "bench_matching"]
+COMMITTED = ["matching", "trajectory", "mirage_tables", "synth", "bench_inference", "bench_unroll", "bench_unroll_official", "bench_matching"]
 
 
 @pytest.mark.parametrize("name", COMMITTED)
