@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 
 from .checkpoint import Checkpointer
-from .data import DATASETS, ImageDataset, load_dataset
+from .data import ImageDataset, load_dataset
+from .flags import add_config_flags, add_dataset_flags, config_from_args, load_from_args, load_recorded
 from .augment import DSA, make_dsa
 from .evaluate import PROTOCOLS, Summary, evaluate_images, evaluate_synset, get_protocol
 from .experts import add_experts_parser, cmd_experts
@@ -34,38 +35,13 @@ DEMO_PRESETS: dict[str, dict[str, Any]] = {
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, title: str) -> None:
-    """One ``--flag`` per field of a method's config dataclass (help text from field metadata)."""
-    group = parser.add_argument_group(title)
-    for f in dataclasses.fields(config_cls):
-        flag = "--" + f.name.replace("_", "-")
-        helptext = f"{f.metadata.get('help', '')} (default: {f.default})"
-        if isinstance(f.default, bool):
-            group.add_argument(flag, dest=f"cfg_{f.name}", action=argparse.BooleanOptionalAction, default=None, help=helptext)
-        else:
-            group.add_argument(flag, dest=f"cfg_{f.name}", type=type(f.default), default=None, metavar=f.name.upper(), help=helptext)
-
-
-def config_from_args(config_cls: type, args: argparse.Namespace, preset: dict[str, Any] | None = None) -> Any:
-    """Config = dataclass defaults, overridden by ``preset``, overridden by explicit flags.
-
-    Only flags present on the command line reach the constructor, so configs that track explicit
-    fields (MTT/AST, whose ``--preset`` fills the rest) see exactly the user's flags."""
-    values = dict(preset or {})
-    for f in dataclasses.fields(config_cls):
-        v = getattr(args, f"cfg_{f.name}", None)
-        if v is not None:
-            values[f.name] = v
-    return config_cls(**values)
-
-
 def _transform(args: argparse.Namespace) -> dict[str, Any]:
     """The dataset transform flags, for resume signatures (whatever ZCA does internally)."""
     return {"resize": args.resize, "zca": bool(args.zca), "zca_eps": args.zca_eps if args.zca else None}
 
 
 def _load(args: argparse.Namespace) -> ImageDataset:
-    return load_dataset(args.dataset, args.root, resize=args.resize, zca=args.zca, zca_eps=args.zca_eps)
+    return load_from_args(args)
 
 
 def _summary_cells(s: Summary) -> list[str]:
@@ -111,12 +87,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     synset = SyntheticSet.load(args.file)
     device = resolve_device(args.device)
     meta_ds = synset.meta.get("dataset", {})
-    name = args.dataset or meta_ds.get("name")
-    if not name:
-        raise UserError("the synthetic set does not name its dataset; pass --dataset")
-    size = meta_ds.get("image_size", [None])[0]
-    resize = args.resize if args.resize is not None else (size if name == "digits" and size != 8 else None)
-    dataset = load_dataset(name, args.root, resize=resize, zca=bool(meta_ds.get("zca")), zca_eps=meta_ds.get("zca_eps") or 0.1)
+    dataset = load_recorded(meta_ds, args)  # the loader, root and options the set records; flags override
     protocol = get_protocol(args.protocol or synset.protocol)
     dsa: bool | DSA | None = args.dsa
     if args.dc_aug and (args.dsa or args.dsa_strategy is not None):
@@ -145,6 +116,8 @@ def _meta_rows(path: str, synset: SyntheticSet) -> list[list[str]]:
         ["file", path], ["images", f"{len(synset)} x {tuple(synset.images.shape[1:])}"],
         ["labels", f"soft ({synset.labels.shape[1]} classes)" if synset.soft else f"hard, {synset.num_classes} classes"],
         ["method", m.get("method", "-")], ["dataset", f"{ds.get('name', '-')}" + (" (ZCA)" if ds.get("zca") else "")],
+        ["data source", ", ".join(f"{k} {v}" for k, v in (("loader", ds.get("loader")), ("root", ds.get("root")),
+                                                          ("options", ds.get("options")), ("storage", ds.get("storage"))) if v) or "-"],
         ["images per class", synset.ipc], ["seed", m.get("seed", "-")],
         ["learned lr", "-" if synset.lr is None else f"{synset.lr:.4g}"],
         ["wall time", f"{m['wall_time']:.1f} s" if "wall_time" in m else "-"],
@@ -221,11 +194,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _dataset_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--dataset", default="digits" if required else None, help=f"one of {', '.join(DATASETS)} (default: digits)")
-    p.add_argument("--root", default=None, help="directory holding the dataset's files (not needed for digits)")
-    p.add_argument("--resize", type=int, default=None, help="resize images to RESIZE x RESIZE")
-    p.add_argument("--zca", action="store_true", help="ZCA-whiten raw [0, 1] pixels (no standardisation; fit on train), as MTT does")
-    p.add_argument("--zca-eps", type=float, default=0.1, help="ZCA regulariser (default: 0.1)")
+    add_dataset_flags(p, default="digits" if required else None)
 
 
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:

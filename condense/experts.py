@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augment import AUTO, make_dsa
-from .data import ImageDataset, load_dataset
+from .data import ImageDataset
+from .flags import load_from_args
 from .evaluate import Summary, accuracy, evaluate_images
 from .nets import get_network
 from .utils import UserError, atomic_save, check_positive, make_generator, package_versions, resolve_device, safe_load
@@ -401,7 +402,7 @@ def cmd_experts(args: argparse.Namespace) -> int:
     overrides = {f.name: getattr(args, f"recipe_{f.name}") for f in fields(ExpertRecipe) if getattr(args, f"recipe_{f.name}") is not None}
     recipe = replace(RECIPES[args.recipe], **overrides)
     model_kwargs = {"width": args.width} if args.width is not None else {}
-    dataset = load_dataset(args.dataset, args.root, resize=args.resize, zca=args.zca, zca_eps=args.zca_eps)
+    dataset = load_from_args(args)
     ctx = distributed_context(device)
     if ctx.active and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", ctx.rank)) % torch.cuda.device_count())

@@ -19,8 +19,8 @@ from typing import Any, Sequence
 import torch
 
 from condense.checkpoint import Checkpointer
-from condense.cli import add_config_flags, config_from_args
-from condense.data import DATASETS, ImageDataset, load_dataset
+from condense.data import ImageDataset
+from condense.flags import add_config_flags, add_dataset_flags, config_from_args, load_from_args
 from condense.evaluate import accuracy
 from condense.safeio import CLIParser, check_outputs, cli_main, fingerprint_tensors, lock_outputs
 from condense.utils import UserError, resolve_device
@@ -49,9 +49,7 @@ METHOD_CONFIGS: dict[str, type] = {"dafl": GeneratorKDConfig, "dfad": GeneratorK
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default: digits)")
-    p.add_argument("--root", default=None, help="directory with the dataset files (not needed for digits)")
-    p.add_argument("--resize", type=int, default=None, help="resize images to RESIZE x RESIZE (e.g. 32 for LeNet-5)")
+    add_dataset_flags(p, zca=False)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
@@ -92,7 +90,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
 
 
 def _dataset(args: argparse.Namespace) -> ImageDataset:
-    return load_dataset(args.dataset, args.root, resize=args.resize)
+    return load_from_args(args)
 
 
 def cmd_teacher(args: argparse.Namespace) -> dict[str, Any]:
