@@ -5,6 +5,14 @@ trains every architecture), pick random and herding subsets of the training grap
 most the distilled set's bytes, then train each model on each set with the restart protocol
 of :mod:`graphs.mirage.train` and evaluate on the real validation/test graphs.
 
+Equal bytes, equal recipe: every equal-bytes row (mirage, random, herding) trains the same network
+and schedule -- Mirage's training preset at depth L (``--scale``), so the data is the only variable --
+and the ``full`` row trains the dataset family's full-data recipe (GIN paper / OGB example) as the
+reference beside them.  ``--baseline-network recipe`` gives the random/herding rows the full-data
+recipe instead (how tables made before this rule were computed; architecture and data then differ
+at once).  A distilled set at or above the training set's bytes is refused (``--allow-no-reduction``
+runs it, labelled in the table and the JSON), and so is one that lacks a class.
+
     python -m experiments.mirage                                  # --scale cpu, shared data
     python -m experiments.mirage --datasets ogbg-molbace --methods mirage --scale paper
     python -m experiments.mirage --sweep MUTAG                    # support/hops chosen on validation
@@ -13,12 +21,16 @@ of :mod:`graphs.mirage.train` and evaluate on the real validation/test graphs.
 
     python -m experiments.mirage --datasets NCI1 --split official --threshold-sweep   # the official protocol
     python -m experiments.mirage --datasets IMDB-BINARY --root DIR    # any TU (DIR/NAME/raw) / OGB (DIR/ogbg_*) set
+    python -m experiments.mirage --datasets MUTAG --hops 3 --support 0.5   # mining settings instead of the preset/sweep
 
 Every table shows the untrained network, Spearman(score, |V|) and per-class graph counts; each
 dataset prints its size-only score and the Mirage set's tree roots per class.  A dataset without a
 preset gets hops/support from a validation sweep (hops 1-3 x support 0.3/0.5/0.7, the most compact
-set within 0.01 of the best validation score -- the rule used for MUTAG), printed.  Per-class
-relative thresholds: give fractions per class in a preset / ``graphs.mirage --support 0.27,0.35``.
+set within 0.01 of the best validation score -- the rule used for MUTAG), printed; the sweep only
+chooses among sets that cover every class and are smaller than the training set, and says which
+classes each other set lacks.  ``--hops``/``--support`` override the preset (both: no sweep; one:
+the sweep runs over the other); per-class thresholds: ``--support 0.27,0.35``.  When a class mines
+more itemsets than ``--max-itemsets``, the error names the smallest support that fits.
 
 ``--cv``: full-data baselines only, with the dataset family's recipe (:data:`graphs.mirage.presets.RECIPES`)
 under the GIN paper's 10-fold stratified CV (:mod:`graphs.mirage.cv`); ``--cv-state DIR`` keeps
@@ -45,6 +57,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -54,12 +67,12 @@ from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
 from experiments import figures
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
-from graphs.mirage.baselines import class_counts, herding_subset, random_subset
-from graphs.mirage.distill import MirageConfig, mirage_distill
+from graphs.mirage.baselines import herding_subset, random_subset
+from graphs.mirage.distill import MirageConfig, byte_share, check_reduction, mirage_distill
 from graphs.mirage.cv import config_grid, cross_validate, select_config
-from graphs.mirage.presets import (NODE_ATTR, PRESETS, SCALES, SPLITS, load_graph_dataset, mining_features, mirage_preset, recipe,
-                                   train_preset)
-from graphs.mirage.sanity import roots_per_class, size_only
+from graphs.mirage.presets import (NODE_ATTR, PRESETS, SCALES, SPLITS, load_graph_dataset, mining_features, mirage_preset,
+                                   parse_floats, recipe, train_preset)
+from graphs.mirage.sanity import ROW_COLUMNS, result_record, roots_per_class, row_cells, size_only
 from graphs.mirage.train import RestartSummary, TrainConfig, train_restarts
 
 __all__ = ["run_dataset", "run_cv", "method_config", "split_name", "split_counts", "aggregate_splits", "sweep", "pick_from_sweep", "choose_mirage_config", "main"]
@@ -67,6 +80,8 @@ __all__ = ["run_dataset", "run_cv", "method_config", "split_name", "split_counts
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ogbg-molbace")
 MODELS = ("gcn", "gin", "gat")
 METHODS = ("full", "random", "herding", "mirage")
+#: what the equal-bytes random/herding rows train: Mirage's network and schedule (the default) or the full-data recipe
+BASELINE_NETWORKS = ("same", "recipe")
 DEFAULT_SHARED = Path(os.environ.get("CONDENSE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
@@ -88,11 +103,16 @@ def _writable_root(name: str, shared: Path, tmp: Path, root: Path | None = None)
     return dst.parent
 
 
-def _training_sets(ds: GraphDataset, mcfg: MirageConfig, methods, seed: int, progress: bool) -> tuple[dict, dict]:
+def _training_sets(ds: GraphDataset, mcfg: MirageConfig, methods, seed: int, progress: bool,
+                   allow_no_reduction: bool = False) -> tuple[dict, dict]:
     train = ds.subset("train")
     distilled = mirage_distill(train, ds.num_classes, mcfg, progress=progress)
-    if not distilled.graphs:
-        raise UserError(f"{ds.name}: no itemset reaches support {list(mcfg.support)}")
+    missing = missing_classes(distilled.graphs, ds.num_classes)
+    if missing:
+        raise UserError(f"{ds.name}: the Mirage set at hops {mcfg.hops}, support {list(mcfg.support)} has no graph of class(es) "
+                        f"{missing}; lower their support (--support, one value per class) or choose --hops")
+    label = check_reduction(distilled.nbytes, graphs_nbytes(train), allow=allow_no_reduction,
+                            hint=f"{ds.name} at hops {mcfg.hops}, support {list(mcfg.support)}: raise --support or lower --hops")
     budget = distilled.nbytes
     sets = {"full": train, "mirage": distilled.graphs}
     if "random" in methods:
@@ -100,22 +120,36 @@ def _training_sets(ds: GraphDataset, mcfg: MirageConfig, methods, seed: int, pro
     if "herding" in methods:
         sets["herding"] = [train[i] for i in herding_subset(train, budget)]
     meta = dict(distilled.meta, roots_per_class=roots_per_class(distilled.graphs, ds.num_classes))
+    if label:
+        meta["no_reduction"] = label
     return {m: sets[m] for m in methods}, meta
 
 
+def missing_classes(graphs, num_classes: int) -> list[int]:
+    """Classes without a graph in ``graphs``."""
+    present = {int(g.y) for g in graphs}
+    return [c for c in range(num_classes) if c not in present]
+
+
 def method_config(method: str, scale: str, name: str, model: str, hops: int, *, restarts: int | None = None,
-                  baseline_epochs: int | None = None) -> TrainConfig:
-    """Mirage trains with its official settings at depth L (the trees are L deep); full data,
-    random and herding use the dataset family's full-data recipe (its own depth, not L), with
-    the Mirage preset's restarts/top so every row averages the same number of runs.
+                  baseline_epochs: int | None = None, baseline_network: str = "same") -> TrainConfig:
+    """The network and schedule a row trains.
+
+    Equal-bytes rows (mirage, random, herding) all train Mirage's official settings at depth L (the
+    trees are L deep), so only their data differ; ``full`` trains the dataset family's full-data
+    recipe (its own depth) as the reference.  ``baseline_network="recipe"`` gives random/herding the
+    recipe too (the earlier tables).  Every row uses the Mirage preset's restarts/top so it averages
+    the same number of runs.
 
     ``restarts`` (every row; top = min(top, restarts)) and ``baseline_epochs`` (the recipe rows
     only; the learning-rate schedule is unchanged) shorten a run that does not fit -- label them.
     """
+    if baseline_network not in BASELINE_NETWORKS:
+        raise UserError(f"--baseline-network must be one of {', '.join(BASELINE_NETWORKS)}, got {baseline_network!r}")
     mirage = train_preset(scale, name, model=model, layers=max(hops, 1))
     if restarts is not None:
         mirage = replace(mirage, restarts=int(restarts), top=min(mirage.top, int(restarts)))
-    if method == "mirage":
+    if method == "mirage" or (method != "full" and baseline_network == "same"):
         return mirage
     return recipe(scale, name, model=model, restarts=mirage.restarts, top=mirage.top, epochs=baseline_epochs)
 
@@ -123,34 +157,42 @@ def method_config(method: str, scale: str, name: str, model: str, hops: int, *, 
 def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, seed: int, device: str, progress: bool,
                 split: str = "random", max_itemsets: int | None = None, threshold_sweep: bool = False,
                 restarts: int | None = None, baseline_epochs: int | None = None, node_attr: str = "drop",
-                bins: int | None = None) -> dict:
-    """All methods x models on one dataset; returns a JSON-able record."""
+                bins: int | None = None, hops: int | None = None, support: tuple[float, ...] | None = None,
+                allow_no_reduction: bool = False, baseline_network: str = "same") -> dict:
+    """All methods x models on one dataset; returns a JSON-able record.
+
+    ``hops``/``support`` override the preset (or fix one axis of the sweep); ``allow_no_reduction`` runs
+    a distilled set at or above the training bytes, labelled; ``baseline_network``: see :func:`method_config`.
+    """
     seed_everything(seed)
     ds = load_graph_dataset(name, root, seed=seed, split=split, node_attr=node_attr)
     mining, mined_on = mining_features(ds, bins)
     split = split_name(ds, split)
     print(f"<!-- {ds.summary()}; split {split} {split_counts(ds)}; Mirage mines {mined_on} -->", flush=True)
-    mcfg = choose_mirage_config(ds, scale=scale, seed=seed, device=device, progress=progress, threshold_sweep=threshold_sweep,
-                                mining=mining)
     if max_itemsets is not None:
-        mcfg.max_itemsets = int(max_itemsets)
-    sets, meta = _training_sets(ds, mcfg, methods, seed, progress)
+        mining = dict(mining, max_itemsets=int(max_itemsets))
+    mcfg = choose_mirage_config(ds, scale=scale, seed=seed, device=device, progress=progress, threshold_sweep=threshold_sweep,
+                                mining=mining, hops=hops, support=support, allow_no_reduction=allow_no_reduction)
+    sets, meta = _training_sets(ds, mcfg, methods, seed, progress, allow_no_reduction)
+    label = meta.get("no_reduction", "")
     train, test = ds.subset("train"), ds.subset("test")
     train_bytes = graphs_nbytes(train)
     record = {"dataset": name, "summary": ds.summary(), "split": split, "mirage_config": asdict(mcfg), "split_counts": split_counts(ds), "metric": ds.metric,
-              "node_attr": node_attr, "mining_features": mined_on,
-              "scale": scale, "seed": seed, "mirage_meta": meta, "train_bytes": train_bytes,
+              "node_attr": node_attr, "mining_features": mined_on, "baseline_network": baseline_network,
+              "no_reduction": label, "scale": scale, "seed": seed, "mirage_meta": meta, "train_bytes": train_bytes,
               "size_only": size_only(train, test, ds.num_classes), "results": []}
     so = record["size_only"]
     print(f"<!-- {name}: size-only test {ds.metric} {so.get(ds.metric, so['accuracy']):.3f} (accuracy {so['accuracy']:.3f}); "
           f"Mirage tree roots per class {meta['roots_per_class']} -->", flush=True)
     for model in models:
         for method, graphs in sets.items():
-            tcfg = method_config(method, scale, name, model, mcfg.hops, restarts=restarts, baseline_epochs=baseline_epochs)
+            tcfg = method_config(method, scale, name, model, mcfg.hops, restarts=restarts, baseline_epochs=baseline_epochs,
+                                 baseline_network=baseline_network)
             s = train_restarts(graphs, ds.subset("valid"), test, dims=(ds.in_dim, ds.edge_dim),
                                num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed,
                                device=device, progress=progress, desc=f"{name} {model} {method}", test_curves=False)
-            record["results"].append(_row(model, method, graphs, train_bytes, s, tcfg))
+            record["results"].append(_row(model, method, graphs, train_bytes, s, tcfg, ds.num_classes,
+                                          "" if method == "full" else label))
             print(_md_row(name, record["results"][-1]), flush=True)
     return record
 
@@ -166,21 +208,16 @@ def split_counts(ds: GraphDataset) -> dict[str, list[int]]:
     return {part: torch.bincount(ds.labels(part), minlength=ds.num_classes).tolist() for part in ("train", "valid", "test")}
 
 
-def _row(model: str, method: str, graphs, train_bytes: int, s: RestartSummary, tcfg: TrainConfig) -> dict:
-    nbytes = graphs_nbytes(graphs)
-    return {"model": model, "method": method, "graphs": len(graphs), "bytes": nbytes, "fraction": nbytes / train_bytes,
-            "per_class": class_counts(graphs), "top": s.top_mean_std, "all": s.all_mean_std, "final": s.final_mean_std,
-            "untrained": s.untrained_mean_std, "spearman_size": s.spearman_mean_std, "k": s.top,
-            "restarts": tcfg.restarts, "config": asdict(tcfg), "train_time_s": s.train_time_s, "per_restart": {
+def _row(model: str, method: str, graphs, train_bytes: int, s: RestartSummary, tcfg: TrainConfig, num_classes: int,
+         label: str = "") -> dict:
+    return {"model": model, "method": method, **result_record(graphs, train_bytes, s, num_classes, label=label),
+            "restarts": tcfg.restarts, "config": asdict(tcfg), "per_restart": {
                 "best_val": s.best_val, "test_at_best_val": s.test_at_best_val, "final_test": s.final_test,
                 "best_epoch": s.best_epoch, "untrained_test": s.untrained_test, "spearman_size": s.spearman_size}}
 
 
 def _md_row(name: str, r: dict) -> str:
-    f = lambda ms: f"{ms[0]:.3f} ± {ms[1]:.3f}"  # noqa: E731
-    per_class = "/".join(str(v) for v in r["per_class"].values())
-    return (f"| {name} | {r['model']} | {r['method']} | {r['graphs']} ({per_class}) | {r['bytes']} | {100 * r['fraction']:.2f}% | "
-            f"{f(r['top'])} | {f(r['all'])} | {f(r['final'])} | {f(r['untrained'])} | {r['spearman_size'][0]:+.2f} | {r['train_time_s']:.1f} |")
+    return f"| {name} | {r['model']} | {r['method']} | {' | '.join(row_cells(r))} |"
 
 
 def run_cv(name: str, root: Path | None, *, scale: str, models, seed: int, device: str, progress: bool,
@@ -260,71 +297,101 @@ THRESHOLD_SWEEPS = {"NCI1": ((440, 570), (420, 550))}
 
 
 def sweep(ds: GraphDataset, *, scale: str, seed: int, device: str, progress: bool,
-          hops=SWEEP_HOPS, supports=SWEEP_SUPPORTS, filter_shared: bool = False, mining: dict | None = None) -> list[dict]:
+          hops=SWEEP_HOPS, supports=SWEEP_SUPPORTS, filter_shared: bool = False, mining: dict | None = None,
+          allow_no_reduction: bool = False) -> list[dict]:
     """Validation score of GIN trained on Mirage sets over a hops x support grid (no test).
 
     A support entry is one value for all classes or a tuple with one per class; ``mining``: the
-    :func:`~graphs.mirage.presets.mining_features` fields of the dataset.
+    :func:`~graphs.mirage.presets.mining_features` fields of the dataset (and ``max_itemsets``).  A set
+    that lacks a class or is not smaller than the training set (unless ``allow_no_reduction``) is not
+    trained: its row says why and carries ``missing`` (the absent classes) or ``no_reduction``.
     """
     name, out = ds.name, []
+    train = ds.subset("train")
+    train_bytes = graphs_nbytes(train)
     for h in hops:
         for sup in supports:
             support = tuple(sup) if isinstance(sup, (tuple, list)) else (sup,)
             try:
-                d = mirage_distill(ds.subset("train"), ds.num_classes,
-                                   MirageConfig(hops=h, support=support, filter_shared=filter_shared, **(mining or {})),
-                                   progress=False)
-            except UserError as exc:  # too many itemsets at this support
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # classes without itemsets: reported in the row below
+                    d = mirage_distill(train, ds.num_classes, MirageConfig(hops=h, support=support, filter_shared=filter_shared,
+                                                                           **(mining or {})), progress=False)
+            except UserError as exc:  # too many itemsets at this support (the message names the support that fits)
                 print(f"| {name} | {h} | {sup} | - | - | skipped: {exc} |", flush=True)
                 continue
-            if not d.graphs:
+            row = {"hops": h, "support": sup, "graphs": len(d.graphs), "bytes": d.nbytes, "val": None}
+            missing = missing_classes(d.graphs, ds.num_classes)
+            if missing or (d.nbytes >= train_bytes and not allow_no_reduction):
+                row.update(missing=missing, no_reduction=d.nbytes >= train_bytes)
+                why = (f"no graph of class(es) {missing}" if missing else
+                       f"{byte_share(d.nbytes / train_bytes)} % of the training bytes: no reduction")
+                print(f"| {name} | {h} | {sup} | {len(d.graphs)} | {d.nbytes} | skipped: {why} |", flush=True)
+                out.append(row)
                 continue
             tcfg = train_preset(scale, name, model="gin", layers=max(h, 1))
             s = train_restarts(d.graphs, ds.subset("valid"), ds.subset("valid"), dims=(ds.in_dim, ds.edge_dim),
                                num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed, device=device,
                                progress=progress, desc=f"sweep L={h} s={sup}", test_curves=False)
-            val = float(torch.tensor(s.best_val).mean())
-            out.append({"hops": h, "support": sup, "graphs": len(d.graphs), "bytes": d.nbytes, "val": val})
-            print(f"| {name} | {h} | {sup} | {len(d.graphs)} | {d.nbytes} | {val:.3f} |", flush=True)
+            row["val"] = float(torch.tensor(s.best_val).mean())
+            out.append(row)
+            print(f"| {name} | {h} | {sup} | {len(d.graphs)} | {d.nbytes} | {row['val']:.3f} |", flush=True)
     return out
 
 
 def pick_from_sweep(rows: list[dict], tolerance: float = 0.01) -> dict:
     """The rule used for MUTAG: the most compact set (bytes) whose validation score is within
-    ``tolerance`` of the best."""
-    if not rows:
-        raise UserError("the hops/support sweep mined no itemset anywhere; pass an explicit preset")
-    best = max(r["val"] for r in rows)
-    return min((r for r in rows if r["val"] >= best - tolerance), key=lambda r: (r["bytes"], -r["val"]))
+    ``tolerance`` of the best, among the sets that were trained (every class present, smaller than
+    the training set)."""
+    trained = [r for r in rows if r.get("val") is not None]
+    if not trained:
+        lacking = "; ".join(f"hops {r['hops']} support {r['support']}: " + (f"no class {r['missing']}" if r.get("missing")
+                            else "no reduction") for r in rows)
+        raise UserError("no set of the hops/support sweep covers every class with fewer bytes than the training set"
+                        + (f" ({lacking})" if lacking else " (no itemset mined)")
+                        + "; choose --hops/--support (per-class supports: --support 0.3,0.1) or --sweep-hops/--sweep-supports")
+    best = max(r["val"] for r in trained)
+    return min((r for r in trained if r["val"] >= best - tolerance), key=lambda r: (r["bytes"], -r["val"]))
 
 
 def choose_mirage_config(ds: GraphDataset, *, scale: str, seed: int, device: str, progress: bool,
-                         threshold_sweep: bool = False, mining: dict | None = None) -> MirageConfig:
+                         threshold_sweep: bool = False, mining: dict | None = None, hops: int | None = None,
+                         support: tuple[float, ...] | None = None, allow_no_reduction: bool = False) -> MirageConfig:
     """The dataset's preset, or -- when it has none -- the validation sweep's choice (printed), with
-    the ``mining`` feature fields (:func:`~graphs.mirage.presets.mining_features`) applied.
+    the ``mining`` feature fields (:func:`~graphs.mirage.presets.mining_features`, ``max_itemsets``) applied.
 
-    ``threshold_sweep``: run the official per-class threshold candidates (:data:`THRESHOLD_SWEEPS`)
-    at the preset's hops and keep the one with the best validation score (printed).
+    ``hops``/``support`` (``--hops``/``--support``) override the preset; without a preset, both fix the
+    config and one of them fixes that axis of the sweep.  ``threshold_sweep``: run the official per-class
+    threshold candidates (:data:`THRESHOLD_SWEEPS`) at the preset's hops and keep the one with the best
+    validation score (printed).
     """
     mining = mining or {}
-    if ds.name in PRESETS and not threshold_sweep:
-        return replace(mirage_preset(ds.name), **mining)
+    overrides = {k: v for k, v in (("hops", hops), ("support", None if support is None else tuple(support))) if v is not None}
+    if threshold_sweep and overrides:
+        raise UserError("--threshold-sweep chooses the support itself: drop --hops/--support")
+    if (ds.name in PRESETS and not threshold_sweep) or len(overrides) == 2:
+        base = mirage_preset(ds.name) if ds.name in PRESETS else MirageConfig()
+        return replace(base, **overrides, **mining)
     if threshold_sweep:
         if ds.name not in THRESHOLD_SWEEPS or ds.name not in PRESETS:
             raise UserError(f"no official threshold sweep for {ds.name!r} (known: {', '.join(THRESHOLD_SWEEPS)})")
         base = mirage_preset(ds.name)
         rows = sweep(ds, scale=scale, seed=seed, device=device, progress=progress, hops=(base.hops,),
-                     supports=THRESHOLD_SWEEPS[ds.name], filter_shared=base.filter_shared, mining=mining)
+                     supports=THRESHOLD_SWEEPS[ds.name], filter_shared=base.filter_shared, mining=mining,
+                     allow_no_reduction=allow_no_reduction)
         choice = pick_from_sweep(rows, tolerance=0.0)
         print(f"<!-- {ds.name}: threshold sweep {list(THRESHOLD_SWEEPS[ds.name])} -> support {choice['support']} "
               f"(val {choice['val']:.3f}) -->", flush=True)
         return MirageConfig(hops=base.hops, support=tuple(choice["support"]), filter_shared=base.filter_shared, **mining)
-    print(f"<!-- {ds.name}: no Mirage preset; validation sweep over hops {list(SWEEP_HOPS)} x support {list(SWEEP_SUPPORTS)} -->")
-    choice = pick_from_sweep(sweep(ds, scale=scale, seed=seed, device=device, progress=progress, hops=SWEEP_HOPS,
-                                   supports=SWEEP_SUPPORTS, mining=mining))
+    grid_hops = (hops,) if hops is not None else SWEEP_HOPS
+    grid_supports = (tuple(support),) if support is not None else SWEEP_SUPPORTS
+    print(f"<!-- {ds.name}: no Mirage preset; validation sweep over hops {list(grid_hops)} x support {list(grid_supports)} -->")
+    choice = pick_from_sweep(sweep(ds, scale=scale, seed=seed, device=device, progress=progress, hops=grid_hops,
+                                   supports=grid_supports, mining=mining, allow_no_reduction=allow_no_reduction))
     print(f"<!-- {ds.name}: chose hops {choice['hops']}, support {choice['support']} (val {choice['val']:.3f}, "
           f"{choice['graphs']} graphs, {choice['bytes']} bytes; most compact within 0.01 of the best) -->", flush=True)
-    return MirageConfig(hops=choice["hops"], support=(choice["support"],), **mining)
+    sup = choice["support"]
+    return MirageConfig(hops=choice["hops"], support=tuple(sup) if isinstance(sup, (tuple, list)) else (sup,), **mining)
 
 
 @cli_main
@@ -338,10 +405,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", type=Path, default=None, help="directory holding NAME/raw (TU) or ogbg_* (OGB); overrides --shared")
     p.add_argument("--threshold-sweep", action="store_true",
                    help="official two-step per-class threshold sweep (NCI1: 440/570, 420/550), chosen on validation")
-    p.add_argument("--max-itemsets", type=int, default=None, help="per-class cap on mined itemsets (default: MirageConfig's)")
+    p.add_argument("--max-itemsets", type=int, default=None,
+                   help="per-class cap on mined itemsets (default: MirageConfig's); when hit, the error names the smallest support that fits")
+    p.add_argument("--hops", type=int, default=None,
+                   help="Mirage tree depth L for every dataset (default: the preset; without a preset: the sweep's)")
+    p.add_argument("--support", type=parse_floats, default=None,
+                   help="Mirage support, one value or one per class (comma separated; >= 1: a count, (0, 1): a fraction)")
+    p.add_argument("--allow-no-reduction", action="store_true",
+                   help="run a distilled set at or above the training set's bytes (refused by default), labelled in every output")
+    p.add_argument("--baseline-network", choices=BASELINE_NETWORKS, default="same",
+                   help="network of the equal-bytes random/herding rows: same (default: Mirage's network and schedule, the data "
+                        "the only variable) or recipe (the full-data recipe, as tables made before this default)")
     p.add_argument("--restarts", type=int, default=None, help="restarts of every row (default: the scale's; top = min(top, N))")
     p.add_argument("--baseline-epochs", type=int, default=None,
-                   help="epochs of the full/random/herding recipe rows (default: the recipe's; a shortened run, label it)")
+                   help="epochs of the full-data recipe rows (full; random/herding with --baseline-network recipe) (default: the "
+                        "recipe's; a shortened run, label it)")
     p.add_argument("--sweep", default=None, metavar="DATASET", help="only run the validation sweep for DATASET")
     p.add_argument("--sweep-hops", type=int, nargs="+", default=list(SWEEP_HOPS))
     p.add_argument("--sweep-supports", type=float, nargs="+", default=list(SWEEP_SUPPORTS))
@@ -397,12 +475,15 @@ def main(argv: list[str] | None = None) -> int:
                 print("| dataset | hops | support | graphs | bytes | val (mean best-val over restarts) |\n|---|---|---|---|---|---|")
                 ds = load_graph_dataset(args.sweep, _writable_root(args.sweep, args.shared, Path(tmp), args.root), seed=args.seed,
                                         split=args.split, node_attr=args.node_attr)
+                mining = mining_features(ds, args.bins)[0]
+                if args.max_itemsets is not None:
+                    mining["max_itemsets"] = args.max_itemsets
                 records = sweep(ds, scale=args.scale, seed=args.seed, device=args.device, progress=progress,
-                                hops=args.sweep_hops, supports=args.sweep_supports, mining=mining_features(ds, args.bins)[0])
+                                hops=args.sweep_hops, supports=args.sweep_supports, mining=mining,
+                                allow_no_reduction=args.allow_no_reduction)
             else:
-                print("| dataset | model | method | graphs (per class) | bytes | % train bytes | test@best-val top-k | all restarts | final epoch "
-                      "| untrained | Spearman(score, |V|) | train s |")
-                print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+                print(f"| dataset | model | method | {' | '.join(ROW_COLUMNS)} |")
+                print("|" + "---|" * (len(ROW_COLUMNS) + 3))
                 records = []
                 for name in args.datasets:
                     for seed in args.split_seeds or [args.seed]:
@@ -411,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
                                           models=args.models, methods=args.methods, seed=seed, device=args.device, progress=progress,
                                           split=args.split, max_itemsets=args.max_itemsets, threshold_sweep=args.threshold_sweep,
                                           restarts=args.restarts, baseline_epochs=args.baseline_epochs,
-                                          node_attr=args.node_attr, bins=args.bins)
+                                          node_attr=args.node_attr, bins=args.bins, hops=args.hops, support=args.support,
+                                          allow_no_reduction=args.allow_no_reduction, baseline_network=args.baseline_network)
                         rec["wall_time_s"] = time.perf_counter() - t0
                         m = rec["mirage_meta"]
                         print(f"<!-- {name} seed {seed}: distillation {m['time_total_s']:.2f}s (decompose {m['time_decompose_s']:.2f}s, "
@@ -424,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                     print("| dataset | model | method | mean graphs | mean % train bytes | test@best-val top-k | final epoch |")
                     print("|---|---|---|---|---|---|---|")
                     for a in aggregate_splits(records):
-                        print(f"| {a['dataset']} | {a['model']} | {a['method']} | {a['graphs']:.1f} | {100 * a['fraction']:.2f}% | "
+                        print(f"| {a['dataset']} | {a['model']} | {a['method']} | {a['graphs']:.1f} | {byte_share(a['fraction'])}% | "
                               f"{f(a['top'])} | {f(a['final'])} |", flush=True)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

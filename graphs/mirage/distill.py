@@ -35,7 +35,8 @@ from graphs.mirage.mining import TooManyItemsets, fp_growth, support_threshold
 from graphs.mirage.trees import computation_tree, in_neighbours, tree_codes, tree_to_data
 from graphs.mirage.wl import wl_tree_items
 
-__all__ = ["MirageConfig", "Decomposition", "decompose", "DistilledSet", "mirage_distill", "FORMAT"]
+__all__ = ["MirageConfig", "Decomposition", "decompose", "DistilledSet", "mirage_distill", "load_set", "check_reduction",
+           "smallest_fitting_support", "byte_share", "FORMAT", "NO_REDUCTION"]
 
 FORMAT = "condense.mirage-distilled/v1"
 CODERS = ("wl", "trees")
@@ -155,6 +156,64 @@ class DistilledSet:
             raise UserError(f"{path} is a damaged Mirage distilled set ({type(exc).__name__}: {exc})") from exc
 
 
+def load_set(path: str | os.PathLike) -> DistilledSet:
+    """Load a Mirage distilled set written by ``python -m graphs.mirage --out PATH`` (or :meth:`DistilledSet.save`).
+
+    The graphs carry ``x``, ``edge_index`` (child -> root), optional ``edge_attr``, ``root_mask``, ``y``
+    and ``weight``; ``meta`` holds the mining config, dataset, seed and split they were distilled from.
+    Train a GNN on it with ``python -m graphs.mirage train PATH --model gin`` or
+    :func:`graphs.mirage.train.train_restarts`.
+    """
+    return DistilledSet.load(path)
+
+
+#: the label a distilled set at or above the training set's bytes carries in every output
+NO_REDUCTION = "NO REDUCTION"
+
+
+def check_reduction(nbytes: int, train_nbytes: int, *, allow: bool, hint: str = "raise --support or lower --hops") -> str:
+    """``""`` for a real reduction; a distilled set of ``>= train_nbytes`` bytes is refused, or with ``allow``
+    returns the label (``"NO REDUCTION: 131 % of the training bytes"``) that every output must carry.
+
+    Such a set distils nothing, and an equal-bytes baseline of real graphs is then the whole training set.
+    """
+    if nbytes < train_nbytes:
+        return ""
+    share = f"{byte_share(nbytes / train_nbytes)} % of the training bytes"
+    if not allow:
+        raise UserError(f"the distilled set takes {nbytes} bytes, {share} ({train_nbytes}): no reduction, and an equal-bytes "
+                        f"baseline would be the whole training set; {hint} (--allow-no-reduction runs it anyway, labelled)")
+    return f"{NO_REDUCTION}: {share}"
+
+
+def byte_share(fraction: float) -> str:
+    """A byte fraction in percent to three significant digits (0.0101, 9.56, 131), never rounded to zero."""
+    return f"{100 * fraction:.3g}"
+
+
+def smallest_fitting_support(transactions: list[set[int]], start: int, max_itemsets: int) -> int | None:
+    """The smallest absolute support above ``start`` at which FP-Growth mines at most ``max_itemsets`` sets.
+
+    The number of frequent itemsets falls as the support rises, so a binary search over
+    ``start + 1 .. len(transactions)`` finds it; every probe stops at the cap, so each costs at most
+    ``max_itemsets`` sets.  ``None`` when even a support of every graph exceeds the cap.
+    """
+    def fits(k: int) -> bool:
+        try:
+            fp_growth(transactions, k, max_itemsets=max_itemsets)
+            return True
+        except TooManyItemsets:
+            return False
+
+    lo, hi = int(start) + 1, len(transactions)
+    if lo > hi or not fits(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return lo
+
+
 def _union(trees: list[Data], label: int, weight: int) -> Data:
     offsets = torch.tensor([0] + [t.num_nodes for t in trees]).cumsum(0)
     root_mask = torch.zeros(int(offsets[-1]), dtype=torch.bool)
@@ -189,7 +248,14 @@ def mirage_distill(graphs: Sequence[Data], num_classes: int, config: MirageConfi
         try:
             mined.append(fp_growth(transactions, thresholds[c], max_itemsets=config.max_itemsets) if transactions else {})
         except TooManyItemsets as exc:
-            raise UserError(f"class {c}: {exc}; raise the support (or max_itemsets)") from exc
+            bar.close()
+            n = len(transactions)
+            fit = smallest_fitting_support(transactions, thresholds[c], config.max_itemsets)
+            advice = (f"the smallest support that fits is {fit} of the class's {n} graphs ({fit / n:.4g}): pass it for class {c} "
+                      f"with --support (one value per class), or raise --max-itemsets" if fit is not None else
+                      f"no support fits even at all {n} graphs of the class: raise --max-itemsets or lower --hops")
+            raise UserError(f"class {c}: more than {config.max_itemsets} frequent itemsets at support {thresholds[c]} "
+                            f"({thresholds[c] / max(n, 1):.4g} of {n} graphs); {advice}") from exc
         bar.update(1)
     t_mine = time.perf_counter() - t0 - t_dec
     empty = [c for c, m in enumerate(mined) if not m]

@@ -17,6 +17,7 @@ shrinks epochs/restarts/width so a dataset runs in minutes on a laptop CPU.
 """
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import replace
 
@@ -33,7 +34,8 @@ from graphs.mirage.train import TrainConfig
 
 SPLITS = TU_SPLITS
 
-__all__ = ["SPLITS", "NODE_ATTR", "mining_features", "PRESETS", "SCALES", "RECIPES", "dataset_family", "recipe", "mirage_preset", "train_preset", "load_graph_dataset"]
+__all__ = ["SPLITS", "NODE_ATTR", "mining_features", "PRESETS", "SCALES", "RECIPES", "dataset_family", "recipe", "mirage_preset", "train_preset", "load_graph_dataset",
+           "parse_floats"]
 
 PRESETS: dict[str, MirageConfig] = {
     "ogbg-molhiv": MirageConfig(hops=3, support=(1800, 115)),
@@ -147,6 +149,14 @@ def load_graph_dataset(name: str, root: str | os.PathLike | None = None, *, seed
         ds = load_tu(name, root, seed=seed, split=split, node_attr=node_attr)
     ds.check_splits()  # an empty part, overlapping parts or a one-class training split: one line, before any work
     return ds
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    """``--support`` values: comma-separated numbers (one for all classes or one per class)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
 def mining_features(ds: GraphDataset, bins: int | None) -> tuple[dict, str]:

@@ -6,6 +6,9 @@
 * :func:`roots_per_class` -- tree roots per class in a Mirage set: trained with root pooling, a
   set whose classes differ mainly in root counts teaches a size classifier.
 * Spearman(score, |V|) of every trained model is recorded by :func:`graphs.mirage.train.train_restarts`.
+* :func:`result_record` / :func:`row_cells` -- one table row per trained set with these columns
+  (per-class counts, untrained score, Spearman with size), shared by ``python -m graphs.mirage`` and
+  ``python -m experiments.mirage`` so both print the same sanity columns.
 """
 from __future__ import annotations
 
@@ -14,9 +17,16 @@ from typing import Sequence
 import torch
 from torch_geometric.data import Data
 
-from graphs.mirage.train import score
+from graphs.data.graphsets import graphs_nbytes
+from graphs.mirage.baselines import class_counts
+from graphs.mirage.distill import byte_share
+from graphs.mirage.train import RestartSummary, score
 
-__all__ = ["size_only", "roots_per_class"]
+__all__ = ["size_only", "roots_per_class", "result_record", "row_cells", "ROW_COLUMNS"]
+
+#: the columns :func:`row_cells` fills
+ROW_COLUMNS = ("graphs (per class)", "bytes", "% train bytes", "test@best-val top-k", "all restarts", "final epoch", "untrained",
+               "Spearman(score, |V|)", "train s")
 
 
 def _sizes_labels(graphs: Sequence[Data]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,3 +54,26 @@ def roots_per_class(graphs: Sequence[Data], num_classes: int) -> list[int]:
     for g in graphs:
         counts[int(g.y)] += int(g.root_mask.sum())
     return counts
+
+
+def result_record(graphs: Sequence[Data], train_bytes: int, s: RestartSummary, num_classes: int, *, label: str = "") -> dict:
+    """JSON-able scores of one trained set (graphs of every class, zeros included); ``label`` (e.g. the
+    no-reduction label) travels with the row."""
+    nbytes = graphs_nbytes(graphs)
+    counts = class_counts(graphs)
+    record = {"graphs": len(graphs), "bytes": nbytes, "fraction": nbytes / train_bytes,
+              "per_class": {c: counts.get(c, 0) for c in range(num_classes)},
+              "top": s.top_mean_std, "all": s.all_mean_std, "final": s.final_mean_std, "untrained": s.untrained_mean_std,
+              "spearman_size": s.spearman_mean_std, "k": s.top, "train_time_s": s.train_time_s}
+    if label:
+        record["label"] = label
+    return record
+
+
+def row_cells(r: dict) -> list[str]:
+    """The :data:`ROW_COLUMNS` cells of a :func:`result_record` (byte share to three significant digits)."""
+    f = lambda ms: f"{ms[0]:.3f} ± {ms[1]:.3f}"  # noqa: E731
+    per_class = "/".join(str(v) for v in r["per_class"].values())
+    share = byte_share(r["fraction"]) + "%" + (f" ({r['label']})" if r.get("label") else "")
+    return [f"{r['graphs']} ({per_class})", str(r["bytes"]), share, f(r["top"]), f(r["all"]), f(r["final"]), f(r["untrained"]),
+            f"{r['spearman_size'][0]:+.2f}", f"{r['train_time_s']:.1f}"]

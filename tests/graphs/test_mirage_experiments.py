@@ -52,8 +52,8 @@ def test_split_seeds_run_each_split_and_aggregate(monkeypatch, capsys):
     assert main(["--datasets", "motifs", "--split-seeds", "0", "2", "--no-progress"]) == 0
     assert seen == [0, 2]
     out = capsys.readouterr().out
-    assert "| motifs | gin | mirage | 3.0 | 10.00% | 0.900 ± 0.100 | 0.450 ± 0.050 |" in out
-    assert "| motifs | gin | random | 3.0 | 10.00% | 0.500 ± 0.000 |" in out
+    assert "| motifs | gin | mirage | 3.0 | 10% | 0.900 ± 0.100 | 0.450 ± 0.050 |" in out
+    assert "| motifs | gin | random | 3.0 | 10% | 0.500 ± 0.000 |" in out
 
 
 def test_official_split_reproduces_the_official_nci1_class_counts(writable_shared):
@@ -285,11 +285,13 @@ def test_cv_summary_val_selected_versus_test_selected():
 def test_restarts_and_baseline_epochs_shorten_the_rows_they_name():
     from experiments.mirage import method_config
 
-    base, mirage = method_config("random", "cpu", "NCI1", "gin", 2), method_config("mirage", "cpu", "NCI1", "gin", 2)
-    short = method_config("random", "cpu", "NCI1", "gin", 2, restarts=1, baseline_epochs=3)
+    base, mirage = method_config("full", "cpu", "NCI1", "gin", 2), method_config("mirage", "cpu", "NCI1", "gin", 2)
+    short = method_config("full", "cpu", "NCI1", "gin", 2, restarts=1, baseline_epochs=3)
     short_mirage = method_config("mirage", "cpu", "NCI1", "gin", 2, restarts=1, baseline_epochs=3)
     assert (short.restarts, short.top, short.epochs) == (1, 1, 3) and short.layers == base.layers == 4
     assert short.lr_step == base.lr_step and (short_mirage.epochs, short_mirage.restarts) == (mirage.epochs, 1)
+    recipe_rows = method_config("random", "cpu", "NCI1", "gin", 2, restarts=1, baseline_epochs=3, baseline_network="recipe")
+    assert recipe_rows == short  # --baseline-network recipe: the earlier tables' random/herding rows
     assert main(["--datasets", "motifs", "--restarts", "0", "--no-progress"]) == 2
 
 
@@ -334,3 +336,15 @@ def test_select_config_prefers_validation_and_reports_the_paper_point_separately
     assert c["selected"] == 1 and c["accuracy_val_selected"][0] == 0.69  # validation wins; ties go to the earlier point
     assert c["val_curve_selected"] == 0 and c["accuracy_val_curve"][0] == 0.72 and c["val_curve_epoch"] == 5
     assert c["paper_protocol_selected"] == 0 and c["accuracy_paper_protocol"][0] == 0.80
+
+
+def test_equal_bytes_rows_train_one_network_and_the_full_recipe_row_is_the_reference():
+    from experiments.mirage import method_config
+
+    for name, hops in (("NCI1", 2), ("ogbg-molbace", 3), ("MUTAG", 1)):
+        mirage = method_config("mirage", "cpu", name, "gin", hops)
+        assert method_config("random", "cpu", name, "gin", hops) == mirage == method_config("herding", "cpu", name, "gin", hops)
+        full = method_config("full", "cpu", name, "gin", hops)
+        assert full != mirage and (full.layers, full.norm) != (mirage.layers, mirage.norm)  # the full-data recipe
+    with pytest.raises(UserError, match="--baseline-network must be one of same, recipe"):
+        method_config("random", "cpu", "NCI1", "gin", 2, baseline_network="other")
