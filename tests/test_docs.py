@@ -71,3 +71,26 @@ def test_no_tracked_file_names_a_work_unit():
            if (mentions := work_unit_mentions(f.read_text(encoding="utf-8", errors="replace")))}  # fmt: skip
     bad |= {str(f.relative_to(ROOT)): ["file name"] for f in files if WORK_UNIT_FILE.search(str(f.relative_to(ROOT)))}
     assert not bad, "work-unit words in user-facing text:\n" + "\n".join(f"{k}:{m}" for k, v in sorted(bad.items()) for m in v[:5])
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    return {re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            for m in re.finditer(r"^#{1,6} (.+)$", markdown, re.M)}  # fmt: skip
+
+
+def test_links_of_the_readme_and_results_pages_resolve():
+    pages = [ROOT / "README.md", *sorted((ROOT / "experiments" / "results").glob("*.md"))]
+    broken = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        for link in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", link):  # http(s), mailto: not checked offline
+                continue
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path) if path else page
+            if not target.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {link} (no such file)")
+            elif anchor and target.suffix == ".md" and anchor not in _anchors(target.read_text(encoding="utf-8")):
+                broken.append(f"{page.relative_to(ROOT)}: {link} (no such heading)")
+    assert not broken, "\n".join(broken)
