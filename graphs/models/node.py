@@ -84,8 +84,9 @@ class _SpMM(torch.autograd.Function):
         return None, ctx.agg.adj_t @ grad.contiguous()
 
 
-def _csr(rows: Tensor, cols: Tensor, values: Tensor, n: int) -> Tensor:
-    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False).coalesce()
+def _csr(rows: Tensor, cols: Tensor, values: Tensor, n: int, n_rows: int | None = None) -> Tensor:
+    shape = (n if n_rows is None else n_rows, n)
+    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False).coalesce()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return coo.to_sparse_csr()
@@ -96,17 +97,21 @@ class SparseAggregation:
     edges ``e = (src_e, i)`` (PyG's ``source_to_target`` flow), as a CSR matrix; its transpose, for
     the backward pass, is built on first use.
 
-    Repeated edges add up, as in PyG's scatter. ``kind`` names the model that built it.
+    Repeated edges add up, as in PyG's scatter. ``kind`` names the model that built it. With
+    ``num_dst`` the matrix is rectangular ``[num_dst, num_nodes]``: a sampled block whose targets are
+    the first ``num_dst`` of its ``num_nodes`` sources (:mod:`graphs.g2m.sampling`).
     """
 
-    def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int, kind: str) -> None:
-        self._edges, self._weight = edge_index, weight
-        self.adj = _csr(edge_index[1], edge_index[0], weight, num_nodes)
+    def __init__(self, edge_index: Tensor, weight: Tensor, num_nodes: int, kind: str, num_dst: int | None = None) -> None:
+        self._edges, self._weight, self.num_dst = edge_index, weight, num_dst
+        self.adj = _csr(edge_index[1], edge_index[0], weight, num_nodes, num_dst)
         self.num_nodes, self.kind = num_nodes, kind
 
     @functools.cached_property
     def adj_t(self) -> Tensor:
-        return _csr(self._edges[0], self._edges[1], self._weight, self.num_nodes)
+        if self.num_dst is None:
+            return _csr(self._edges[0], self._edges[1], self._weight, self.num_nodes)
+        return _csr(self._edges[0], self._edges[1], self._weight, self.num_dst, self.num_nodes)
 
     def __call__(self, h: Tensor) -> Tensor:
         if h.size(0) != self.num_nodes:
@@ -176,6 +181,29 @@ class _Stack(nn.Module):
         graph = self.graph(edge_index, x.size(0))
         return self.head(self.trunk(x, graph), graph)
 
+    def prepare_block(self, block):
+        """What layer ``i`` aggregates over on a sampled :class:`graphs.g2m.sampling.Block`
+        (here: its local ``edge_index``; GAT adds the targets' self-loops itself)."""
+        return block
+
+    def block_layer(self, i: int, h: Tensor, block) -> Tensor:
+        """Layer ``i`` (with its norm and activation unless last) from the block's sources ``h``
+        to its targets; the dropout before it, if any, is the caller's (:meth:`forward_blocks`)."""
+        return self._block(i, h, self.prepare_block(block))
+
+    def forward_blocks(self, x: Tensor, blocks: list) -> Tensor:
+        """Mini-batch forward pass: ``x`` holds the features of ``blocks[0]``'s sources, one block per
+        layer (input layer first); returns the logits of the last block's targets. With every
+        neighbour in the blocks this is :meth:`forward` restricted to those targets."""
+        if len(blocks) != len(self.layers):
+            raise UserError(f"{type(self).__name__} has {len(self.layers)} layers but {len(blocks)} sampled blocks were given")
+        h = x
+        for i, block in enumerate(blocks):
+            if i > 0 and self.inter_dropout:
+                h = dropout(h, self.dropout, self.training)
+            h = self.block_layer(i, h, block)
+        return h
+
 
 def _dims(in_dim: int, hidden: int, out_dim: int, num_layers: int) -> list[tuple[int, int]]:
     if num_layers < 1:
@@ -208,6 +236,19 @@ class GCN(_Stack):
         ei, weight = gcn_norm(edge_index, None, num_nodes, add_self_loops=True, dtype=dtype)
         return SparseAggregation(ei, weight, num_nodes, "GCN")
 
+    def prepare_block(self, block) -> SparseAggregation:
+        """GCN on a block: the full graph's weights ``1/sqrt((d_i + 1)(d_j + 1))``, the neighbour
+        terms scaled by ``d_i / s_i`` (``s_i`` sampled of ``d_i`` neighbours: an unbiased estimate
+        of the full sum, equal to it when nothing is dropped), plus the self-loop ``1/(d_i + 1)``."""
+        dtype = self.layers[0].lin.weight.dtype
+        src, dst = block.edge_index
+        d_src, d_dst = block.degree.to(dtype) + 1, block.degree[: block.num_dst].to(dtype) + 1
+        s = torch.bincount(dst, minlength=block.num_dst).to(dtype)
+        w = (d_src[src] * d_dst[dst]).rsqrt() * (d_dst[dst] - 1) / s[dst]
+        loops = torch.arange(block.num_dst, device=src.device)
+        ei = torch.cat([block.edge_index, torch.stack([loops, loops])], dim=1)
+        return SparseAggregation(ei, torch.cat([w, 1.0 / d_dst]), len(block.nodes), "GCN", block.num_dst)
+
     def _layer(self, layer: nn.Module, h: Tensor, graph: SparseAggregation) -> Tensor:
         return graph(layer.lin(h)) + layer.bias
 
@@ -224,6 +265,15 @@ class GraphSAGE(_Stack):
         ei = add_remaining_self_loops(edge_index, num_nodes=num_nodes)[0]
         dtype = self.layers[0].lin_l.weight.dtype
         return SparseAggregation(ei, 1.0 / degree(ei[1], num_nodes, dtype=dtype)[ei[1]], num_nodes, "GraphSAGE")
+
+    def prepare_block(self, block) -> SparseAggregation:
+        """GraphSAGE on a block: the mean over the sampled neighbours and the node itself (DGL's
+        ``SAGEConv(..., "gcn")`` on a sampled block, as in GLNN's mini-batch SAGE)."""
+        loops = torch.arange(block.num_dst, device=block.edge_index.device)
+        ei = torch.cat([block.edge_index, torch.stack([loops, loops])], dim=1)
+        dtype = self.layers[0].lin_l.weight.dtype
+        deg = torch.bincount(ei[1], minlength=block.num_dst).to(dtype)
+        return SparseAggregation(ei, 1.0 / deg[ei[1]], len(block.nodes), "GraphSAGE", block.num_dst)
 
     def _layer(self, layer: nn.Module, h: Tensor, graph: SparseAggregation) -> Tensor:
         return layer.lin_l(graph(h))
@@ -260,9 +310,13 @@ class GAT(_Stack):
         layers.append(GATConv(hidden, out_dim, heads=1, concat=False, dropout=attn))
         super().__init__(layers, hidden, dropout, norm)
 
-    def _layer(self, layer: nn.Module, h: Tensor, graph: Tensor) -> Tensor:
+    def _layer(self, layer: nn.Module, h: Tensor, graph) -> Tensor:
         # DGL's GATConv(feat_drop=dropout) drops every layer's input, including the raw features.
-        return layer(dropout(h, self.dropout, self.training), graph)
+        h = dropout(h, self.dropout, self.training)
+        if isinstance(graph, Tensor):
+            return layer(h, graph)
+        # a sampled block: targets are its first num_dst sources; GATConv adds their self-loops
+        return layer((h, h[: graph.num_dst]), graph.edge_index)
 
 
 NODE_MODELS = {"gcn": GCN, "sage": GraphSAGE, "gat": GAT, "mlp": MLP}
