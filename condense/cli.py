@@ -21,6 +21,7 @@ from .augment import DSA, make_dsa
 from .evaluate import PROTOCOLS, Summary, evaluate_images, evaluate_synset, get_protocol
 from .experts import add_experts_parser, cmd_experts
 from .methods import METHODS, get_method
+from .nets import convnet_depth
 from .safeio import CLIParser, check_outputs, cli_main, lock_outputs, parse_list
 from .synset import SyntheticSet
 from .utils import UserError, check_positive, markdown_table, resolve_device
@@ -123,9 +124,15 @@ def _meta_rows(path: str, synset: SyntheticSet) -> list[list[str]]:
         ["wall time", f"{m['wall_time']:.1f} s" if "wall_time" in m else "-"],
         ["loss history", f"{len(history)} iterations, first {history[0]:.4g}, last {history[-1]:.4g}" if history else "not stored"],
         ["config", ", ".join(f"{k}={v}" for k, v in config.items()) or "-"],
+        ["network", _network(str(config.get("model", "-")), tuple(synset.images.shape[-2:]))],
         ["versions", ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()) or "-"],
     ]  # fmt: skip
     return [[k, str(v)] for k, v in rows]
+
+
+def _network(model: str, size: tuple[int, int]) -> str:
+    """The model a set was distilled with; a plain ConvNet's depth follows the resolution (:func:`condense.nets.convnet_depth`)."""
+    return f"{model} (depth {convnet_depth(size)} at {size[0]}x{size[1]})" if model.lower() == "convnet" else model
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .utils import UserError
 
-__all__ = ["ConvNet", "MLP", "LeNet", "AlexNet", "ResNet18", "get_network", "register_network", "NETWORKS"]
+__all__ = ["ConvNet", "convnet_depth", "MLP", "LeNet", "AlexNet", "ResNet18", "get_network", "register_network", "NETWORKS"]
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -82,9 +82,17 @@ def _flat_dim(module: nn.Module, channels: int, size: tuple[int, int]) -> int:
     return out.numel()
 
 
+def convnet_depth(image_size: int | tuple[int, int]) -> int:
+    """ConvNet depth by resolution, as the official code runs it: 3 up to 32x32 (DC/DSA/DM/MTT), 4 at 64x64
+    (MTT/DataDAM Tiny-ImageNet ``ConvNetD4``), 5 at 128x128 (MTT ImageNet subsets ``ConvNetD5``, MTT's ``--res``)."""
+    side = min((image_size, image_size) if isinstance(image_size, int) else image_size)
+    return 3 if side < 64 else 4 if side < 128 else 5
+
+
 class ConvNet(nn.Module):
     """ConvNet-``width``-``depth`` (DC/DSA/DM/MTT): [conv3x3 -> norm -> act -> pool] x depth -> linear.
 
+    ``depth=None`` picks it by resolution (:func:`convnet_depth`); ``convnetd3``/``d4``/``d5`` fix it.
     As in the official code, single-channel inputs get padding 3 in the first conv (28x28 -> 32x32)
     so that three poolings end at 4x4.
     """
@@ -95,12 +103,13 @@ class ConvNet(nn.Module):
         num_classes: int,
         image_size: tuple[int, int],
         width: int = 128,
-        depth: int = 3,
+        depth: int | None = None,
         norm: str = "instancenorm",
         pooling: str = "avgpooling",
         act: str = "relu",
     ) -> None:
         super().__init__()
+        depth = convnet_depth(image_size) if depth is None else depth
         if depth < 1 or width < 1:
             raise UserError(f"ConvNet needs depth >= 1 and width >= 1, got depth={depth}, width={width}")
         acts = {"relu": lambda: nn.ReLU(inplace=False), "leakyrelu": lambda: nn.LeakyReLU(0.01), "sigmoid": nn.Sigmoid}
@@ -263,6 +272,7 @@ class ResNet18(nn.Module):
 
 
 register_network("convnet")(ConvNet)
+register_network("convnetd3")(lambda c, n, s, **kw: ConvNet(c, n, s, depth=3, **kw))
 register_network("convnetd4")(lambda c, n, s, **kw: ConvNet(c, n, s, depth=4, **kw))
 register_network("convnetd5")(lambda c, n, s, **kw: ConvNet(c, n, s, depth=5, **kw))
 register_network("mlp")(MLP)

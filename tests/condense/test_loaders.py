@@ -221,3 +221,43 @@ def test_bad_npz_is_refused_naming_the_file(tmp_path, override, message):
     with pytest.raises(UserError, match=message) as err:
         load_dataset("arrays", path, cache_dir=tmp_path / "c")
     assert "bad.npz" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_folder_distill_then_evaluate_and_show_from_the_record(tmp_path, capsys):
+    from condense.cli import main
+    from condense.synset import SyntheticSet
+
+    root = fx.image_folder(tmp_path / "pngs", per_class=5, test=2)
+    out = tmp_path / "set.pt"
+    tiny = ["--iterations", "2", "--batch-real", "4", "--width", "8", "--no-progress"]
+    assert main(["distill", "--method", "dm", "--ipc", "1", "--out", str(out), "--dataset", "imagefolder", "--root", str(root),
+                 "--classes", "cat,eel", "--cache-dir", str(tmp_path / "c"), *tiny]) == 0  # fmt: skip
+    meta = SyntheticSet.load(out).meta["dataset"]
+    assert meta["loader"] == "imagefolder" and meta["root"] == str(root) and meta["options"] == {"classes": [0, 2]}
+    assert SyntheticSet.load(out).meta["class_names"] == ["cat", "eel"]
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--num-evals", "1", "--epochs", "2", "--no-dsa", "--no-progress", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert "| convnet" in capsys.readouterr().out
+    assert main(["show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "loader imagefolder" in shown and "convnet (depth 3 at 8x8)" in shown
+
+
+def test_cli_bad_image_is_one_line_naming_the_file(tmp_path, capsys):
+    from condense.cli import main
+
+    root = fx.image_folder(tmp_path / "pngs", per_class=3, test=1)
+    (root / "cat" / "000.png").write_bytes(b"not a png")
+    out = tmp_path / "set.pt"
+    assert main(["distill", "--method", "dm", "--ipc", "1", "--out", str(out), "--dataset", "imagefolder", "--root", str(root),
+                 "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "000.png" in err[0] and "--skip-bad-images" in err[0] and not out.exists()
+
+
+def test_convnet_depth_follows_resolution():
+    from condense.nets import convnet_depth, get_network
+
+    assert [convnet_depth(s) for s in (8, 28, 32, 64, 128)] == [3, 3, 3, 4, 5]
+    assert get_network("convnet", 3, 10, 64).depth == 4 and get_network("convnetd3", 3, 10, 64).depth == 3
