@@ -19,10 +19,20 @@ All three follow the official off-by-one: ``for ep in range(E + 1)`` trains ``E 
 data, and ``lr_schedule = [E//2 + 1]`` decays after the pass with 0-based index ``E//2 + 1`` (i.e.
 after ``E//2 + 2`` passes). :meth:`Protocol.schedule` lists the (lr, momentum) of every pass.
 
-The reported number is always the **final-checkpoint** accuracy (mean ± std over networks). The
-maximum over intermediate test checkpoints (``ast``: its official checkpoints, the number AST
-publishes; ``dc``/``datadam``: every ``eval_every`` passes, not part of their protocol) is reported
-separately and labelled (:attr:`Protocol.max_label`).
+The reported number is always the **final-checkpoint** accuracy (mean ± std over networks). Test passes
+happen where the protocol has them: ``dc``/``datadam`` test once, after the last pass; ``ast`` every 20
+passes, whose maximum is the number AST publishes. ``test_every=K`` adds a test every ``K`` passes for
+a labelled maximum-over-checkpoints column (:meth:`Protocol.max_label_for`; not part of ``dc``/``datadam``).
+A test pass draws no random numbers and changes no network state (eval mode: BatchNorm uses, and does
+not update, its running statistics), so the final accuracy does not depend on ``test_every``.
+
+Engines: the ``num_evals`` networks of one architecture train one by one (``sequential``) or together
+as one vmapped model (:mod:`condense.batched`; each network with its own seed, initialisation, batch
+order and augmentation draws, equal to the sequential loop up to float rounding). ``batched=None``
+picks the batched engine on CUDA and the sequential one on CPU, where the grouped convolutions of the
+batched model measured slower (``experiments/results/bench_evaluate.md``). ``precision="bf16"`` trains
+and tests under bf16 autocast (off by default). ``state=PATH`` keeps every finished network's result
+in ``PATH`` (atomically) so a rerun with the same settings skips them.
 
 DSA during training: a :class:`~condense.synset.SyntheticSet` is evaluated with the DSA it records
 (strategy, mode, ``align_corners``) -- each official code base evaluates with its own DiffAugment;
@@ -33,10 +43,15 @@ BatchNorm ConvNet); DC evaluates its sets that way.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -44,17 +59,23 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augment import AUTO, DSA, resolve_strategy
+from .batched import NetworkStack, batch_problem
 from .data import ZCA, ImageDataset
 from .dcaug import DCAugment, dc_augment_for
 from .nets import FIXED_NORM, get_network
-from .safeio import check_labels
+from .safeio import check_labels, fingerprint_tensors
 from .synset import SyntheticSet
-from .utils import UserError, check_positive, make_generator, resolve_device
+from .utils import UserError, atomic_save, check_positive, make_generator, resolve_device, safe_load
 
 __all__ = [
     "Protocol", "PROTOCOLS", "get_protocol", "EvalResult", "Summary", "fit", "train_and_test", "accuracy", "evaluate_images",
-    "evaluate_synset", "soft_cross_entropy", "eval_dsa",
+    "evaluate_synset", "soft_cross_entropy", "eval_dsa", "PRECISIONS",
 ]  # fmt: skip
+
+#: ``precision`` choices: ``fp32`` (the networks' own dtype) or bf16 autocast for training and testing
+PRECISIONS = ("fp32", "bf16")
+_UNOFFICIAL_MAX = "max-over-checkpoints % (not part of the protocol)"
+_STATE_FORMAT = "condense-evaluate-state/1"
 
 
 @dataclass(frozen=True)
@@ -74,7 +95,7 @@ class Protocol:
     test_every: int = 0  # official test checkpoints (0-based pass index % test_every == 0); 0: final only
     eval_norm: str | None = None  # norm of ConvNet-family evaluation networks (None: the network's default)
     align_corners: bool = False  # DSA grid convention of the repository's evaluator
-    max_label: str = "max-over-checkpoints % (not part of the protocol)"
+    max_label: str = _UNOFFICIAL_MAX
 
     def default_epochs(self, dsa: bool) -> int:
         return self.epochs_dsa if dsa else self.epochs_plain
@@ -89,6 +110,17 @@ class Protocol:
             raise UserError(f"epochs must be >= 1, got {epochs}")
         decay = self.decay_pass(epochs)
         return [(lr, self.momentum) if ep <= decay else (lr * self.decay_factor, self.decay_momentum) for ep in range(epochs + 1)]
+
+    def tests_every(self, test_every: int | None) -> int:
+        """Passes between intermediate tests: ``test_every`` if given (0: final only), else the protocol's."""
+        if test_every is not None and test_every < 0:
+            raise UserError(f"test_every must be >= 0, got {test_every}")
+        return self.test_every if test_every is None else test_every
+
+    def max_label_for(self, test_every: int | None) -> str:
+        """Header of the maximum-over-checkpoints column for these test checkpoints."""
+        every = self.tests_every(test_every)
+        return self.max_label if every == self.test_every else _UNOFFICIAL_MAX
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -129,6 +161,9 @@ class Summary:
     seconds: float = 0.0
     protocol: str = "dc"
     augment: str = "none"  # what trained the networks: a DSA, DC's augmentation or none
+    test_every: int = 0  # passes between intermediate tests (0: tested after the last pass only)
+    max_label: str = _UNOFFICIAL_MAX
+    engine: str = "sequential"  # or "batched" (condense.batched)
 
     @property
     def mean(self) -> float:
@@ -153,17 +188,49 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
-@torch.no_grad()
-def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: torch.device, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``net`` (in eval mode) on ``(x, y)``."""
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``precision="bf16"``; a no-op for ``fp32``."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def accuracy(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: str | torch.device, batch_size: int = 1024, precision: str = "fp32",
+) -> float:  # fmt: skip
+    """Top-1 accuracy of ``net`` (in eval mode, under :func:`torch.inference_mode`) on ``(x, y)``."""
+    device = resolve_device(device)
     was_training = net.training
     net.eval()
     correct = 0
-    for i in range(0, len(x), batch_size):
-        out = net(x[i : i + batch_size].to(device))
-        correct += int((out.argmax(1).cpu() == y[i : i + batch_size]).sum())
+    with torch.inference_mode(), _autocast(device, precision):
+        for i in range(0, len(x), batch_size):
+            out = net(x[i : i + batch_size].to(device))
+            correct += int((out.argmax(1).cpu() == y[i : i + batch_size]).sum())
     net.train(was_training)
     return correct / max(1, len(x))
+
+
+def _stack_accuracies(stack: NetworkStack, x: torch.Tensor, y: torch.Tensor, *, device: torch.device,
+                      batch_size: int = 1024) -> list[float]:  # fmt: skip
+    """Top-1 accuracy of each network of ``stack`` (eval mode); ``batch_size`` images in flight in all."""
+    chunk = max(1, batch_size // len(stack))
+    correct = torch.zeros(len(stack), dtype=torch.long)
+    with torch.inference_mode():
+        for i in range(0, len(x), chunk):
+            out = stack(x[i : i + chunk].to(device), training=False, shared_input=True)
+            correct += (out.argmax(-1).cpu() == y[i : i + chunk]).sum(1)
+    return [int(c) / max(1, len(x)) for c in correct]
+
+
+def _stack_losses(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """:func:`soft_cross_entropy` of each network: outputs ``(K, B, C)``, targets ``(K, B)`` or ``(K, B, C)``."""
+    k, b = out.shape[:2]
+    if target.dim() == 2:
+        return F.cross_entropy(out.flatten(0, 1), target.flatten(), reduction="none").view(k, b).mean(1)
+    return -(target * F.log_softmax(out, dim=-1)).sum(-1).mean(-1)
 
 
 def fit(
@@ -178,6 +245,7 @@ def fit(
     augment: DSA | DCAugment | None = None,
     device: str | torch.device = "cpu",
     generator: torch.Generator | None = None,
+    precision: str = "fp32",
     on_epoch: Callable[[int], None] | None = None,
 ) -> nn.Module:
     """Train ``net`` on ``(x, y)`` with the protocol's SGD and :meth:`Protocol.schedule` (``epochs + 1``
@@ -200,7 +268,9 @@ def fit(
         for i in range(0, len(x), batch_size):
             idx = perm[i : i + batch_size]
             xb = augment(x[idx], generator=generator) if augment is not None else x[idx]
-            loss = soft_cross_entropy(net(xb), y[idx])
+            with _autocast(device, precision):
+                out = net(xb)
+            loss = soft_cross_entropy(out, y[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -209,6 +279,64 @@ def fit(
         if on_epoch is not None:
             on_epoch(ep)
     return net
+
+
+def fit_batched(
+    nets: Sequence[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    generators: Sequence[torch.Generator],
+    lr: float | None = None,
+    protocol: str | Protocol = "dc",
+    batch_size: int | None = None,
+    augment: DSA | DCAugment | None = None,
+    device: str | torch.device = "cpu",
+    on_epoch: Callable[[int, NetworkStack, list[int]], None] | None = None,
+) -> NetworkStack:
+    """:func:`fit` for ``K`` networks at once (:class:`condense.batched.NetworkStack`): network ``k``
+    draws its batch order and augmentation from ``generators[k]`` in the order :func:`fit` does, so
+    each network ends as :func:`fit` would leave it (up to float rounding). A network whose loss turns
+    non-finite stops after that pass, as in :func:`fit`. ``on_epoch(ep, stack, active)`` after each pass
+    with the indices of the networks still training. The trained weights are written back into ``nets``."""
+    proto = get_protocol(protocol)
+    lr = proto.lr if lr is None else lr
+    check_positive("lr", lr)
+    if len(generators) != len(nets):
+        raise ValueError(f"{len(nets)} networks need {len(nets)} generators, got {len(generators)}")
+    batch_size = batch_size or proto.batch_size
+    plan = proto.schedule(epochs, lr)
+    device = resolve_device(device)
+    stack = NetworkStack([net.to(device).train() for net in nets])
+    x, y = x.to(device), y.to(device)
+    active, frozen = list(range(len(nets))), {}
+    optimiser, current = None, None
+    for ep, setting in enumerate(plan):
+        if setting != current:
+            current = setting
+            optimiser = torch.optim.SGD(stack.parameters(), lr=setting[0], momentum=setting[1], weight_decay=proto.weight_decay)
+        perms = [torch.randperm(len(x), generator=g).to(device) for g in generators]
+        for i in range(0, len(x), batch_size):
+            idx = [perm[i : i + batch_size] for perm in perms]
+            xb = torch.stack([augment(x[j], generator=g) if augment is not None else x[j] for j, g in zip(idx, generators)])
+            out = stack(xb, training=True)
+            losses = _stack_losses(out, torch.stack([y[j] for j in idx]))
+            optimiser.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            optimiser.step()
+        finite = torch.isfinite(losses.detach()).tolist()
+        for k in [k for k in active if not finite[k]]:  # diverged: keep the weights fit() would stop with
+            frozen[k] = stack.snapshot(k)
+            active.remove(k)
+        if not active:
+            break
+        if on_epoch is not None:
+            on_epoch(ep, stack, list(active))
+    stack.write_back(frozen)
+    if frozen:
+        stack = NetworkStack(stack.nets)
+    return stack
 
 
 def train_and_test(
@@ -221,25 +349,70 @@ def train_and_test(
     epochs: int,
     protocol: str | Protocol = "dc",
     device: str | torch.device = "cpu",
-    eval_every: int | None = None,
+    test_every: int | None = None,
+    precision: str = "fp32",
+    on_epoch: Callable[[int], None] | None = None,
     **fit_kwargs,
 ) -> EvalResult:
-    """:func:`fit` then test. Intermediate tests for the labelled max column: the protocol's own
-    checkpoints (``ast``: every 20 passes) or else every ``eval_every`` passes (0-based ``ep % k == 0``)."""
+    """:func:`fit` then test. Intermediate tests for the labelled max column (:meth:`Protocol.tests_every`:
+    the protocol's own checkpoints, ``ast``: every 20 passes, unless ``test_every`` is given; 0-based
+    ``ep % k == 0``). ``on_epoch(ep)`` after each pass (e.g. a progress bar)."""
     proto = get_protocol(protocol)
     device = resolve_device(device)
-    every = proto.test_every or eval_every
+    every = proto.tests_every(test_every)
     history: list[tuple[int, float]] = []
 
     def checkpoint(ep: int) -> None:
         if every and ep % every == 0 and ep != epochs:
-            history.append((ep, accuracy(net, test_x, test_y, device=device)))
+            history.append((ep, accuracy(net, test_x, test_y, device=device, precision=precision)))
+        if on_epoch is not None:
+            on_epoch(ep)
 
     start = time.perf_counter()
-    fit(net, x, y, epochs=epochs, protocol=proto, device=device, on_epoch=checkpoint, **fit_kwargs)
-    final = accuracy(net, test_x, test_y, device=device)
+    fit(net, x, y, epochs=epochs, protocol=proto, device=device, precision=precision, on_epoch=checkpoint, **fit_kwargs)
+    final = accuracy(net, test_x, test_y, device=device, precision=precision)
     history.append((epochs, final))
     return EvalResult(final_acc=final, max_acc=max(a for _, a in history), history=history, seconds=time.perf_counter() - start)
+
+
+def train_and_test_batched(
+    nets: Sequence[nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    *,
+    epochs: int,
+    protocol: str | Protocol = "dc",
+    device: str | torch.device = "cpu",
+    test_every: int | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+    **fit_kwargs,
+) -> list[EvalResult]:
+    """:func:`train_and_test` for ``K`` networks at once (:func:`fit_batched`, float32/64 only: bf16 autocast
+    does not reach operations inside :func:`torch.func.vmap`); one result per network."""
+    proto = get_protocol(protocol)
+    device = resolve_device(device)
+    every = proto.tests_every(test_every)
+    histories: list[list[tuple[int, float]]] = [[] for _ in nets]
+
+    def checkpoint(ep: int, stack: NetworkStack, active: list[int]) -> None:
+        if every and ep % every == 0 and ep != epochs:
+            accs = _stack_accuracies(stack, test_x, test_y, device=device)
+            for k in active:
+                histories[k].append((ep, accs[k]))
+        if on_epoch is not None:
+            on_epoch(ep)
+
+    start = time.perf_counter()
+    stack = fit_batched(nets, x, y, epochs=epochs, protocol=proto, device=device, on_epoch=checkpoint, **fit_kwargs)
+    finals = _stack_accuracies(stack, test_x, test_y, device=device)
+    seconds = (time.perf_counter() - start) / len(nets)
+    out = []
+    for hist, final in zip(histories, finals):
+        hist.append((epochs, final))
+        out.append(EvalResult(final_acc=final, max_acc=max(a for _, a in hist), history=hist, seconds=seconds))
+    return out
 
 
 def eval_dsa(dsa: bool | DSA | None, dataset: ImageDataset, protocol: Protocol) -> DSA | None:
@@ -263,11 +436,14 @@ def evaluate_images(
     protocol: str | Protocol = "dc",
     batch_size: int | None = None,
     model_kwargs: dict[str, dict] | None = None,
-    eval_every: int | None = None,
+    test_every: int | None = None,
     eval_ids: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
+    batched: bool | None = None,
+    precision: str = "fp32",
+    state: str | Path | None = None,
 ) -> dict[str, Summary]:
     """Train ``num_evals`` networks per architecture on ``(x, y)`` with ``protocol`` and test them on
     ``dataset.test_*``.
@@ -277,8 +453,12 @@ def evaluate_images(
     ``eval_norm`` unless ``model_kwargs`` names a norm or the name fixes one (``FIXED_NORM``:
     ``convnet_bn``). Network ``i`` is initialised from seed ``seed + i``, so results are reproducible
     and ``eval_ids`` can split the ``n`` networks across processes.
+    ``test_every``: intermediate tests (:meth:`Protocol.tests_every`; default the protocol's own).
     ``dc_aug`` (only without DSA): DC's own augmentation where its ``get_daparam`` applies it
     (:func:`condense.dcaug.dc_augment_for`: MNIST, or a BatchNorm ConvNet).
+    ``batched``: train each architecture's networks as one vmapped model (``None``: on CUDA only; an
+    architecture that cannot be batched falls back to one by one, with one line on stderr).
+    ``precision``: ``fp32`` or ``bf16`` autocast. ``state``: file keeping finished networks' results.
     """
     if num_evals < 1:
         raise UserError(f"num_evals must be >= 1, got {num_evals}")
@@ -287,34 +467,109 @@ def evaluate_images(
     check_labels(y, dataset.num_classes, what="training labels")
     device = resolve_device(device)
     proto = get_protocol(protocol)
+    every = proto.tests_every(test_every)
+    _autocast(device, precision)  # validates precision
     aug = eval_dsa(dsa, dataset, proto)
     if dc_aug and aug is not None:
         raise UserError("DC's augmentation is its protocol without DSA (DSA replaces it): drop one of dsa / dc_aug")
     epochs = epochs if epochs is not None else proto.default_epochs(aug is not None)
-    eval_every = eval_every if eval_every is not None else max(1, epochs // 10)
     ids = list(eval_ids) if eval_ids is not None else list(range(num_evals))
+    use_batched = device.type == "cuda" if batched is None else batched
     kwargs = {name: dict((model_kwargs or {}).get(name, {})) for name in models}
     for name in models:  # validate every architecture before training any network
         if proto.eval_norm and name.lower().startswith("convnet") and name.lower() not in FIXED_NORM:
             kwargs[name].setdefault("norm", proto.eval_norm)
         get_network(name, dataset.channels, dataset.num_classes, dataset.image_size, **kwargs[name])
+    kept = None
+    if state is not None:  # every setting that changes a result
+        settings = {"models": list(models), "model_kwargs": kwargs, "epochs": epochs, "lr": lr, "augment": repr(aug), "dc_aug": dc_aug,
+                    "protocol": proto.name, "batch_size": batch_size, "test_every": every, "seed": seed, "precision": precision,
+                    "batched": use_batched, "device": device.type, "data": fingerprint_tensors({"x": x, "y": y}),
+                    "dataset": [dataset.name, dataset.fingerprint, fingerprint_tensors({"x": dataset.test_x, "y": dataset.test_y})]}  # fmt: skip
+        kept = _EvalState(Path(state), settings)
     out: dict[str, Summary] = {}
     for name in models:
-        accs, maxs, start = [], [], time.perf_counter()
+        start = time.perf_counter()
         augment = aug or (dc_augment_for(dataset.name, batchnorm=_is_convnet_bn(name, kwargs[name])) if dc_aug else None)
-        for i in tqdm(ids, desc=f"eval {name}", disable=not progress, leave=False):
+        done = kept.results(name) if kept is not None else {}
+        todo = [i for i in ids if i not in done]
+        nets = []
+        for i in todo:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + i)
-                net = get_network(name, dataset.channels, dataset.num_classes, dataset.image_size, **kwargs[name])
-            res = train_and_test(
-                net, x, y, dataset.test_x, dataset.test_y, epochs=epochs, protocol=proto, lr=lr, batch_size=batch_size,
-                augment=augment, device=device, generator=make_generator(seed + i), eval_every=eval_every,
-            )  # fmt: skip
-            accs.append(res.final_acc)
-            maxs.append(res.max_acc)
-        out[name] = Summary(model=name, accs=accs, max_accs=maxs, seconds=time.perf_counter() - start, protocol=proto.name,
-                            augment=repr(augment) if augment is not None else "none")
+                nets.append(get_network(name, dataset.channels, dataset.num_classes, dataset.image_size, **kwargs[name]))
+        common = dict(epochs=epochs, protocol=proto, lr=lr, batch_size=batch_size, augment=augment, device=device,
+                      test_every=test_every)  # fmt: skip
+        engine = "batched" if use_batched and len(nets) > 1 and _can_batch(name, nets[0], x, device, precision) else "sequential"
+        if engine == "batched":
+            with _passes(f"eval {name} x{len(nets)} (batched)", epochs, progress) as tick:
+                results = train_and_test_batched(nets, x, y, dataset.test_x, dataset.test_y, on_epoch=tick,
+                                                  generators=[make_generator(seed + i) for i in todo], **common)  # fmt: skip
+            done.update(zip(todo, results))
+            if kept is not None:
+                kept.save(name, done)
+        else:
+            for i, net in zip(todo, nets):
+                with _passes(f"eval {name} {len(done) + 1}/{len(ids)}", epochs, progress) as tick:
+                    done[i] = train_and_test(net, x, y, dataset.test_x, dataset.test_y, on_epoch=tick, precision=precision,
+                                             generator=make_generator(seed + i), **common)  # fmt: skip
+                if kept is not None:
+                    kept.save(name, done)
+        out[name] = Summary(model=name, accs=[done[i].final_acc for i in ids], max_accs=[done[i].max_acc for i in ids],
+                            seconds=time.perf_counter() - start, protocol=proto.name,
+                            augment=repr(augment) if augment is not None else "none", test_every=every,
+                            max_label=proto.max_label_for(test_every), engine=engine)  # fmt: skip
     return out
+
+
+@contextlib.contextmanager
+def _passes(desc: str, epochs: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar over the ``epochs + 1`` training passes of one network (or one batched group)."""
+    with tqdm(total=epochs + 1, desc=desc, unit="pass", disable=not enabled, leave=False) as bar:
+        yield lambda ep: bar.update(1)
+
+
+def _can_batch(name: str, net: nn.Module, x: torch.Tensor, device: torch.device, precision: str) -> bool:
+    """Whether ``name`` trains under :class:`~condense.batched.NetworkStack`; if not, say so on stderr."""
+    if precision != "fp32":
+        problem = f"{precision} autocast does not reach operations inside torch.func.vmap"
+    else:
+        problem = batch_problem(net.to(device), x[:2].to(device))
+    if problem is not None:
+        print(f"{name}: cannot be batched ({problem}); training its networks one by one", file=sys.stderr)
+    return problem is None
+
+
+class _EvalState:
+    """Finished networks' results of one evaluation, kept in a file (atomic writes) for a rerun to resume.
+
+    The file records a hash of every setting that changes a result; a file of other settings is ignored
+    (and replaced by the first network this run finishes)."""
+
+    def __init__(self, path: Path, settings: dict) -> None:
+        self.path = path
+        self.signature = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+        self.stored: dict[str, dict[int, EvalResult]] = {}
+        if path.exists():
+            obj = safe_load(path, expected_format=_STATE_FORMAT, what="evaluation state")
+            if obj.get("signature") == self.signature:
+                self.stored = {m: {int(i): EvalResult(r[0], r[1], [tuple(h) for h in r[2]], r[3]) for i, r in res.items()}
+                               for m, res in obj["results"].items()}  # fmt: skip
+            else:
+                print(f"{path}: kept results of other settings; starting afresh", file=sys.stderr)
+
+    def results(self, model: str) -> dict[int, EvalResult]:
+        found = self.stored.setdefault(model, {})
+        if found:
+            print(f"resuming {model}: {len(found)} finished network(s) from {self.path}", file=sys.stderr)
+        return found
+
+    def save(self, model: str, done: dict[int, EvalResult]) -> None:
+        self.stored[model] = done
+        results = {m: {str(i): [r.final_acc, r.max_acc, [list(h) for h in r.history], r.seconds] for i, r in res.items()}
+                   for m, res in self.stored.items()}  # fmt: skip
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save({"format": _STATE_FORMAT, "signature": self.signature, "results": results}, self.path, what="evaluation state")
 
 
 def _is_convnet_bn(name: str, kwargs: dict) -> bool:

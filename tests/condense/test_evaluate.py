@@ -104,10 +104,11 @@ def test_ast_protocol_decay_momentum_and_test_every_20(monkeypatch, digits):
     assert made == [(0.01, 0.9, 1e-3), (0.005, 0.8, 1e-3)] and len(batches) == 7
     net = get_network("mlp", 1, 10, 8)
     res = train_and_test(net, digits.train_x[:50], digits.train_y[:50], digits.test_x, digits.test_y, epochs=41, protocol="ast",
-                         eval_every=7, generator=torch.Generator().manual_seed(0))  # fmt: skip
+                         generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert [ep for ep, _ in res.history] == [0, 20, 40, 41]  # the protocol's checkpoints, then the final one
     assert res.max_acc == max(a for _, a in res.history) and res.final_acc == res.history[-1][1]
-    assert "AST max-over-test" in p.max_label
+    assert "AST max-over-test" in p.max_label == p.max_label_for(None) == p.max_label_for(20)
+    assert p.max_label_for(7) == PROTOCOLS["dc"].max_label and "not part of the protocol" in p.max_label_for(7)
 
 
 def test_datadam_protocol_batch_epochs_and_batchnorm_convnet(monkeypatch, digits):
