@@ -257,7 +257,40 @@ def mirage(payload: Payload, stem: Path) -> list[Path]:
              "set (all three at about the same share of the training bytes, under each label) and the full data; mean ± std "
              "over splits where several, else over the best restarts" + ("; dotted line: a classifier that sees only the node count" if size_only else ""))
     wrapped_suptitle(fig, title)
-    return [save_png(fig, stem.with_suffix(".png"))]
+    out = [save_png(fig, stem.with_suffix(".png"))]
+    if len(datasets) > 1 and len(names) == 1:  # the overview needs one metric on its shared axis
+        out.append(_mirage_summary(points, datasets, models, names[0], size_only, stem.with_name(f"{stem.name}_summary.png")))
+    return out
+
+
+def _mirage_summary(points: list[dict], datasets: list[str], models: list[str], metric: str, size_only: dict[str, float],
+                    path: Path) -> Path:  # fmt: skip
+    """One panel per GNN (stacked), one x slot per dataset; in each slot the sets side by side (each with its error bar),
+    the size-only level as a grey dash across the slot."""
+    fig, axes = new_figure(len(models), cols=1, panel_size=(0.95 * len(datasets) + 1.6, 2.7))
+    sets = [m for m in MIRAGE_SETS if any(p["method"] == m for p in points)]
+    offsets = {m: (k - (len(sets) - 1) / 2) * 0.2 for k, m in enumerate(sets)}
+    for ax, model in zip(axes, models):
+        for method in sets:
+            label, color, marker = MIRAGE_SETS[method]
+            cells = [(i, p) for i, d in enumerate(datasets) for p in points if p["dataset"] == d and p["model"] == model and p["method"] == method]
+            if cells:
+                ax.errorbar([i + offsets[method] for i, _ in cells], [p["top"][0] for _, p in cells], yerr=[p["top"][1] for _, p in cells],
+                            color=color, marker=marker, capsize=2, linestyle="none", markersize=6, label=label)  # fmt: skip
+        levels = [(i, size_only[d]) for i, d in enumerate(datasets) if d in size_only]
+        if levels:
+            ax.hlines([v for _, v in levels], [i - 0.42 for i, _ in levels], [i + 0.42 for i, _ in levels], colors="0.45",
+                      linestyles=":", linewidth=1.6, label="size-only (node count)")  # fmt: skip
+        ax.set_xticks(range(len(datasets)), [d.replace(" (", "\n(") for d in datasets], fontsize=7)
+        ax.set_xlim(-0.6, len(datasets) - 0.4)
+        ax.set_ylabel(f"test {metric}")
+        ax.set_title(f"trained: {model.upper()}", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    wrapped_suptitle(fig, f"Graph classification at equal bytes: test {metric} of a GNN trained on each set, per dataset "
+                          "(mean ± std over the best restarts or over splits; the Mirage set's share of the training bytes is on "
+                          "the detailed figure)")  # fmt: skip
+    return save_png(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ g2m

@@ -146,6 +146,27 @@ def test_mirage_panels_place_each_set_at_its_own_x_with_its_byte_share(monkeypat
     assert motifs.get_ylabel() == "test ROC-AUC" and "ROC-AUC" in drawn[0].get_suptitle()
 
 
+def test_mirage_summary_puts_every_dataset_on_one_axis_per_gnn_only_for_one_metric(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(figures, "save_png", lambda fig, path: drawn.append((fig, Path(path))) or Path(path))
+    payload = json.loads(json.dumps(FIXTURES["mirage"][1]))
+    other = json.loads(json.dumps(payload["records"]))
+    for rec in other:
+        rec["dataset"] = "rings"
+    payload["records"] += other
+    figures.mirage(payload, tmp_path / "m")
+    assert [p.name for _, p in drawn] == ["m.png", "m_summary.png"]
+    (ax,) = drawn[1][0].axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["motifs", "rings"] and ax.get_ylabel() == "test ROC-AUC"
+    mirage_x = sorted(float(x) for c in ax.containers if c.get_label() == "Mirage" for x in c.lines[0].get_xdata())
+    assert mirage_x == [pytest.approx(0.1), pytest.approx(1.1)]  # each dataset's Mirage point in its own slot
+    for rec in payload["records"][2:]:
+        rec["metric"] = "accuracy"
+    drawn.clear()
+    figures.mirage(payload, tmp_path / "m")
+    assert [p.name for _, p in drawn] == ["m.png"]  # ROC-AUC and accuracy do not share an axis
+
+
 def test_committed_matching_figure_titles_name_their_own_dataset(monkeypatch):
     drawn = []
     monkeypatch.setattr(figures, "save_png", lambda fig, path: drawn.append(fig) or Path(path))
