@@ -22,7 +22,9 @@ from .evaluate import PROTOCOLS, Summary, evaluate_images, evaluate_synset, get_
 from .experts import add_experts_parser, cmd_experts
 from .methods import METHODS, get_method
 from .nets import convnet_depth
-from .safeio import CLIParser, check_outputs, cli_main, lock_outputs, parse_list
+from .methods.base import check_ipc
+from .resources import check_memory, distill_bytes
+from .safeio import CLIParser, check_image_dataset, check_outputs, cli_main, input_flag, lock_outputs, output_flag, parse_list
 from .synset import SyntheticSet
 from .utils import UserError, check_positive, markdown_table, resolve_device
 
@@ -36,6 +38,10 @@ DEMO_PRESETS: dict[str, dict[str, Any]] = {
 
 
 # ------------------------------------------------------------------------------------------ helpers
+#: config fields that name a path, declared for the output guard (:func:`condense.safeio.input_flag`)
+CONFIG_PATHS: dict[str, dict[str, Any]] = {"experts": input_flag(directory=True)}
+
+
 def _transform(args: argparse.Namespace) -> dict[str, Any]:
     """The dataset transform flags, for resume signatures (whatever ZCA does internally)."""
     return {"resize": args.resize, "zca": bool(args.zca), "zca_eps": args.zca_eps if args.zca else None}
@@ -201,7 +207,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _dataset_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
-    add_dataset_flags(p, default="digits" if required else None)
+    add_dataset_flags(p, default="digits" if required else None, root_kwargs=input_flag(directory=True))
 
 
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:
@@ -213,7 +219,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the default run: condense digits and print a comparison table")
     demo.add_argument("--method", default="dm", choices=sorted(METHODS), help="method to run (default: dm)")
     demo.add_argument("--ipc", type=int, default=10, help="images per class (default: 10)")
-    demo.add_argument("--out-dir", default="condense_out", help="where the set and PNG go (default: condense_out)")
+    demo.add_argument("--out-dir", default="condense_out", help="where the set and PNG go (default: condense_out)", **output_flag(directory=True))
     demo.add_argument("--num-evals", type=int, default=3, help="networks trained per row (default: 3)")
     demo.add_argument("--eval-epochs", type=int, default=300, help="training epochs per network (default: 300)")
     demo.add_argument("--full-epochs", type=int, default=50, help="epochs for the full-data row (default: 50)")
@@ -225,19 +231,24 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
                        epilog=epilog() if epilog else None, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     d.add_argument("--method", required=True, help=f"one of {', '.join(sorted(METHODS))}")
     d.add_argument("--ipc", type=int, required=True, help="images per class")
-    d.add_argument("--out", required=True, help="output file (.pt)")
-    d.add_argument("--png", default=None, help="also write a PNG grid of the set")
-    d.add_argument("--checkpoint-every", type=int, default=0, help="save a resumable checkpoint every K iterations")
-    d.add_argument("--checkpoint", default=None, help="checkpoint path (default: OUT.ckpt)")
+    d.add_argument("--out", required=True, help="output file (.pt)", **output_flag(replaces_when="resume"))
+    d.add_argument("--png", default=None, help="also write a PNG grid of the set", **output_flag(replaces_when="resume"))
+    d.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save a resumable checkpoint every K iterations (kept after the run; default: on the time interval only)")
+    d.add_argument("--checkpoint-interval", type=float, default=None, metavar="SECONDS",
+                   help=f"save a resumable checkpoint every SECONDS of wall time (default: {DEFAULT_INTERVAL:g}; the default "
+                        "checkpoint is deleted when the run completes, an asked-for one is kept)")  # fmt: skip
+    d.add_argument("--no-checkpoint", action="store_true", help="no checkpoints (Ctrl-C then loses the run)")
+    d.add_argument("--checkpoint", default=None, help="checkpoint path (default: OUT.ckpt)", **output_flag(resumable=True))
     d.add_argument("--resume", action="store_true", help="continue from the checkpoint (bit-for-bit)")
     _dataset_flags(d)
     _common(d)
     if method in METHODS:
         for p in (demo, d):
-            add_config_flags(p, METHODS[method].config_cls, f"{method} options")
+            add_config_flags(p, METHODS[method].config_cls, f"{method} options", CONFIG_PATHS)
 
     e = sub.add_parser("evaluate", help="train fresh networks on a SyntheticSet and test them")
-    e.add_argument("file", help="SyntheticSet file")
+    e.add_argument("file", help="SyntheticSet file", **input_flag())
     e.add_argument("--models", default="convnet", help="comma-separated architectures (default: convnet)")
     e.add_argument("--num-evals", type=int, default=5, help="networks per architecture (default: 5)")
     e.add_argument("--protocol", default=None, choices=sorted(PROTOCOLS),
@@ -257,9 +268,9 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     _common(x)
 
     s = sub.add_parser("show", help="print a SyntheticSet's metadata; write its image grid and loss curve as PNGs")
-    s.add_argument("file", help="SyntheticSet file")
-    s.add_argument("--png", default=None, help="write a grid of the images here")
-    s.add_argument("--curve", default=None, help="plot the stored distillation loss per outer iteration here (PNG)")
+    s.add_argument("file", help="SyntheticSet file", **input_flag())
+    s.add_argument("--png", default=None, help="write a grid of the images here", **output_flag())
+    s.add_argument("--curve", default=None, help="plot the stored distillation loss per outer iteration here (PNG)", **output_flag())
     s.add_argument("--max-per-class", type=int, default=10, help="columns per class (default: 10)")
     return parser
 

@@ -51,7 +51,7 @@ from .flags import load_from_args
 from .evaluate import Summary, accuracy, evaluate_images
 from .nets import get_network
 from .utils import UserError, atomic_save, check_positive, make_generator, package_versions, resolve_device, safe_load
-from .safeio import check_outputs
+from .safeio import check_finite_state, check_outputs, output_flag
 
 __all__ = [
     "ExpertRecipe",
@@ -379,7 +379,7 @@ def add_experts_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--num-experts", type=int, required=True, help="number of experts K")
     p.add_argument("--epochs", type=int, required=True, help="training epochs E per expert (E + 1 snapshots)")
-    p.add_argument("--out", required=True, help="output directory (expert_00000.pt, ...)")
+    p.add_argument("--out", required=True, help="output directory (expert_00000.pt, ...)", **output_flag(directory=True))
     p.add_argument("--recipe", default="mtt", choices=sorted(RECIPES), help="training recipe (default: mtt)")
     p.add_argument("--model", default="convnet", help="architecture (default: convnet)")
     p.add_argument("--width", type=int, default=None, help="ConvNet width (default: the network's, 128)")

@@ -10,6 +10,12 @@
 * :func:`check_outputs` - before any work, resolve every output and input of a command and refuse
   (one line, nothing written) duplicate outputs, an output that is an input or a file of the
   dataset root, an output that is a directory, and a directory that cannot be created or written.
+  Every flag that names a path is declared once, where the parser adds it, with
+  ``add_argument(..., **output_flag())`` or ``**input_flag()``; :class:`CLIParser` then runs
+  :func:`check_outputs` on the parsed values of every declared flag by itself (no command can
+  forget one), refuses an existing output file unless ``--overwrite`` is given (added to every
+  command that writes a file), and turns checksum verification off for ``--no-verify`` (added to
+  every command that reads a file).
   :func:`lock_outputs` then takes an advisory ``fcntl`` lock per output so that a second process
   writing the same file fails with a clear error instead of silently winning.
 * :class:`CLIParser` / :func:`cli_main` - every command line parses with :class:`CLIParser`, which
@@ -41,7 +47,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from .utils import UserError
+from .utils import UserError, set_verify
 
 __all__ = [
     "safe_unpickle",
@@ -51,12 +57,19 @@ __all__ = [
     "cache_is_stale",
     "mark_cache",
     "check_outputs",
+    "output_flag",
+    "input_flag",
+    "PathFlag",
+    "declared_paths",
     "lock_outputs",
     "release_locks",
     "CLIParser",
     "cli_main",
     "check_labels",
     "check_finite_state",
+    "check_values",
+    "check_image_dataset",
+    "MAX_ABS_VALUE",
     "check_count",
     "check_seed",
     "parse_list",
@@ -208,23 +221,41 @@ def _probe_directory(flag: str, target: Path) -> None:
         raise UserError(f"{flag} {target}: cannot write into {anchor} ({exc.strerror or exc})") from None
 
 
+def _resolve(flag: str, p: str | os.PathLike) -> Path:
+    """``p`` made absolute with symlinks resolved; a symlink loop or an unencodable name is one line."""
+    try:
+        path = Path(p).expanduser()
+        os.fsencode(path)
+        return path.resolve()
+    except RuntimeError as exc:  # "Symlink loop from ..." (Python < 3.13)
+        raise UserError(f"{flag} {p}: {exc}") from None
+    except UnicodeError:
+        raise UserError(f"{flag} {p!r}: the path cannot be encoded for this file system") from None
+    except OSError as exc:
+        raise UserError(f"{flag} {p}: {exc.strerror or exc}") from None
+
+
 def check_outputs(
     outputs: Mapping[str, str | os.PathLike | None],
     inputs: Mapping[str, str | os.PathLike | None] | None = None,
     *,
     roots: Mapping[str, str | os.PathLike | None] | None = None,
     directories: Sequence[str] = (),
+    overwrite: bool = True,
+    resumable: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Validate a command's outputs before any work; return them resolved (``None`` entries dropped).
 
     ``outputs``/``inputs`` map a flag (``"--out"``) to a path; flags in ``directories`` name output
-    directories, the others files. Refused with one :class:`UserError` line: two outputs that are
-    the same file, an output that is an input, an output that would replace a file under a dataset
-    root, a file output that is a directory (or a directory output that is a file), and an output
-    whose directory cannot be created or written. Nothing is written.
+    directories, the others files; ``roots`` are directories the command reads (dataset roots,
+    expert directories). Refused with one :class:`UserError` line: two outputs that are the same
+    file, an output that is an input, an output that would replace a file under a root, a file
+    output that is a directory (or a directory output that is a file), an output whose directory
+    cannot be created or written, and - with ``overwrite=False`` - a file output that already
+    exists (except the ``resumable`` ones, e.g. checkpoints a run resumes from). Nothing is written.
     """
-    outs = {f: Path(p).expanduser().resolve() for f, p in outputs.items() if p is not None and str(p) != ""}
-    ins = {f: Path(p).expanduser().resolve() for f, p in (inputs or {}).items() if p is not None and str(p) != ""}
+    outs = {f: _resolve(f, p) for f, p in outputs.items() if p is not None and str(p) != ""}
+    ins = {f: _resolve(f, p) for f, p in (inputs or {}).items() if p is not None and str(p) != ""}
     flags = list(outs)
     for i, a in enumerate(flags):
         for b in flags[i + 1:]:
@@ -236,7 +267,7 @@ def check_outputs(
         for f, r in (roots or {}).items():
             if r is None:
                 continue
-            r = Path(r).expanduser().resolve()
+            r = _resolve(f, r)
             if a not in directories and r.is_dir() and r in outs[a].parents and outs[a].exists():
                 raise UserError(f"{a} {outs[a]} would replace a file inside the dataset root {f} {r}; write elsewhere")
     for flag, p in outs.items():
@@ -247,8 +278,102 @@ def check_outputs(
         else:
             if p.is_dir():
                 raise UserError(f"{flag} {p} is a directory; give a file name like {p / 'out.pt'}")
+            if not overwrite and flag not in resumable and p.exists():
+                raise UserError(f"{flag} {p} already exists (the result of an earlier run?); pass --overwrite to replace it, "
+                                f"or choose another path")  # fmt: skip
             _probe_directory(flag, p)
     return outs
+
+
+class PathFlag(argparse._StoreAction):
+    """A flag (or positional) that names a path the command reads (``role="input"``) or writes (``"output"``).
+
+    Declared with :func:`output_flag` / :func:`input_flag`; :class:`CLIParser` collects the parsed
+    values of all of them and checks them with :func:`check_outputs` before the command runs.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, role: str, directory: bool = False, resumable: bool = False,
+                 reads_when: str | None = None, replaces_when: str | None = None, **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(option_strings, dest, **kwargs)
+        self.role, self.directory, self.resumable = role, directory, resumable
+        self.reads_when, self.replaces_when = reads_when, replaces_when
+
+
+def output_flag(*, directory: bool = False, resumable: bool = False, reads_when: str | None = None,
+                replaces_when: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """``add_argument`` keywords of a flag that writes a path: ``parser.add_argument("--out", **output_flag())``.
+
+    ``directory``: the flag names a directory of outputs (never refused for existing; its files are
+    the command's own). ``resumable``: an existing file is state the run resumes from (checkpoints,
+    caches), not a result that ``--overwrite`` protects. ``reads_when``: the dest of a boolean flag
+    under which the path is read instead of written (``--json`` with ``--figure-only``). ``replaces_when``:
+    the dest of a boolean flag that, like ``--overwrite``, lets the run replace an existing file
+    (``--resume``: the output belongs to the run being continued).
+    """
+    return {"action": functools.partial(PathFlag, role="output", directory=directory, resumable=resumable, reads_when=reads_when,
+                                        replaces_when=replaces_when)}  # fmt: skip
+
+
+def input_flag(*, directory: bool = False) -> dict[str, Any]:
+    """``add_argument`` keywords of a flag that names a file (or, ``directory``, a dataset root, an expert
+    directory) the command reads: no output of the command may be it, or replace a file inside it."""
+    return {"action": functools.partial(PathFlag, role="input", directory=directory)}
+
+
+def _path_flags(parser: argparse.ArgumentParser) -> list[PathFlag]:
+    return [a for a in parser._actions if isinstance(a, PathFlag)]
+
+
+def _install_auto_flags(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite`` on every (sub)command that writes a file, ``--no-verify`` on every one that reads one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                _install_auto_flags(sub)
+    flags = _path_flags(parser)
+    known = parser._option_string_actions
+    if any(a.role == "output" and not a.directory and not a.resumable for a in flags) and "--overwrite" not in known:
+        parser.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
+                            help="replace existing output files (default: refuse, so an earlier result is never lost)")  # fmt: skip
+    if any(a.role == "input" or a.reads_when or a.resumable for a in flags) and "--no-verify" not in known:
+        parser.add_argument("--no-verify", action="store_true", default=argparse.SUPPRESS,
+                            help="load files whose content checksum does not match (forensic use only)")  # fmt: skip
+
+
+def declared_paths(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> list[PathFlag]:
+    """The :class:`PathFlag` actions of ``parser`` and of the sub-command chosen in ``ns``."""
+    out = list(_path_flags(parser))
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(ns, action.dest, None) or "")
+            if chosen is not None:
+                out += declared_paths(chosen, ns)
+    return out
+
+
+def _check_declared(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    """:func:`check_outputs` over every declared path flag's parsed value (lists: one entry per path)."""
+    outputs: dict[str, Any] = {}
+    inputs: dict[str, Any] = {}
+    roots: dict[str, Any] = {}
+    directories, resumable = [], []
+    for a in declared_paths(parser, ns):
+        value = getattr(ns, a.dest, None)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        flag = a.option_strings[-1] if a.option_strings else a.dest.upper()
+        reading = a.role == "input" or (a.reads_when is not None and bool(getattr(ns, a.reads_when, False)))
+        for i, v in enumerate(v for v in values if v is not None and str(v) != ""):
+            name = flag if len(values) == 1 else f"{flag}[{i}]"
+            if reading:
+                (roots if a.directory else inputs)[name] = v
+            else:
+                outputs[name] = v
+                if a.directory:
+                    directories.append(name)
+                if a.resumable or (a.replaces_when is not None and bool(getattr(ns, a.replaces_when, False))):
+                    resumable.append(name)
+    check_outputs(outputs, inputs, roots=roots, directories=directories, resumable=resumable,
+                  overwrite=bool(getattr(ns, "overwrite", False)))  # fmt: skip
 
 
 _LOCKS: list[tuple[int, Path]] = []
@@ -327,11 +452,47 @@ def check_labels(labels: torch.Tensor, num_classes: int | None = None, *, what: 
             raise UserError(f"{what}: class id {lo if lo < 0 else hi} is outside {bound}")
 
 
+#: the largest magnitude a pixel, feature or weight entering training may have: beyond it a value is
+#: corrupt, not data (float32 squares of values above ~1.8e19 overflow to Inf, so a 1e38 "pixel" would
+#: silently turn every loss into NaN; no standardised input or trained weight comes near 1e9)
+MAX_ABS_VALUE = 1e9
+
+
+def check_values(tensor: torch.Tensor, what: str, *, limit: float = MAX_ABS_VALUE) -> None:
+    """A floating tensor entering training is finite and within ``±limit`` (one :class:`UserError` line
+    naming ``what``, how many values are bad and the first bad one); other dtypes pass."""
+    if not torch.is_tensor(tensor) or not (tensor.is_floating_point() or tensor.is_complex()) or not tensor.numel():
+        return
+    t = tensor.detach()
+    finite = torch.isfinite(t)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise UserError(f"{what}: {bad} of {t.numel()} values are NaN or Inf (first: {t[~finite].flatten()[0].item()})")
+    big = t.abs() > limit
+    if big.any():
+        raise UserError(f"{what}: {int(big.sum())} of {t.numel()} values exceed ±{limit:g} in magnitude (first: "
+                        f"{t[big].flatten()[0].item():.3g}); the file is corrupt or not in the expected units")  # fmt: skip
+
+
+def check_image_dataset(dataset: Any, *, test: bool = True) -> Any:
+    """A loaded image dataset is usable: a non-empty training split and (``test``: the command scores on it)
+    a non-empty test split - an empty one would be "evaluated" as 0.0 % -, as many labels as images,
+    and finite, non-absurd pixels. Returns ``dataset``."""
+    name = getattr(dataset, "name", "dataset")
+    for part, x, y in (("training", dataset.train_x, dataset.train_y), ("test", dataset.test_x, dataset.test_y)):
+        if (len(y) == 0 or len(x) == 0) and (part == "training" or test):
+            raise UserError(f"dataset {name!r}: the {part} split is empty; there is nothing to "
+                            f"{'condense' if part == 'training' else 'evaluate on'} (check the dataset files)")  # fmt: skip
+        if len(x) != len(y):
+            raise UserError(f"dataset {name!r}: the {part} split has {len(x)} images but {len(y)} labels")
+        check_values(x, f"dataset {name!r} {part} images")
+    return dataset
+
+
 def check_finite_state(state: Mapping[str, torch.Tensor], *, what: str) -> None:
-    """Every floating tensor of a state dict is finite."""
+    """Every floating tensor of a state dict is finite and not absurd (:func:`check_values`)."""
     for k, t in state.items():
-        if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
-            raise UserError(f"{what}: weight {k!r} contains NaN or Inf")
+        check_values(t, f"{what}: weight {k!r}")
 
 
 # ------------------------------------------------------------------------------------ numbers
@@ -370,7 +531,7 @@ FLAG_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "resize": (4, 1024), "ipc": (1, None), "ipcs": (1, None), "threads": (1, 1024),
     "num_evals": (1, None), "epochs": (1, None), "eval_epochs": (1, None), "full_epochs": (1, None),
     "max_epochs": (1, None), "teacher_epochs": (1, None), "restarts": (1, None), "top": (1, None),
-    "max_per_class": (1, None), "checkpoint_every": (0, None), "synset_size": (1, None),
+    "max_per_class": (1, None), "checkpoint_every": (0, None), "checkpoint_interval": (0, None), "synset_size": (1, None),
     "batch_size": (1, None), "num_experts": (1, None), "width": (1, None), "hops": (1, 16), "bins": (1, None),
     "nodes": (2, None), "features": (1, None), "queries": (1, None), "repeats": (1, None),
     "lr": (0, None), "weight_decay": (0, None), "zca_eps": (0, None),
@@ -378,7 +539,7 @@ FLAG_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "support": (0, None), "sweep_supports": (0, None), "sweep_hops": (1, 16), "steps": (1, None),
 }
 #: of those, the ones whose lower bound is exclusive (``> 0``)
-_STRICT_POSITIVE = {"lr", "zca_eps", "degree", "split_rate", "val_fraction", "support", "sweep_supports"}
+_STRICT_POSITIVE = {"checkpoint_interval", "lr", "zca_eps", "degree", "split_rate", "val_fraction", "support", "sweep_supports"}
 #: config fields that count things (``--batch-real``, ``--iterations``, ...) must be >= 1 unless
 #: their help documents what 0 means.
 _COUNT_FIELD = re.compile(r"(^|_)(iterations|rounds|epochs?|steps|batch|size|width|ngf|nz|k|dim|hidden|bottleneck|student|class)($|_)")
@@ -417,8 +578,12 @@ class CLIParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        _install_auto_flags(self)
         ns = super().parse_args(args, namespace)
         self._check(ns)
+        if getattr(ns, "no_verify", False):
+            set_verify(False)  # back to the environment's default when cli_main returns
+        _check_declared(self, ns)
         return ns
 
     def _check(self, ns: argparse.Namespace) -> None:
@@ -439,27 +604,44 @@ class CLIParser(argparse.ArgumentParser):
 
 
 
-def cli_main(main: Callable[..., int]) -> Callable[..., int]:
-    """Decorate a command's ``main(argv)``: user errors -> ``error: ...`` and 2; Ctrl-C -> one line and 130."""
+def _module_of(main: Callable[..., int]) -> str:
+    """The ``python -m`` name that runs ``main`` (``condense`` for ``condense.cli``, ``graphs.mirage`` for its ``__main__``)."""
+    name = main.__module__
+    if name == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        name = spec.name if spec is not None else Path(sys.argv[0]).stem
+    for suffix in (".__main__", ".cli"):
+        name = name.removesuffix(suffix)
+    return name
 
-    from .checkpoint import forget_progress, interrupt_message  # checkpoint imports utils, not safeio: no cycle
+
+def cli_main(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a command's ``main(argv)``: user errors -> ``error: ...`` and 2; Ctrl-C -> one line and 130
+    (SIGTERM: 143). SIGINT/SIGTERM during a checkpointed loop first save the last completed iteration
+    (:func:`condense.checkpoint.deferred_interrupts`); the line then gives the command that resumes."""
+
+    from .checkpoint import deferred_interrupts, forget_progress, interrupt_message, set_command  # no cycle: checkpoint imports utils
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> int:
         forget_progress()
+        argv = args[0] if args and args[0] is not None else kwargs.get("argv")
+        set_command(["python", "-m", _module_of(main), *(sys.argv[1:] if argv is None else argv)])
         try:
-            return main(*args, **kwargs)
+            with deferred_interrupts():
+                return main(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             print(interrupt_message(), file=sys.stderr)
-            return 130
+            return 128 + (exc.args[0] if exc.args and isinstance(exc.args[0], int) else 2)  # SIGINT 130, SIGTERM 143
         except OSError as exc:  # disk full, permission lost mid-run, ...: the environment, not a bug
             where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
             print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
             return 2
         finally:
             release_locks()
+            set_verify(None)
 
     return wrapper

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .data import ZCA
-from .safeio import check_labels
+from .safeio import check_labels, check_values
 from .utils import UserError, atomic_save, atomic_write_bytes, package_versions, safe_load
 
 __all__ = ["SyntheticSet", "FORMAT", "dsa_record"]
@@ -45,26 +45,38 @@ class SyntheticSet(Dataset):
     zca: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        self.images = self.images.detach().cpu().float().contiguous()
-        self.labels = self.labels.detach().cpu()
+        """Validate like a command line does (this is a public API): one :class:`UserError` per mistake."""
+        for name in ("images", "labels"):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor):
+                raise UserError(f"SyntheticSet {name} must be a torch.Tensor, got {type(value).__name__}")
+            if value.is_complex() or value.is_sparse:
+                raise UserError(f"SyntheticSet {name} must be a dense real tensor, got {value.dtype} ({value.layout})")
+        if not isinstance(self.meta, dict):
+            raise UserError(f"SyntheticSet meta must be a dict, got {type(self.meta).__name__}")
         if self.images.dim() != 4:
             raise UserError(f"synthetic images must be (N, C, H, W), got shape {tuple(self.images.shape)}")
+        if self.labels.dim() not in (1, 2):
+            raise UserError(f"labels must be (N,) class ids or (N, K) soft labels, got {tuple(self.labels.shape)}")
         if self.labels.shape[0] != self.images.shape[0]:
             raise UserError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
-        if self.labels.dim() == 1:
-            self.labels = self.labels.long()
-        elif self.labels.dim() == 2:
-            self.labels = self.labels.float()
-        else:
-            raise UserError(f"labels must be (N,) class ids or (N, K) soft labels, got {tuple(self.labels.shape)}")
-        if not torch.isfinite(self.images).all():
-            raise UserError("synthetic images contain NaN or Inf")
-        k = (self.meta.get("dataset") or {}).get("num_classes") if isinstance(self.meta, dict) else None
+        if self.images.shape[0] == 0:
+            raise UserError("a SyntheticSet needs at least one image")
+        self.images = self.images.detach().cpu().float().contiguous()
+        self.labels = self.labels.detach().cpu()
+        check_values(self.images, "synthetic images")
+        k = (self.meta.get("dataset") or {}).get("num_classes") if isinstance(self.meta.get("dataset"), dict) else None
+        # class ids are checked before the cast to int64, which would truncate 1.7 to 1 silently
         check_labels(self.labels, int(k) if isinstance(k, int) else None, what="synthetic set labels")
+        self.labels = self.labels.long() if self.labels.dim() == 1 else self.labels.float()
         if self.lr is not None:
-            if not math.isfinite(float(self.lr)) or float(self.lr) <= 0:
+            try:
+                lr = float(self.lr)
+            except (TypeError, ValueError):
+                raise UserError(f"learned lr must be a number, got {self.lr!r}") from None
+            if isinstance(self.lr, bool) or not math.isfinite(lr) or lr <= 0:
                 raise UserError(f"learned lr must be finite and > 0, got {self.lr}")
-            self.lr = float(self.lr)
+            self.lr = lr
 
     # ---------------------------------------------------------------- Dataset protocol
     def __len__(self) -> int:
@@ -158,6 +170,8 @@ class SyntheticSet(Dataset):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        if title is None and self.meta.get("full_size"):
+            title = f"FULL SIZE, not a condensed set: {self.meta['full_size']}"
         img, classes = self.grid(max_per_class)
         cell = (img.shape[0] - 1) / len(classes)
         cols = (img.shape[1] - 1) / cell

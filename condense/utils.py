@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import math
 import os
 import platform
 import random
 import re
+import sys
 import tempfile
 import time
 import warnings
@@ -31,6 +33,8 @@ __all__ = [
     "seed_everything",
     "make_generator",
     "atomic_save",
+    "content_checksum",
+    "set_verify",
     "atomic_write_bytes",
     "atomic_write_text",
     "safe_load",
@@ -129,20 +133,42 @@ def _remove_stale_temporaries(path: Path) -> None:
             os.close(fd)
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+_MIB = 1 << 20
+
+
+def _mib(n: int) -> str:
+    return f"{n / _MIB:.1f} MiB" if n >= _MIB // 10 else f"{n} bytes"
+
+#: errno values that mean "the device (or the user's quota) is full"
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], size: Callable[[], int], what: str) -> Path:
     """Write through ``write(fh)`` into a temporary file next to ``path``, fsync, then rename over it.
 
-    The temporary file is ``flock``-ed while it is written; stale ones of earlier killed saves of
-    the same path are removed first.
+    This is the one save path of every artifact and output file. The temporary file is
+    ``flock``-ed while it is written; stale ones of earlier killed saves of the same path are
+    removed first. Any :class:`OSError` (disk full, quota, permission lost, ...) removes the
+    temporary file, leaves ``path`` as it was and becomes one :class:`UserError` line; when the
+    device is full it says how much space the file needs (``size()``) and how much is free.
     """
     path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
+    tmp = None
     try:
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        umask = os.umask(0)
+        os.umask(umask)
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
         with os.fdopen(fd, "wb") as fh:
@@ -150,37 +176,159 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
             fh.flush()
             os.fsync(fh.fileno())
             os.replace(tmp, path)  # still locked: a concurrent cleanup never sees it unlocked
+            tmp = None
+    except OSError as exc:
+        _discard(tmp)
+        if exc.errno in _NO_SPACE:
+            free = _free_bytes(path.parent if path.parent.exists() else Path("."))
+            have = f", {_mib(free)} free" if free is not None else ""
+            raise UserError(f"cannot write {what} {path}: no space left on the device (the file needs {_mib(size())}{have}); "
+                            f"free some space or write elsewhere; nothing was written") from None  # fmt: skip
+        raise UserError(f"cannot write {what} {path}: {exc.strerror or exc}; nothing was written") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
     return path
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+class _CountingSink:
+    """A write-only file object that only counts bytes (the size of a ``torch.save`` without writing it)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, data: bytes) -> int:
+        self.n += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _saved_size(obj: Any) -> int:
+    sink = _CountingSink()
+    torch.save(obj, sink)
+    return sink.n
+
+
+# ------------------------------------------------------------------------------------ checksums
+#: The key under which :func:`atomic_save` stores the content checksum of a dict artifact.
+CHECKSUM_KEY = "checksum"
+_UNVERIFIED_SEEN: set[str] = set()
+
+
+def _verify_default() -> bool:
+    return os.environ.get("CONDENSE_NO_VERIFY", "") in ("", "0")
+
+
+_VERIFY = _verify_default()
+
+
+def set_verify(enabled: bool | None) -> None:
+    """Turn checksum verification in :func:`safe_load` on or off for this process (``None``: the default).
+
+    Off is for forensic use only (``--no-verify`` on every command that loads files, or the
+    environment variable ``CONDENSE_NO_VERIFY=1``, the default when set): a damaged file is then
+    loaded as it is.
+    """
+    global _VERIFY
+    _VERIFY = _verify_default() if enabled is None else bool(enabled)
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}:".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}:".encode())
+        for k in sorted(obj, key=repr):
+            _feed(h, k)
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}:".encode())
+        for v in obj:
+            _feed(h, v)
+    elif isinstance(obj, (set, frozenset)):
+        _feed(h, sorted(obj, key=repr))
+    elif isinstance(obj, (bytes, bytearray)):
+        h.update(f"B{len(obj)}:".encode() + bytes(obj))
+    else:  # str, int, float, bool, None, dtypes, devices: repr is exact and stable (floats round-trip)
+        text = repr(obj).encode("utf-8", "surrogateescape")
+        h.update(f"{type(obj).__name__}{len(text)}:".encode() + text)
+
+
+def content_checksum(obj: Any) -> str:
+    """``sha256:<hex>`` over the content of an artifact: every tensor's dtype, shape and bytes and every
+    plain value, walked in a fixed order (dict keys sorted), so equal content gives equal checksums
+    whatever the container bytes of ``torch.save`` are."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return "sha256:" + h.hexdigest()
+
+
+def atomic_save(obj: Any, path: str | os.PathLike, *, what: str = "artifact") -> Path:
     """``torch.save`` to a temporary file in the target directory, then rename over ``path``.
 
     A crash mid-write never leaves a truncated artifact behind, and an existing file is only
-    replaced once the new one is complete.
+    replaced once the new one is complete. A dict artifact gets its :func:`content_checksum`
+    under :data:`CHECKSUM_KEY` (the caller's dict is not changed), which :func:`safe_load` verifies.
     """
-    return _atomic_write(path, lambda fh: torch.save(obj, fh))
+    if isinstance(obj, dict):
+        obj = {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
+        obj[CHECKSUM_KEY] = content_checksum(obj)
+    return _atomic_write(path, lambda fh: torch.save(obj, fh), lambda: _saved_size(obj), what)
 
 
-def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+def atomic_write_bytes(data: bytes, path: str | os.PathLike, *, what: str = "file") -> Path:
     """Write ``data`` to ``path`` atomically, like :func:`atomic_save` (figures, raw files)."""
-    return _atomic_write(path, lambda fh: fh.write(data))
+    return _atomic_write(path, lambda fh: fh.write(data), lambda: len(data), what)
 
 
-def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+def atomic_write_text(text: str, path: str | os.PathLike, *, what: str = "file") -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically, like :func:`atomic_save` (results tables, JSON)."""
-    return atomic_write_bytes(text.encode("utf-8"), path)
+    return atomic_write_bytes(text.encode("utf-8"), path, what=what)
+
+
+def _verify(obj: dict, path: Path, what: str) -> dict:
+    """Check and drop the stored checksum; files without one (written before checksums) load with a warning."""
+    stored = obj.pop(CHECKSUM_KEY, None)
+    if not _VERIFY:
+        return obj
+    if stored is None:
+        key = str(path.resolve())
+        if key not in _UNVERIFIED_SEEN:
+            _UNVERIFIED_SEEN.add(key)
+            print(f"warning: {path} stores no checksum (written by an older version): loading it unverified; "
+                  f"save it again to add one", file=sys.stderr)  # fmt: skip
+        return obj
+    actual = content_checksum(obj)
+    if stored != actual:
+        raise UserError(f"{path}: checksum mismatch, this {what} was changed or damaged after it was written "
+                        f"(stored {str(stored)[:19]}..., content {actual[:19]}...); pass --no-verify "
+                        f"(or set CONDENSE_NO_VERIFY=1) only to inspect it anyway")  # fmt: skip
+    return obj
 
 
 def safe_load(path: str | os.PathLike, *, expected_format: str | None = None, what: str = "artifact") -> dict:
-    """Load a dict saved by :func:`atomic_save` with ``weights_only=True``.
+    """Load a dict saved by :func:`atomic_save` with ``weights_only=True`` and verify its checksum.
 
     If ``expected_format`` is given the dict must carry ``{"format": expected_format}``.
-    Any failure (missing, corrupt, foreign file) becomes a one-line :class:`UserError`.
+    Any failure (missing, corrupt, foreign file, content that does not match its checksum) becomes
+    a one-line :class:`UserError` naming the file; a file without a checksum (written before
+    checksums were stored) loads with a one-line warning. :func:`set_verify` turns the check off.
+    The returned dict does not contain the checksum.
     """
     path = Path(path)
     if not path.is_file():
@@ -212,7 +360,7 @@ def safe_load(path: str | os.PathLike, *, expected_format: str | None = None, wh
             raise UserError(f"{path} is not a {what}: expected format {expected_format!r}, found {fmt!r}")
     if not isinstance(obj, dict):
         raise UserError(f"{path} is not a {what} (expected a dict, found {type(obj).__name__})")
-    return obj
+    return _verify(obj, path, what)
 
 
 def package_versions(packages: Iterable[str] = ("torch", "torch-geometric", "numpy", "scikit-learn", "condense")) -> dict[str, str]:

@@ -61,7 +61,7 @@ from condense.experts import RECIPES, train_experts
 from condense.methods import get_method
 from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
-from condense.safeio import CLIParser, cli_main
+from condense.safeio import CLIParser, cli_main, output_flag
 from condense.utils import UserError, atomic_write_text, make_generator, resolve_device, timed
 from experiments.bench_matching import random_dataset
 from graphs.data.csbm import csbm
@@ -564,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
     p.add_argument("--smoke", action="store_true", help="toy sizes (seconds on a CPU): checks that every code path runs")
     p.add_argument("--out", default=None, help=f"markdown report (+ .json next to it); default {RESULTS.relative_to(RESULTS.parents[2])} "
-                                               "for a full run, none for --smoke")  # fmt: skip
+                                               "for a full run, none for --smoke", **output_flag())  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-sync-debug", action="store_true",
                    help="CUDA: skip counting synchronising calls with torch.cuda.set_sync_debug_mode('warn') (on by default)")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from condense.safeio import CLIParser, cli_main
+from condense.safeio import CLIParser, cli_main, input_flag
 from condense.utils import UserError, make_generator
 from graphs.data.motifs import make_motif_dataset
 from graphs.data.tu import load_tu
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", choices=("NCI1", "motifs"), default="NCI1")
     p.add_argument("--hops", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--explicit-max", type=int, default=1000, help="largest N also timed with the explicit-tree coder")
-    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
+    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, **input_flag(directory=True))
     p.add_argument("--selection", type=int, default=None, metavar="N", help="time random/herding selection on N graphs")
     args = p.parse_args(argv)
     try:

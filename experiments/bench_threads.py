@@ -36,7 +36,7 @@ import tempfile
 import time
 from typing import Sequence
 
-from condense.safeio import CLIParser, cli_main
+from condense.safeio import CLIParser, cli_main, output_flag
 from condense.threads import physical_cores
 from condense.utils import UserError, atomic_write_text
 
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--busy", type=int, default=1, help="busy single-threaded processes beside the command (default 1)")
     p.add_argument("--late", type=float, default=0.0,
                    help="also run with the busy processes started LATE seconds after the command (default 0: off)")
-    p.add_argument("--out", default=None, help="also write the markdown table here")
+    p.add_argument("--out", default=None, help="also write the markdown table here", **output_flag())
     args = p.parse_args(argv)
     try:
         if args.busy < 1:

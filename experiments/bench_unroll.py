@@ -42,7 +42,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from condense.nets import get_network
 from condense.unroll import functional_loss, unroll_backward
-from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs, output_flag
 from condense.utils import UserError, atomic_write_text, make_generator, resolve_device, timed
 from experiments import figures
 
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="also write the markdown table here")
+    parser.add_argument("--out", default=None, help="also write the markdown table here", **output_flag())
     figures.add_flags(parser, "the rows", "timing", figure="the seconds/memory figure")
     args = parser.parse_args(argv)
     lock_outputs(check_outputs({"--out": args.out}).values())

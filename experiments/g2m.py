@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
+from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs
 from condense.utils import UserError, atomic_write_text, resolve_device
 from experiments import figures
 from graphs.data.planetoid import planetoid_available
@@ -99,7 +99,7 @@ def markdown_tables(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = CLIParser(prog="python -m experiments.g2m", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES)
-    p.add_argument("--root", default=None, help="Planetoid root (default: ../shared/data/planetoid; only read)")
+    p.add_argument("--root", default=None, help="Planetoid root (default: ../shared/data/planetoid; only read)", **input_flag(directory=True))
     p.add_argument("--datasets", nargs="+", default=None)
     p.add_argument("--teachers", nargs="+", default=None, choices=TEACHERS)
     p.add_argument("--settings", nargs="+", default=None, choices=("tran", "ind"))

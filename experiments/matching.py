@@ -39,7 +39,7 @@ from condense.data import ImageDataset, load_dataset
 from condense.evaluate import evaluate_synset
 from condense.methods import get_method
 from condense.synset import SyntheticSet
-from condense.safeio import CLIParser, check_outputs, cli_main, parse_list
+from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, output_flag, parse_list
 from condense.utils import UserError, atomic_write_text, markdown_table, resolve_device
 from experiments import figures
 
@@ -208,12 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = CLIParser(prog="python -m experiments.matching", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES, help="cpu (default, minutes) or paper (published settings)")
     p.add_argument("--datasets", default="digits", help="comma-separated: digits, fashion_mnist (default: digits)")
-    p.add_argument("--root", default=None, help="directory with the dataset files (not needed for digits)")
+    p.add_argument("--root", default=None, help="directory with the dataset files (not needed for digits)", **input_flag(directory=True))
     p.add_argument("--ipcs", default="1,10", help="comma-separated images per class (default: 1,10)")
     p.add_argument("--methods", default=",".join(METHOD_ORDER), help=f"comma-separated subset of {','.join(METHOD_ORDER)}")
     p.add_argument("--archs", default=",".join(ARCHS), help="evaluation architectures (default: all four)")
     p.add_argument("--seed", type=int, default=0, help="distillation and evaluation seed (default: 0)")
-    p.add_argument("--out-dir", default="runs/matching", help="synthetic sets, results JSON and figures (default: runs/matching)")
+    p.add_argument("--out-dir", default="runs/matching", help="synthetic sets, results JSON and figures (default: runs/matching)", **output_flag(directory=True))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, the machine is shared)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--evaluate-only", action="store_true", help="evaluate the sets saved in --out-dir instead of distilling")
     p.add_argument("--figure-only", action="store_true",
                    help="only redraw the figures: image grids from the sets in --out-dir, accuracy curves from --json")
-    p.add_argument("--json", default=None, help="with --figure-only: the results JSON to redraw the accuracy figure from")
+    p.add_argument("--json", default=None, help="with --figure-only: the results JSON to redraw the accuracy figure from", **input_flag())
     args = p.parse_args(argv)
     check_outputs({"--out-dir": args.out_dir}, directories=("--out-dir",), roots={"--root": args.root})
     try:

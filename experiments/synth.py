@@ -43,7 +43,7 @@ import torch
 from condense.checkpoint import Checkpointer
 from condense.data import ImageDataset, load_dataset, split_validation
 from condense.evaluate import accuracy
-from condense.safeio import CLIParser, check_outputs, cli_main, fingerprint_tensors, lock_outputs
+from condense.safeio import CLIParser, check_outputs, cli_main, fingerprint_tensors, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, atomic_write_text, markdown_table
 from experiments import figures
 from synth.baselines import train_on_noise
@@ -296,11 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     p = CLIParser(prog="python -m experiments.synth", description=__doc__.splitlines()[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     p.add_argument("--dataset", default="digits", help="digits (embedded) or fashion_mnist (needs --root)")
-    p.add_argument("--root", default=None)
+    p.add_argument("--root", default=None, **input_flag(directory=True))
     p.add_argument("--resize", type=int, default=32,
                    help="input side length (default 32: LeNet-5's input; below it conv3 runs on padding)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--out", default=None, help="write the markdown table here")
+    p.add_argument("--out", default=None, help="write the markdown table here", **output_flag())
     figures.add_flags(p, "per-seed accuracies", "training")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--toy", choices=["hard"], default=None, help="run HARD's shift toy instead of the benchmark")
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--meta-grid", nargs="+", default=None, metavar="MODE:K:LR_META",
                    help="replace the scale's meta grid, e.g. fomaml:2:0.005 exact:2:0.002 (lr_meta is named in the row label)")
     p.add_argument("--cache", default=None, help="directory for the trained networks: a rerun resumes, and --split test re-scores "
-                   "what --split val trained (same training images, seeds and settings)")
+                   "what --split val trained (same training images, seeds and settings)", **output_flag(directory=True))
     p.add_argument("--shift", type=int, default=2, help="toy: max translation of the test digits in pixels")
     args = p.parse_args(argv)
     lock_outputs(check_outputs({"--out": args.out, "--cache": args.cache}, roots={"--root": args.root}, directories=["--cache"]).values())

@@ -37,7 +37,7 @@ from condense.evaluate import Summary, evaluate_images, evaluate_synset
 from condense.experts import RECIPES, train_experts
 from condense.methods.base import init_synthetic
 from condense.methods.mtt import ASTConfig, MTTConfig, distill_mtt
-from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
+from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device
 from experiments import figures
 
@@ -168,15 +168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = CLIParser(prog="python -m experiments.trajectory", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     parser.add_argument("--datasets", nargs="+", default=["digits", "fashion_mnist"], choices=["digits", "fashion_mnist"])
-    parser.add_argument("--root", default="../shared/data/fashion_mnist", help="Fashion-MNIST files (default: ../shared/data/fashion_mnist)")
-    parser.add_argument("--work", default="trajectory_work", help="expert cache directory (reused across runs)")
+    parser.add_argument("--root", default="../shared/data/fashion_mnist", help="Fashion-MNIST files (default: ../shared/data/fashion_mnist)", **input_flag(directory=True))
+    parser.add_argument("--work", default="trajectory_work", help="expert cache directory (reused across runs)", **output_flag(directory=True))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     parser.add_argument("--part", default="all", choices=["all", "main", "ablations"], help="rows to run (split across processes)")
     parser.add_argument("--epochs", default="scale", choices=["scale", "published"],
                         help="evaluation epochs: the scale's (default) or the protocols' published ones (dc 1000 with DSA, ast 1000)")
-    parser.add_argument("--out", default=None, help="write the markdown tables here")
+    parser.add_argument("--out", default=None, help="write the markdown tables here", **output_flag())
     figures.add_flags(parser, "the results JSON", "training")
     args = parser.parse_args(argv)
     lock_outputs(check_outputs({"--out": args.out}, roots={"--root": args.root}).values())

@@ -22,7 +22,8 @@ from condense.checkpoint import Checkpointer
 from condense.data import ImageDataset
 from condense.flags import add_config_flags, add_dataset_flags, config_from_args, load_from_args
 from condense.evaluate import accuracy
-from condense.safeio import CLIParser, check_outputs, cli_main, fingerprint_tensors, lock_outputs
+from condense.resources import check_memory, generator_bytes, image_batch_bytes
+from condense.safeio import CLIParser, check_image_dataset, check_outputs, cli_main, fingerprint_tensors, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, resolve_device
 
 from .common import make_synset
@@ -49,7 +50,7 @@ METHOD_CONFIGS: dict[str, type] = {"dafl": GeneratorKDConfig, "dfad": GeneratorK
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
-    add_dataset_flags(p, zca=False)
+    add_dataset_flags(p, zca=False, root_kwargs=input_flag(directory=True))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
@@ -73,17 +74,22 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--random", action="store_true", help="do not train: a seeded random teacher")
-    t.add_argument("--out", required=True, help="teacher checkpoint to write")
+    t.add_argument("--out", required=True, help="teacher checkpoint to write", **output_flag())
     d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
     _data_flags(d)
     d.add_argument("--method", required=True, choices=sorted(METHOD_CONFIGS), help="; ".join(f"{k}: {v.split(':')[0]}" for k, v in METHOD_HELP.items()))
-    d.add_argument("--teacher", required=True, help="teacher checkpoint (python -m synth teacher)")
+    d.add_argument("--teacher", required=True, help="teacher checkpoint (python -m synth teacher)", **input_flag())
     d.add_argument("--student", default="lenet5_half", help="student architecture (default: lenet5_half; random: the teacher's)")
-    d.add_argument("--out", required=True, help="student checkpoint to write")
-    d.add_argument("--synset", default=None, help="also write a SyntheticSet of generated samples + teacher soft labels")
+    d.add_argument("--out", required=True, help="student checkpoint to write", **output_flag())
+    d.add_argument("--synset", default=None, help="also write a SyntheticSet of generated samples + teacher soft labels", **output_flag())
     d.add_argument("--synset-size", type=int, default=500, help="number of samples in --synset")
-    d.add_argument("--checkpoint", default=None, help="resumable training checkpoint file")
-    d.add_argument("--checkpoint-every", type=int, default=100)
+    d.add_argument("--checkpoint", default=None,
+                   help="resumable training checkpoint file; rerunning the same command resumes from it (default: OUT.ckpt, "
+                        "deleted when the run completes; a named one is kept)", **output_flag(resumable=True))  # fmt: skip
+    d.add_argument("--checkpoint-every", type=int, default=None, help="save the checkpoint every K iterations (default: on the time interval)")
+    d.add_argument("--checkpoint-interval", type=float, default=None, metavar="SECONDS",
+                   help=f"save the checkpoint every SECONDS of wall time (default: {DEFAULT_INTERVAL:g} unless --checkpoint-every is given)")
+    d.add_argument("--no-checkpoint", action="store_true", help="no checkpoints (Ctrl-C then loses the run)")
     if method in METHOD_CONFIGS:
         add_config_flags(d, METHOD_CONFIGS[method], f"{method} options")
     return parser

@@ -16,7 +16,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
+from condense.resources import check_memory, graph_bytes
+from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, atomic_save, package_versions, resolve_device, safe_load
 from graphs.data.node_splits import SETTINGS
 from graphs.g2m.pipeline import CSBM_DEFAULTS, inference_seconds, load_task, make_task_split, run
@@ -58,8 +59,13 @@ def _epilog() -> str:
 def _parser() -> argparse.ArgumentParser:
     p = CLIParser(prog="python -m graphs.g2m", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog())  # fmt: skip
-    p.add_argument("--dataset", default="csbm", help="csbm (default, generated) | cora | citeseer | pubmed")
-    p.add_argument("--root", default=None, help="Planetoid root holding <Name>/raw/ind.<name>.*")
+    p.add_argument("--dataset", default="csbm", help=f"csbm (default, generated) | {' | '.join(NODE_DATASETS)}")
+    p.add_argument("--root", default=None, help="dataset root: Planetoid <Name>/raw/, OGB ogbn_<name>/, the directory of a CPF <name>.npz, "
+                   "or for 'files' a directory with edges.csv|npy, features.npy, labels.npy, optional {train,val,test}_mask.npy (or graph.pt)", **input_flag(directory=True))
+    p.add_argument("--mini-batch", action="store_true", help="train teacher and student in sampled mini-batches (the preset's fan-outs and batch sizes)")
+    p.add_argument("--fan-out", default=None, help="override the teacher's fan-outs, comma-separated, input layer first (-1 = all neighbours)")
+    p.add_argument("--batch-size", type=int, default=None, help="override the teacher and student batch sizes (--mini-batch)")
+    p.add_argument("--memory-budget", type=float, default=None, help="GiB full-batch training may use (default: the memory available now)")
     p.add_argument("--teacher", default="gcn", choices=TEACHERS)
     p.add_argument("--method", default="ff-g2m", choices=METHODS + ("all",), help="student loss to train and save (default ff-g2m); 'all' saves every method")
     p.add_argument("--no-baselines", action="store_true", help="do not also train the plain MLP and GLNN students for the table")
@@ -77,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--degree", type=float, default=CSBM_DEFAULTS["avg_degree"], help="CSBM expected degree")
     p.add_argument("--csbm-lambda", type=float, default=CSBM_DEFAULTS["lam"], help="CSBM graph signal (negative: heterophilous)")
     p.add_argument("--csbm-mu", type=float, default=CSBM_DEFAULTS["mu"], help="CSBM feature signal")
-    p.add_argument("--out", default="condense_out/g2m/student.pt", help="student artifact path")
-    p.add_argument("--teacher-out", default=None, help="teacher artifact path (default: teacher.pt next to --out)")
+    p.add_argument("--out", default="condense_out/g2m/student.pt", help="student artifact path", **output_flag())
+    p.add_argument("--teacher-out", default=None, help="teacher artifact path (default: teacher.pt next to --out)", **output_flag())
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
     return p

@@ -157,6 +157,7 @@ def make_workdir(root: Path) -> None:
     """The files the cases point at: a good SyntheticSet, a teacher, foreign and damaged files, bad data roots."""
     from condense.data import load_dataset
     from condense.synset import FORMAT
+    from condense.utils import atomic_save
     from synth.teachers import random_teacher, save_model
 
     root.mkdir(parents=True, exist_ok=True)
@@ -165,14 +166,14 @@ def make_workdir(root: Path) -> None:
     (root / "bad.pt").write_bytes(b"\x80\x04garbage" * 10)
     meta = {"method": "random", "dataset": ds.describe(), "ipc": 1}
     images, labels = torch.randn(10, 1, 8, 8), torch.arange(10)
-    torch.save({"format": FORMAT, "images": images, "labels": labels, "lr": None, "meta": meta}, root / "syn.pt")
+    atomic_save({"format": FORMAT, "images": images, "labels": labels, "lr": None, "meta": meta}, root / "syn.pt")
     bad = labels.clone()
     bad[3] = 12
-    torch.save({"format": FORMAT, "images": images, "labels": bad, "lr": None, "meta": meta}, root / "syn_badlabel.pt")
+    atomic_save({"format": FORMAT, "images": images, "labels": bad, "lr": None, "meta": meta}, root / "syn_badlabel.pt")
     soft = torch.full((10, 10), 0.1)
     soft[0, 0] = float("nan")
-    torch.save({"format": FORMAT, "images": images, "labels": soft, "lr": None, "meta": meta}, root / "syn_softnan.pt")
-    torch.save({"format": FORMAT, "images": images, "labels": soft.abs().nan_to_num(0.1) - 0.2, "lr": None, "meta": meta}, root / "syn_softneg.pt")
+    atomic_save({"format": FORMAT, "images": images, "labels": soft, "lr": None, "meta": meta}, root / "syn_softnan.pt")
+    atomic_save({"format": FORMAT, "images": images, "labels": soft.abs().nan_to_num(0.1) - 0.2, "lr": None, "meta": meta}, root / "syn_softneg.pt")
     (root / "payload.pt").write_bytes(_pickle_payload(Path("PWNED")))  # relative: the command's working directory
     (root / "other.ckpt").write_bytes((root / "bad.pt").read_bytes())
     ds32 = load_dataset("digits", resize=32)

@@ -104,16 +104,18 @@ def test_checkpoint_of_another_run_is_refused_not_deleted(tmp_path, capsys):
     ckpt = tmp_path / "o.pt.ckpt"
     before = ckpt.read_bytes()
     capsys.readouterr()
-    assert condense_main(_ckpt_args(tmp_path, "--seed", "3")) == 2  # another run, no --resume
+    assert condense_main(_ckpt_args(tmp_path, "--seed", "3")) == 2  # the result exists: refused without --overwrite
+    assert "already exists" in capsys.readouterr().err and ckpt.read_bytes() == before
+    assert condense_main(_ckpt_args(tmp_path, "--seed", "3", "--overwrite")) == 2  # another run, no --resume
     err = capsys.readouterr().err
     assert "belongs to a different run: seed" in err and "--resume" in err and ckpt.read_bytes() == before
     foreign = tmp_path / "notes.txt"
     foreign.write_text("mine")
-    assert condense_main(_ckpt_args(tmp_path, "--checkpoint", str(foreign))) == 2
+    assert condense_main(_ckpt_args(tmp_path, "--overwrite", "--checkpoint", str(foreign))) == 2
     assert "refusing to overwrite it" in capsys.readouterr().err and foreign.read_text() == "mine"
-    assert condense_main(_ckpt_args(tmp_path, "--lr-img", "-1")) == 2  # bad config: the checkpoint is untouched
+    assert condense_main(_ckpt_args(tmp_path, "--overwrite", "--lr-img", "-1")) == 2  # bad config: the checkpoint is untouched
     assert ckpt.read_bytes() == before
-    assert condense_main(_ckpt_args(tmp_path)) == 0  # same run without --resume starts afresh (replaced at the first save)
+    assert condense_main(_ckpt_args(tmp_path, "--overwrite")) == 0  # same run without --resume starts afresh (replaced at the first save)
 
 
 def test_checkpointer_check_before_work(tmp_path):

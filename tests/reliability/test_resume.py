@@ -61,9 +61,10 @@ def test_synth_resume_refuses_other_seed_teacher_and_student(tmp_path, teachers,
     for extra, teacher, key in ((["--seed", "9"], teachers[0], "seed"), ([], teachers[1], "teacher"),
                                 (["--student", "lenet5"], teachers[0], "student")):  # fmt: skip
         capsys.readouterr()
-        assert run(*extra, teacher=teacher) == 2
+        assert run(*extra, "--overwrite", teacher=teacher) == 2
         err = capsys.readouterr().err
         assert f"belongs to a different run: {key}" in err and len(err.strip().splitlines()) == 1, err
     assert ckpt.read_bytes() == before
-    assert run() == 0  # the same run resumes
+    assert run() == 2 and "already exists" in capsys.readouterr().err  # a finished result is never replaced silently
+    assert run("--overwrite") == 0  # the same run resumes from its checkpoint
     assert torch.load(tmp_path / "s.pt", weights_only=True)["meta"]["seed"] == 0
