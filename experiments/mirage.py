@@ -63,7 +63,7 @@ from pathlib import Path
 
 import torch
 
-from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs
+from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
 from experiments import figures
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
@@ -75,7 +75,8 @@ from graphs.mirage.presets import (NODE_ATTR, PRESETS, SCALES, SPLITS, load_grap
 from graphs.mirage.sanity import ROW_COLUMNS, result_record, roots_per_class, row_cells, size_only
 from graphs.mirage.train import RestartSummary, TrainConfig, train_restarts
 
-__all__ = ["run_dataset", "run_cv", "method_config", "split_name", "split_counts", "aggregate_splits", "sweep", "pick_from_sweep", "choose_mirage_config", "main"]
+__all__ = ["run_dataset", "run_cv", "method_config", "split_name", "split_counts", "aggregate_splits", "sweep", "pick_from_sweep", "choose_mirage_config",
+           "missing_classes", "build_parser", "main"]
 
 DATASETS = ("MUTAG", "PROTEINS", "NCI1", "ogbg-molbace")
 MODELS = ("gcn", "gin", "gat")
@@ -394,15 +395,18 @@ def choose_mirage_config(ds: GraphDataset, *, scale: str, seed: int, device: str
     return MirageConfig(hops=choice["hops"], support=tuple(sup) if isinstance(sup, (tuple, list)) else (sup,), **mining)
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    p = CLIParser(prog="python -m experiments.mirage", description=__doc__.split("\n")[0])
+def build_parser() -> CLIParser:
+    p = CLIParser(prog="python -m experiments.mirage", description=__doc__.split("\n")[0],
+                  epilog="Equal bytes, equal recipe: the mirage, random and herding rows all train Mirage's network and schedule "
+                         "(--scale) so the data is the only variable; the full row trains the dataset's full-data recipe as the "
+                         "reference (--baseline-network recipe: the random/herding rows train the recipe, as tables made before "
+                         "this rule).  A distilled set at or above the training bytes, or one lacking a class, is refused.")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + ("sage",))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="read-only shared data directory (tu/NAME, ogb/ogbg_*)", **input_flag(directory=True))
-    p.add_argument("--root", type=Path, default=None, help="directory holding NAME/raw (TU) or ogbg_* (OGB); overrides --shared", **input_flag(directory=True))
+    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="read-only shared data directory (tu/NAME, ogb/ogbg_*)")
+    p.add_argument("--root", type=Path, default=None, help="directory holding NAME/raw (TU) or ogbg_* (OGB); overrides --shared")
     p.add_argument("--threshold-sweep", action="store_true",
                    help="official two-step per-class threshold sweep (NCI1: 440/570, 420/550), chosen on validation")
     p.add_argument("--max-itemsets", type=int, default=None,
@@ -448,7 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     figures.add_flags(p, "all records", "mining, no training")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     for flag, value in (("--restarts", args.restarts), ("--baseline-epochs", args.baseline_epochs), ("--cv-jobs", args.cv_jobs)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be >= 1, got {value}")

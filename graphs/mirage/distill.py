@@ -187,8 +187,9 @@ def check_reduction(nbytes: int, train_nbytes: int, *, allow: bool, hint: str = 
 
 
 def byte_share(fraction: float) -> str:
-    """A byte fraction in percent to three significant digits (0.0101, 9.56, 131), never rounded to zero."""
-    return f"{100 * fraction:.3g}"
+    """A byte fraction in percent to three significant digits (0.0101, 9.56, 131; 1280 above 1000), never rounded to zero."""
+    pct = 100 * fraction
+    return f"{pct:.0f}" if pct >= 100 else f"{pct:.3g}"
 
 
 def smallest_fitting_support(transactions: list[set[int]], start: int, max_itemsets: int) -> int | None:
