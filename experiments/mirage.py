@@ -63,7 +63,7 @@ from pathlib import Path
 
 import torch
 
-from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
+from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
 from experiments import figures
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
@@ -405,8 +405,8 @@ def build_parser() -> CLIParser:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + ("sage",))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
-    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="read-only shared data directory (tu/NAME, ogb/ogbg_*)")
-    p.add_argument("--root", type=Path, default=None, help="directory holding NAME/raw (TU) or ogbg_* (OGB); overrides --shared")
+    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="read-only shared data directory (tu/NAME, ogb/ogbg_*)", **input_flag(directory=True))
+    p.add_argument("--root", type=Path, default=None, help="directory holding NAME/raw (TU) or ogbg_* (OGB); overrides --shared", **input_flag(directory=True))
     p.add_argument("--threshold-sweep", action="store_true",
                    help="official two-step per-class threshold sweep (NCI1: 440/570, 420/550), chosen on validation")
     p.add_argument("--max-itemsets", type=int, default=None,

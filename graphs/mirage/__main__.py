@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from condense.safeio import CLIParser, check_outputs, cli_main, lock_outputs
+from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, resolve_device, seed_everything
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
 from graphs.mirage.baselines import random_subset
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = CLIParser(prog="python -m graphs.mirage", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog())  # fmt: skip
     p.add_argument("--dataset", default="motifs", help="motifs (default: embedded, no files), a TU name (MUTAG, PROTEINS, NCI1, DD) or ogbg-mol*")
-    p.add_argument("--root", default=None, help="directory holding the dataset (TU: ROOT/NAME/raw, OGB: ROOT/ogbg_*)")
+    p.add_argument("--root", default=None, help="directory holding the dataset (TU: ROOT/NAME/raw, OGB: ROOT/ogbg_*)", **input_flag(directory=True))
     p.add_argument("--split", choices=SPLITS, default="random",
                    help="TU datasets: random (seeded 80/10/10) or official (Mirage's PyG shuffle after manual_seed(0)); OGB: always scaffold")
     p.add_argument("--hops", type=int, default=None, help="computation-tree depth L (= GNN layers); default: preset")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run a distilled set at or above the training set's bytes (refused by default), labelled in every output")
     _add_training_flags(p)
     p.add_argument("--no-baseline", action="store_true", help="skip the random-subset baseline at equal bytes")
-    p.add_argument("--out", default=None, help="save the distilled set here (atomic; load it back with graphs.mirage.load_set)")
+    p.add_argument("--out", default=None, help="save the distilled set here (atomic; load it back with graphs.mirage.load_set)", **output_flag())
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def build_train_parser() -> argparse.ArgumentParser:
     p = CLIParser(prog="python -m graphs.mirage train",
                   description="Train a GNN on a saved Mirage distilled set and evaluate it on its dataset's real graphs.")
-    p.add_argument("set", metavar="SET", help="a distilled set written by python -m graphs.mirage --out")
-    p.add_argument("--root", default=None, help="the dataset's directory (default: the one recorded in the set)")
+    p.add_argument("set", metavar="SET", help="a distilled set written by python -m graphs.mirage --out", **input_flag())
+    p.add_argument("--root", default=None, help="the dataset's directory (default: the one recorded in the set)", **input_flag(directory=True))
     _add_training_flags(p)
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the restarts (default: the set's); the split always uses the set's seed")
