@@ -31,6 +31,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from .distributed import is_main_process
 from .utils import UserError, atomic_save, safe_load
 
 __all__ = ["Checkpointer", "rng_state", "set_rng_state", "interrupt_message", "forget_progress", "deferred_interrupts",
@@ -108,8 +109,9 @@ class Checkpointer:
     def save(self, iteration: int, state: dict[str, Any]) -> None:
         """Write the state after ``iteration`` completed iterations; then raise a pending interrupt."""
         self._mark()
-        atomic_save({"format": FORMAT, "iteration": int(iteration), "signature": self.signature, "state": state}, self.path)
-        self.saved, self._last_save = int(iteration), time.monotonic()
+        if is_main_process():  # under torch.distributed every rank holds the same state: rank 0 writes, all resume from it
+            atomic_save({"format": FORMAT, "iteration": int(iteration), "signature": self.signature, "state": state}, self.path)
+        self.saved, self._last_save, self.on_interrupt = int(iteration), time.monotonic(), bool(_PENDING)
         if _PENDING:
             _raise_pending()
 

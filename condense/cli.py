@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from .checkpoint import Checkpointer
+from .checkpoint import DEFAULT_INTERVAL, Checkpointer
+from .distributed import launch_context, rank_failure_guard
 from .data import ImageDataset, load_dataset
 from .flags import add_config_flags, add_dataset_flags, config_from_args, load_from_args, load_recorded
 from .augment import DSA, make_dsa
@@ -62,7 +63,7 @@ def _log(msg: str) -> None:
 # ------------------------------------------------------------------------------------------ commands
 def cmd_distill(args: argparse.Namespace) -> int:
     spec = get_method(args.method)
-    device = resolve_device(args.device)
+    ctx, device = launch_context(resolve_device(args.device))  # under torchrun: this rank's device, the joined group
     config = config_from_args(spec.config_cls, args)
     out = Path(args.out)
     path = (Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")) if args.checkpoint_every or args.resume else None
@@ -76,9 +77,14 @@ def cmd_distill(args: argparse.Namespace) -> int:
                "data": dataset.fingerprint, "transform": _transform(args)}  # fmt: skip
         ckpt = Checkpointer(path, args.checkpoint_every or 100, signature=sig, resume=args.resume, resume_hint="rerun with --resume")
         ckpt.check()
-    lock_outputs(outputs.values(), outputs)
+    if ctx.is_main:  # the ranks of one run share the outputs; rank 0 writes them
+        lock_outputs(outputs.values(), outputs)
     start = time.perf_counter()
-    synset = spec.distill(dataset, args.ipc, config, device=device, seed=args.seed, progress=not args.no_progress, checkpoint=ckpt)
+    with rank_failure_guard(ctx):
+        synset = spec.distill(dataset, args.ipc, config, device=device, seed=args.seed, progress=not args.no_progress and ctx.is_main,
+                              checkpoint=ckpt)  # fmt: skip
+    if not ctx.is_main:
+        return 0
     if getattr(config, "preset", ""):
         _log(f"effective config (preset {config.preset}, explicit flags kept): {synset.meta.get('config')}")
     synset.save(out)

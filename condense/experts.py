@@ -31,7 +31,6 @@ Scale-out: under ``torchrun`` (or any ``torch.distributed`` launcher setting ``R
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import sys
 import time
@@ -48,6 +47,7 @@ from tqdm.auto import tqdm
 from .augment import AUTO, make_dsa
 from .data import ImageDataset
 from .flags import load_from_args
+from .distributed import DistContext, distributed_context
 from .evaluate import Summary, accuracy, evaluate_images
 from .nets import get_network
 from .utils import UserError, atomic_save, check_positive, make_generator, package_versions, resolve_device, safe_load
@@ -102,50 +102,6 @@ RECIPES = {
     "mtt": ExpertRecipe(),
     "ast": ExpertRecipe(lr=0.003, momentum=0.9, weight_decay=1e-3, lr_decay=0.6, clip_loss=True, grad_penalty=2.0),
 }
-
-
-# ----------------------------------------------------------------------------- distributed
-@dataclass(frozen=True)
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    def share(self, n: int) -> list[int]:
-        """Indices ``rank, rank + world, ...`` of ``n`` jobs handled by this process."""
-        return list(range(self.rank, n, self.world_size))
-
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
-
-def distributed_context(device: torch.device | None = None) -> DistContext:
-    """Join the process group described by ``torchrun``'s environment (``RANK``/``WORLD_SIZE``), if any.
-
-    A group created here is destroyed at interpreter exit: a gloo group left to the C++ static
-    destructors aborts the process now and then ("terminate called without an active exception").
-    """
-    if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size())
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistContext()
-    if not dist.is_available():
-        raise UserError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
-    backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
-    atexit.register(_destroy_process_group)
-    return DistContext(dist.get_rank(), dist.get_world_size())
-
-
-def _destroy_process_group() -> None:
-    if dist.is_initialized():
-        dist.barrier()  # no rank tears its connections down while a peer still uses them
-        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- training one expert

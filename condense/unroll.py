@@ -40,6 +40,15 @@ Modes (:func:`unroll_backward`):
   :math:`-\alpha H_j \lambda_{j+1}` of the adjoint recursion. ``hessian=False`` reproduces that
   cheaper approximation (SGD only); the default ``hessian=True`` is the exact gradient.
 
+Sharded inner gradients (``sharded=True``, under ``torch.distributed``): ``loss_fn`` returns this
+rank's term of a loss that is a sum over ranks (e.g. its share of a mini-batch, divided by the whole
+batch size). Each step enters :math:`\theta_i` into the rank-local gradient with
+:func:`condense.distributed.replicate` and sums the local gradients (and losses) with
+:func:`condense.distributed.sum_shards` - one all-reduce of the parameter vector per step forward,
+one per step backward - so every rank follows the same :math:`\theta_i` while holding the graph of
+its own share only. Gradients reaching the batch tensors are this rank's part (sum them over ranks);
+those reaching ``lr`` and :math:`\theta_0` are complete on every rank. Needs backend ``func``.
+
 Backends: ``"func"`` computes :math:`g_i` with :func:`torch.func.grad`; ``"higher"`` steps a
 ``higher`` differentiable ``SGD`` (``full`` and ``truncated`` only) and exists to cross-check the
 update rule - both give the same outer gradients.
@@ -55,6 +64,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value
 
+from .distributed import current_context, replicate, sum_shards
 from .utils import UserError
 
 __all__ = [
@@ -139,12 +149,19 @@ def _check(params: Params, lr: torch.Tensor | float, steps: int, mode: str, trun
 
 
 # ----------------------------------------------------------------------------- one step (func backend)
-def _func_step(loss_fn: LossFn, names: list[str], state: State, batch: Any, lr: torch.Tensor, momentum: float
-               ) -> tuple[State, torch.Tensor]:  # fmt: skip
-    """One update of the state ``(θ..., b...)``; differentiable w.r.t. state, lr and batch."""
+def _func_step(loss_fn: LossFn, names: list[str], state: State, batch: Any, lr: torch.Tensor, momentum: float,
+               sharded: bool = False) -> tuple[State, torch.Tensor]:  # fmt: skip
+    """One update of the state ``(θ..., b...)``; differentiable w.r.t. state, lr and batch.
+
+    ``sharded``: the gradient of this rank's loss term, summed over ranks (module docstring).
+    """
     n = len(names)
-    grads, loss = grad_and_value(loss_fn)(dict(zip(names, state[:n])), batch)
+    theta = replicate(state[:n]) if sharded else state[:n]
+    grads, loss = grad_and_value(loss_fn)(dict(zip(names, theta)), batch)
     g = tuple(grads[k] for k in names)
+    if sharded:
+        *summed, loss = sum_shards([*g, loss.detach().reshape(1)])
+        g, loss = tuple(summed), loss.reshape(())
     bufs = tuple(momentum * b + gi for b, gi in zip(state[n:], g)) if momentum else ()
     new = tuple(p - lr * u for p, u in zip(state[:n], bufs or g))
     return new + bufs, loss.detach()
@@ -183,10 +200,12 @@ def unroll(
 
 
 def _forward(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int, batches: BatchFn, optimizer: InnerSGD, mode: str,
-             truncate: int | None, rec: list[int], backend: str) -> tuple[dict[int, Params], list[torch.Tensor]]:  # fmt: skip
+             truncate: int | None, rec: list[int], backend: str, sharded: bool = False
+             ) -> tuple[dict[int, Params], list[torch.Tensor]]:  # fmt: skip
     first_graph_step = steps - truncate if mode == "truncated" else 0
-    runner = _unroll_func if backend == "func" else _unroll_higher
-    return runner(loss_fn, params, lr, steps, batches, optimizer.momentum, first_graph_step, set(rec))
+    if backend == "higher":
+        return _unroll_higher(loss_fn, params, lr, steps, batches, optimizer.momentum, first_graph_step, set(rec))
+    return _unroll_func(loss_fn, params, lr, steps, batches, optimizer.momentum, first_graph_step, set(rec), sharded)
 
 
 def _floats(values: list[torch.Tensor]) -> list[float]:
@@ -195,7 +214,8 @@ def _floats(values: list[torch.Tensor]) -> list[float]:
 
 
 def _unroll_func(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int, batches: BatchFn, momentum: float,
-                 first_graph_step: int, rec: set[int]) -> tuple[dict[int, Params], list[torch.Tensor]]:  # fmt: skip
+                 first_graph_step: int, rec: set[int], sharded: bool = False
+                 ) -> tuple[dict[int, Params], list[torch.Tensor]]:  # fmt: skip
     names = list(params)
     state = _initial_state(params, momentum)
     recorded: dict[int, Params] = {}
@@ -206,7 +226,7 @@ def _unroll_func(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int, 
         if i in rec:
             recorded[i] = dict(zip(names, state[: len(names)]))
         with torch.set_grad_enabled(i >= first_graph_step and torch.is_grad_enabled()):
-            state, loss = _func_step(loss_fn, names, state, batches(i), lr, momentum)
+            state, loss = _func_step(loss_fn, names, state, batches(i), lr, momentum, sharded)
         losses.append(loss)
     recorded[steps] = dict(zip(names, state[: len(names)]))
     return recorded, losses
@@ -263,6 +283,7 @@ def unroll_backward(
     inputs: Sequence[torch.Tensor] | None = None,
     checkpoint_every: int | None = None,
     hessian: bool = True,
+    sharded: bool = False,
 ) -> Unrolled:
     """Unroll, evaluate ``outer_loss(recorded)`` and accumulate its gradient into ``.grad``.
 
@@ -272,11 +293,14 @@ def unroll_backward(
 
     In ``constant_memory`` mode ``batches(i)`` is called twice per step (forward and backward), so it
     must be deterministic (pre-sample indices and augmentation parameters) and build each batch
-    afresh from leaf tensors.
+    afresh from leaf tensors. ``sharded``: see the module docstring (every rank must call this alike).
     """
     lr, rec = _check(params, lr, steps, mode, truncate, backend, record)
+    sharded = sharded and current_context().active
+    if sharded and backend != "func":
+        raise UserError("sharded inner gradients need backend='func'")
     if mode != "constant_memory":
-        recorded, losses = _forward(loss_fn, params, lr, steps, batches, optimizer, mode, truncate, rec, backend)
+        recorded, losses = _forward(loss_fn, params, lr, steps, batches, optimizer, mode, truncate, rec, backend, sharded)
         loss = outer_loss(recorded)
         _backward([loss], None, inputs)
         *inner, outer = _floats([*losses, loss.detach()])
@@ -288,7 +312,15 @@ def unroll_backward(
         raise UserError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
     if k is None:
         k = auto_checkpoint_every(loss_fn, params, batches, steps, optimizer.momentum)
-    return _constant_memory(outer_loss, loss_fn, params, lr, steps, batches, optimizer.momentum, rec, inputs, k, hessian)
+        if sharded:  # every rank must recompute the same steps (each one is a collective)
+            k = _max_over_ranks(k)
+    return _constant_memory(outer_loss, loss_fn, params, lr, steps, batches, optimizer.momentum, rec, inputs, k, hessian, sharded)
+
+
+def _max_over_ranks(k: int) -> int:
+    t = torch.tensor([k], dtype=torch.long)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t)
 
 
 def _bytes(t: torch.Tensor) -> int:
@@ -335,14 +367,14 @@ def _leaf(t: torch.Tensor, requires_grad: bool = True) -> torch.Tensor:
 
 def _constant_memory(outer_loss: OuterLossFn, loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int,
                      batches: BatchFn, momentum: float, rec: list[int], inputs: Sequence[torch.Tensor] | None,
-                     every: int, hessian: bool) -> Unrolled:  # fmt: skip
+                     every: int, hessian: bool, sharded: bool = False) -> Unrolled:  # fmt: skip
     """Reverse-mode through the unroll, one recomputed step graph at a time (see module docstring)."""
     names, n = list(params), len(params)
     lr_leaf = _leaf(lr, lr.requires_grad)
 
     def step(state: State, i: int, graph: bool) -> tuple[State, torch.Tensor]:
         with torch.set_grad_enabled(graph):
-            return _func_step(loss_fn, names, state, batches(i), lr_leaf, momentum)
+            return _func_step(loss_fn, names, state, batches(i), lr_leaf, momentum, sharded)
 
     # forward: no graphs except the last step's, which the backward pass needs first; keep segment
     # checkpoints and the recorded iterates

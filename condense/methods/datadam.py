@@ -35,6 +35,10 @@ Paper vs official code (both selectable):
 networks, memory of one class — for large IPC); by default all classes share one forward pass,
 as in the official code. On CPU the per-class mode is also the faster one (0.95-1.4x DM per
 iteration against 1.5-2.2x; ``experiments/results/matching.md``).
+
+Under ``torchrun`` the classes are split over ranks as in DM (:func:`condense.methods.dm.class_pairs`);
+a BatchNorm encoder normalises with statistics all-reduced over every rank's classes, as the
+official single process normalises all classes together.
 """
 from __future__ import annotations
 
@@ -52,7 +56,8 @@ from ..nets import ConvNet
 from ..synset import SyntheticSet, dsa_record
 from ..utils import UserError
 from .base import build_network, make_synset, register_method, run_loop, start_pixels, validate_config
-from .dm import DMConfig
+from ..distributed import join_run
+from .dm import DMConfig, class_pairs, embedding_network
 
 __all__ = ["DataDAMConfig", "spatial_attention", "class_mean_distance", "attention_features", "datadam_loss", "distill_datadam"]
 
@@ -176,12 +181,13 @@ def distill_datadam(
     if config.model.lower() not in ("convnet", "convnetd4", "convnetd5"):
         raise UserError(f"DataDAM needs a ConvNet-family model (convnet, convnetd4, convnetd5; set the norm with --norm), got {config.model!r}")
     started = time.perf_counter()
+    ctx = join_run(device, "datadam", dataset, ipc, seed, config, dataset.num_classes, "classes")
     images, labels, gen, sampler = start_pixels(
         dataset, ipc, config.init, seed, device, config.model, config.width, norm=config.norm
     )
     dsa = make_dsa(config.dsa_strategy, dataset.name, align_corners=config.dsa_align_corners)
     optimiser = torch.optim.SGD([images], lr=_lr(config, ipc), momentum=config.momentum_img)
-    real_x, k = dataset.train_x, dataset.num_classes
+    mine = ctx.block(dataset.num_classes)
 
     def objective(net: nn.Module, real: torch.Tensor, syn: torch.Tensor, classes: int) -> torch.Tensor:
         with torch.no_grad():
@@ -190,22 +196,22 @@ def distill_datadam(
         return 100 * (sam + config.task_balance * mmd)
 
     def step(_: int) -> float:
-        net = build_network(config.model, dataset, config.width, norm=config.norm).to(device).train()
-        net.requires_grad_(False)
-        pairs = []
-        for c in range(k):  # one Siamese draw per class, as in the official loop
-            real = real_x[sampler.sample(c, config.batch_real, gen)].to(device)
-            pairs.append(dsa.siamese(real, images[c * ipc : (c + 1) * ipc], generator=gen))
+        net, _ = embedding_network(ctx, build_network(config.model, dataset, config.width, norm=config.norm).to(device),
+                                   joint=not config.class_by_class)
+        pairs = class_pairs(dataset, sampler, images, ipc, config.batch_real, dsa, gen, mine)  # one Siamese draw per class
         if config.class_by_class:
-            losses = []
-            for real, syn in pairs:
+            losses = {}
+            for c, (real, syn) in pairs.items():
                 loss = objective(net, real, syn, 1)
                 loss.backward()
-                losses.append(loss.detach())
-            return sum(torch.stack(losses).tolist())  # one host sync per step, not one per class; same float sum
-        loss = objective(net, torch.cat([r for r, _ in pairs]), torch.cat([s for _, s in pairs]), k)
+                losses[c] = loss.detach()
+            ctx.reduce_grads([images])
+            # one host sync per step, not one per class; the same float sum in class order
+            return sum(ctx.gather_units(losses, dataset.num_classes).tolist())
+        loss = objective(net, torch.cat([r for r, _ in pairs.values()]), torch.cat([s for _, s in pairs.values()]), len(mine))
         loss.backward()
-        return loss.item()
+        ctx.reduce_grads([images])
+        return ctx.gather_units({ctx.rank: loss.detach()}, ctx.world_size).sum().item()
 
     history = run_loop(
         step, config.iterations, tensors={"images": images}, optimisers={"images": optimiser},

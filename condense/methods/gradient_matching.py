@@ -33,6 +33,13 @@ Implementation notes (not deviations in the result):
   by dataset); this framework has DSA or nothing, so DC sets are marked ``train_dsa=False``.
 * ``outer_loop``/``inner_loop`` follow the official ``get_loops`` table for IPC 1/10/20/30/40/50;
   other IPCs need both set explicitly (the official code exits).
+
+Under ``torchrun`` the per-class matching terms are split over ranks (:mod:`condense.distributed`):
+every rank holds the whole synthetic set, draws every class's real indices and DSA parameters,
+matches its own classes and the image gradients are summed (each class owns its slice: exact). The
+inner network update and the BatchNorm freeze run alike on every rank (same images, same draws),
+so every rank keeps the same network without communication; k ranks give one process's result
+bit for bit.
 """
 from __future__ import annotations
 
@@ -47,6 +54,7 @@ import torch.nn.functional as F
 from ..augment import AUTO, DSA, make_dsa
 from ..checkpoint import Checkpointer
 from ..data import ImageDataset
+from ..distributed import join_run
 from ..synset import SyntheticSet, dsa_record
 from ..utils import UserError
 from .base import build_network, make_synset, register_method, run_loop, start_pixels, validate_config
@@ -185,8 +193,9 @@ def _distill(
     dsa: DSA | None = make_dsa(config.dsa_strategy, dataset.name, align_corners=config.dsa_align_corners)
     dsa = dsa if dsa.enabled else None
     started = time.perf_counter()
+    ctx = join_run(device, method, dataset, ipc, seed, config, dataset.num_classes, "classes")
     images, labels, gen, sampler = start_pixels(dataset, ipc, config.init, seed, device, config.model, config.width)
-    real_x = dataset.train_x
+    real_x, mine = dataset.train_x, ctx.block(dataset.num_classes)
     optimiser = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum_img)
     net = build_network(config.model, dataset, config.width).to(device)
     net_opt = torch.optim.SGD(net.parameters(), lr=config.lr_net)  # stateless: needs no checkpointing
@@ -205,16 +214,22 @@ def _distill(
             freeze_batchnorm(net, torch.cat([real_batch(c, config.bn_batch_per_class) for c in range(dataset.num_classes)]))
         else:
             net.train()
-        losses = []
-        for c in range(dataset.num_classes):
-            real, syn = real_batch(c, config.batch_real), images[c * ipc : (c + 1) * ipc]
-            if dsa is not None:
-                real, syn = dsa.siamese(real, syn, generator=gen)
+        losses = {}
+        for c in range(dataset.num_classes):  # every class's draws on every rank: generators stay in step
+            idx = sampler.sample(c, config.batch_real, gen)
+            params = dsa.sample(1, dataset.image_size, gen) if dsa is not None else None  # what dsa.siamese draws
+            if c not in mine:
+                continue
+            real, syn = real_x[idx].to(device), images[c * ipc : (c + 1) * ipc]
+            if params is not None:
+                real, syn = dsa.apply(real, params), dsa.apply(syn, params)
             g_real = [g.detach() for g in _class_gradient(net, real, c, create_graph=False)]
             loss = match_loss(g_real, _class_gradient(net, syn, c, create_graph=True), config.dis_metric)
             loss.backward(inputs=[images])
-            losses.append(loss.detach())
-        return sum(torch.stack(losses).tolist())  # one host sync per step, not one per class; same float sum
+            losses[c] = loss.detach()
+        ctx.reduce_grads([images])
+        # one host sync per step, not one per class; the same float sum in class order
+        return sum(ctx.gather_units(losses, dataset.num_classes).tolist())
 
     history = run_loop(
         step, config.iterations * outer, tensors={"images": images, **{f"net.{k}": v for k, v in net.state_dict().items()}},

@@ -38,6 +38,14 @@ Explicit values win over presets: a config remembers which fields were passed to
 or assigned afterwards (:func:`given_fields`; the CLI passes only the flags on the command line), and
 :func:`apply_preset` fills only the others. (``dataclasses.replace`` passes every field, so a replaced
 config counts every field as given.)
+
+Under ``torchrun`` each student step's mini-batch is split over ranks (a contiguous block of its
+indices and their DSA parameters per rank); a rank's inner loss is ``scale * sum(CE) / |b_n|`` over
+its share and the shares' gradients are summed by a differentiable all-reduce
+(:func:`condense.unroll.unroll_backward` with ``sharded=True``), so every rank follows the same
+student and keeps the graph of its own share only; the image gradients are summed over ranks
+afterwards. Expert, start epoch, perturbation and DSA draws come from the shared seed, alike on
+every rank. Equal to one process up to summation order (mean vs. sum over shares).
 """
 from __future__ import annotations
 
@@ -53,9 +61,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..augment import AUTO, DSA, make_dsa
+from ..augment import AUTO, DSA, DSAParams, make_dsa
 from ..checkpoint import Checkpointer
 from ..data import ImageDataset
+from ..distributed import DistContext, join_run
 from ..experts import RECIPES, ExpertBuffer, train_experts
 from ..synset import SyntheticSet, dsa_record
 from ..unroll import BACKENDS, MODES, InnerSGD, unroll_backward
@@ -269,6 +278,21 @@ def _batch_schedule(n_syn: int, batch: int, steps: int, dsa: DSA, image_size: tu
     return plan
 
 
+def _smallest_batch(n_syn: int, batch: int) -> int:
+    """The fewest images a student step can get (the last chunk of a permutation may be short)."""
+    return min(batch, n_syn % batch or batch)
+
+
+def _rank_share(ctx: DistContext, b: tuple[torch.Tensor, DSAParams]) -> tuple[torch.Tensor, DSAParams]:
+    """This rank's contiguous block of one step's indices and their per-image DSA parameters."""
+    idx, params = b
+    if not ctx.active:
+        return idx, params
+    block = ctx.block(len(idx))
+    sl = slice(block.start, block.stop)
+    return idx[sl], DSAParams(ops=params.ops, values={k: v[sl] for k, v in params.values.items()})
+
+
 def _initial_images(dataset: ImageDataset, ipc: int, config: MTTConfig, buffer: ExpertBuffer, net: torch.nn.Module,
                     gen: torch.Generator, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     if config.init != "representative":
@@ -288,6 +312,8 @@ def distill_mtt(
     config = apply_preset(config, dataset)
     n_syn = dataset.num_classes * ipc
     _validate(config, n_syn)
+    ctx = join_run(device, "ast" if isinstance(config, ASTConfig) else "mtt", dataset, ipc, seed, config,
+                   _smallest_batch(n_syn, config.batch_syn or n_syn), "synthetic images per student step")
     torch.manual_seed(seed)
     gen = make_generator(seed)
     model_kwargs = {"width": config.width} if config.model.lower().startswith("convnet") else {}
@@ -312,21 +338,26 @@ def distill_mtt(
             goals = {n: ({k: v[start + off].to(device) for k, v in traj.items()}, w) for n, (off, w) in targets.items()}
             denominators = {n: sum(((theta0[k] - g[k]) ** 2).sum() for k in g) for n, (g, _) in goals.items()}
             plan = _batch_schedule(n_syn, batch, config.syn_steps, dsa, dataset.image_size, gen)
+            sizes, plan = [len(i) for i, _ in plan], [_rank_share(ctx, b) for b in plan]
             scale = balance_weight(start, config.max_start_epoch) if config.balance_loss else 1.0
 
-            def inner_loss(params: dict[str, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-                return scale * F.cross_entropy(functional_call(net, params, (b[0],)), b[1])
+            def inner_loss(params: dict[str, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor, int]) -> torch.Tensor:
+                logits = functional_call(net, params, (b[0],))
+                if not ctx.active:
+                    return scale * F.cross_entropy(logits, b[1])
+                return scale * F.cross_entropy(logits, b[1], reduction="sum") / b[2]  # this rank's term of the batch mean
 
             def outer_loss(rec: dict[int, dict[str, torch.Tensor]]) -> torch.Tensor:
                 return sum(w * sum(((rec[n][k] - g[k]) ** 2).sum() for k in g) / denominators[n] for n, (g, w) in goals.items())
 
             res = unroll_backward(
                 outer_loss, inner_loss, theta0, syn_lr, config.syn_steps,
-                lambda i: (dsa.apply(images[plan[i][0]], plan[i][1]), labels[plan[i][0]]),
+                lambda i: (dsa.apply(images[plan[i][0]], plan[i][1]), labels[plan[i][0]], sizes[i]),
                 optimizer=InnerSGD(config.inner_momentum), mode=config.unroll_mode, truncate=config.truncate or None,
                 record=[n for n in goals if n != config.syn_steps], backend=config.backend, inputs=[images, syn_lr],
-                hessian=config.hessian,
+                hessian=config.hessian, sharded=ctx.active,
             )  # fmt: skip
+            ctx.reduce_grads([images])  # each rank holds its shares' part; syn_lr's gradient is whole on every rank
             return res.outer_loss
 
         history = run_loop(
