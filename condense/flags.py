@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from .data import LOADERS, ImageDataset, load_dataset
+from .safeio import output_flag
 from .utils import UserError
 
 __all__ = ["add_config_flags", "config_from_args", "add_dataset_flags", "dataset_kwargs", "load_from_args", "load_recorded"]
@@ -68,7 +69,7 @@ def add_dataset_flags(p: argparse.ArgumentParser, *, default: str | None = "digi
     g.add_argument("--split-seed", type=int, default=None, help="seed of that split (default: 0)")
     g.add_argument("--storage", choices=("auto", "memory", "memmap"), default="auto",
                    help="memory: float tensors; memmap: the uint8 cache read per batch; auto: memmap above 2 GiB of float32 (default)")
-    g.add_argument("--cache-dir", default=None, help="where uint8 caches go (default: next to the data when writable, else $CONDENSE_CACHE or ~/.cache/condense)")
+    g.add_argument("--cache-dir", default=None, help="where uint8 caches go (default: next to the data when writable, else $CONDENSE_CACHE or ~/.cache/condense)", **output_flag(directory=True))
 
 
 _OPTIONS = ("image_size", "classes", "skip_bad_images", "test_fraction", "split_seed")

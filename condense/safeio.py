@@ -364,8 +364,8 @@ def _check_declared(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> 
         reading = a.role == "input" or (a.reads_when is not None and bool(getattr(ns, a.reads_when, False)))
         for i, v in enumerate(v for v in values if v is not None and str(v) != ""):
             name = flag if len(values) == 1 else f"{flag}[{i}]"
-            if reading:
-                (roots if a.directory else inputs)[name] = v
+            if reading:  # a root may also be one file (``--dataset arrays --root x.npz``)
+                (roots if a.directory and not Path(v).is_file() else inputs)[name] = v
             else:
                 outputs[name] = v
                 if a.directory:

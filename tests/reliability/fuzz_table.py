@@ -19,6 +19,14 @@ DAFL = ["distill", "--method", "dafl", "--teacher", "teacher.pt", "--student", "
 MIRAGE = ["--epochs", "1", "--restarts", "1", "--no-baseline", "--no-progress"]
 G2M = ["--nodes", "300", "--features", "8", "--max-epochs", "1", "--no-progress"]
 
+#: every command line: its name in :data:`CASES` -> the module whose ``main(argv)`` runs it
+MODULES: dict[str, str] = {
+    "condense": "condense.cli", "synth": "synth.cli", "graphs.mirage": "graphs.mirage.__main__", "graphs.g2m": "graphs.g2m.__main__",
+    **{f"experiments.{m}": f"experiments.{m}" for m in ("bench_device", "bench_inference", "bench_matching", "bench_mirage",
+                                                        "bench_threads", "bench_unroll", "g2m", "matching", "mirage", "synth",
+                                                        "trajectory")},
+}  # fmt: skip
+
 #: (module whose ``main(argv)`` is called, argv)
 CASES: list[tuple[str, list[str]]] = [
     # ---- python -m condense distill

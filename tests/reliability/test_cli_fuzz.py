@@ -11,9 +11,7 @@ import importlib
 
 import pytest
 
-from .fuzz_table import CASES, make_workdir, snapshot
-
-_MAINS = {"condense": "condense.cli", "graphs.mirage": "graphs.mirage.__main__", "graphs.g2m": "graphs.g2m.__main__", "synth": "synth.cli"}
+from .fuzz_table import CASES, MODULES, make_workdir, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +32,7 @@ def test_table_covers_every_cli():
 def test_bad_arguments_are_one_clean_line(workdir, monkeypatch, capsys, module, argv):
     root, before = workdir
     monkeypatch.chdir(root)
-    main = importlib.import_module(_MAINS.get(module, module)).main
+    main = importlib.import_module(MODULES[module]).main
     rc = main(list(argv))
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
