@@ -196,13 +196,13 @@ def test_cv_cli_runs_resumes_and_labels_the_test_selected_number(monkeypatch, tm
     assert summary["folds"] == 10 and min(summary["best_epoch"]) >= 1
     calls = []
     monkeypatch.setattr(cv, "train_restarts", lambda *a, **k: calls.append(1))
-    assert exp.main(args) == 0 and not calls  # every fold is resumed from the state file
+    assert exp.main([*args, "--overwrite"]) == 0 and not calls  # every fold is resumed from the state file
     state = next((tmp_path / "state").glob("*.json"))
     saved = json.loads(state.read_text())
     saved["key"]["config"].pop("readout_dropout")  # a state written before a TrainConfig field existed
     state.write_text(json.dumps(saved))
     before = state.read_bytes()
-    assert exp.main(args) == 2 and not calls  # refused before any training, the old folds kept
+    assert exp.main([*args, "--overwrite"]) == 2 and not calls  # refused before any training, the old folds kept
     assert "config.readout_dropout" in capsys.readouterr().err and state.read_bytes() == before
     folds = cv.stratified_folds(size_dataset(60, seed=0).labels())
     assert sorted(torch.cat(folds).tolist()) == list(range(60)) and all(len(f) == 6 for f in folds)
@@ -315,7 +315,7 @@ def test_cv_grid_selects_on_validation_and_labels_the_test_selected_point(monkey
                                                                      "sizes_gin_cpu_seed0_h8_b32_d0.json"]
     calls = []
     monkeypatch.setattr(cv, "train_restarts", lambda *a, **k: calls.append(1))
-    assert exp.main(args) == 0 and not calls  # each grid point resumes from its own state file
+    assert exp.main([*args, "--overwrite"]) == 0 and not calls  # each grid point resumes from its own state file
     assert exp.main(["--datasets", "sizes", "--cv-hidden", "16"]) == 2
     assert exp.main(["--cv", "--datasets", "sizes", "--cv-dropout", "1.0"]) == 2
     assert exp.main(["--cv", "--datasets", "sizes", "--cv-hidden", "16", "16"]) == 2
