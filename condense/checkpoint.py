@@ -87,6 +87,7 @@ class Checkpointer:
         self.iteration: int | None = None  # the iteration running now (updated by due())
         self.saved: int | None = None  # the iteration of the last checkpoint written or loaded
         self.looping = False  # a loop has started (load() or due() was called)
+        self.on_interrupt = False  # the last checkpoint was written because of an interrupt
         self._last_save = self._last_due = time.monotonic()
         self._longest = 0.0  # the longest time between two due() calls: how long an iteration takes
 
@@ -200,6 +201,8 @@ def interrupt_message() -> str:
         when = " and ".join(w for w in (f"every {ck.every} iterations" if ck.every else "",
                                         f"every {ck.interval:g} s" if ck.interval else "") if w)  # fmt: skip
         return f"interrupted{at}; no checkpoint written yet (one is saved {when} to {ck.path})"
+    if ck.on_interrupt:  # the loop finished its iteration and saved it: nothing is lost
+        return f"interrupted at iteration {ck.saved}; the last checkpoint is {ck.path} (iteration {ck.saved}, written on the interrupt) - {_resume_command(ck)}"
     return f"interrupted{at}; the last checkpoint is {ck.path} (iteration {ck.saved}) - {_resume_command(ck)}"
 
 

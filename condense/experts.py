@@ -261,6 +261,7 @@ class ExpertBuffer:
         self._keep_all = load_all
         headers = [self._load(i) for i in (range(len(self.files)) if load_all else [0])]
         self.epochs = min(h["epochs"] for h in headers)
+        self.recipe: dict[str, Any] = dict(headers[0].get("recipe") or {})  # the training recipe the files record
 
     def __len__(self) -> int:
         return len(self.files)
@@ -280,6 +281,7 @@ class ExpertBuffer:
             if ds.get(key) != want[key]:
                 raise UserError(f"{self.files[i]} was trained on {key}={ds.get(key)!r}, but the run uses {key}={want[key]!r}")
         shapes = {k: tuple(v.shape[1:]) for k, v in obj["trajectory"].items()}
+        check_finite_state(obj["trajectory"], what=str(self.files[i]))
         if obj.get("model") != self.model or shapes != self.shapes:
             raise UserError(
                 f"{self.files[i]} holds a {obj.get('model')} {obj.get('model_kwargs')} expert, "

@@ -14,11 +14,12 @@ import dataclasses
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from condense.checkpoint import Checkpointer
+from condense.checkpoint import DEFAULT_INTERVAL, Checkpointer
 from condense.data import ImageDataset
 from condense.flags import add_config_flags, add_dataset_flags, config_from_args, load_from_args
 from condense.evaluate import accuracy
@@ -96,7 +97,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
 
 
 def _dataset(args: argparse.Namespace) -> ImageDataset:
-    return load_from_args(args)
+    return check_image_dataset(load_from_args(args))
 
 
 def cmd_teacher(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,20 +124,44 @@ def _config(args: argparse.Namespace) -> Any:
     return config_from_args(cls, args)
 
 
+def _checkpoint_path(args: argparse.Namespace) -> str | None:
+    """``--checkpoint`` or ``OUT.ckpt``; ``None`` with ``--no-checkpoint`` (refused beside the other checkpoint flags)."""
+    if args.no_checkpoint:
+        if args.checkpoint or args.checkpoint_every or args.checkpoint_interval is not None:
+            raise UserError("--no-checkpoint contradicts --checkpoint / --checkpoint-every / --checkpoint-interval")
+        return None
+    return args.checkpoint or f"{args.out}.ckpt"
+
+
+def _check_memory(args: argparse.Namespace, cfg: Any, ds: ImageDataset) -> None:
+    """Refuse generator / synthetic-set sizes that cannot fit before any training."""
+    c, (h, w) = ds.channels, ds.image_size
+    need = image_batch_bytes(args.synset_size if args.synset is not None else 0, c, h, w)
+    if hasattr(cfg, "ngf"):
+        need += generator_bytes(cfg.batch_size, cfg.nz, cfg.ngf, c, h, w)
+    elif hasattr(cfg, "batch_size"):
+        need += 3 * image_batch_bytes(cfg.batch_size, c, h, w)
+    check_memory(need, f"--method {args.method} at {h}x{w} pixels (batch size, generator width --ngf / --nz, --synset-size, --resize)",
+                 "lower them")
+
+
 def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
-    outputs = check_outputs({"--out": args.out, "--synset": args.synset, "--checkpoint": args.checkpoint},
+    ckpt_path = _checkpoint_path(args)
+    outputs = check_outputs({"--out": args.out, "--synset": args.synset, "--checkpoint": ckpt_path},
                             {"--teacher": args.teacher}, roots={"--root": args.root})  # fmt: skip
     if args.synset is not None and args.method not in ("dafl", "dfad", "zskt", "meta"):
         raise UserError("--synset needs a generator method (dafl, dfad, zskt or meta)")
     cfg = _config(args)
     ds = _dataset(args)
+    _check_memory(args, cfg, ds)
     teacher = load_model(args.teacher, dataset=ds, device=device)
     ckpt = None
-    if args.checkpoint:
+    if ckpt_path:
         sig = {"method": args.method, "config": repr(cfg), "seed": args.seed, "student": args.student, "dataset": ds.name,
                "data": ds.fingerprint, "transform": {"resize": args.resize}, "teacher": fingerprint_tensors(teacher.net.state_dict())}
-        ckpt = Checkpointer(args.checkpoint, args.checkpoint_every, sig)
+        interval = args.checkpoint_interval if args.checkpoint_interval is not None else None if args.checkpoint_every else DEFAULT_INTERVAL
+        ckpt = Checkpointer(ckpt_path, args.checkpoint_every, sig, interval=interval)
         ckpt.check()
     lock_outputs(outputs.values(), outputs)
     common = dict(device=device, seed=args.seed, progress=not args.no_progress, checkpoint=ckpt)
@@ -174,6 +199,8 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     out_model.meta = {"kind": "student", "method": args.method, "seed": args.seed, "teacher": str(args.teacher), **report}
     save_model(out_model, args.out, dataset=ds)
     report["student"] = args.out
+    if ckpt is not None and not (args.checkpoint or args.checkpoint_every or args.checkpoint_interval is not None):
+        Path(ckpt_path).unlink(missing_ok=True)  # the default safety checkpoint has served its purpose
     return report
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import time
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Callable, Protocol
@@ -140,12 +141,17 @@ def run_loop(
     checkpoint: Checkpointer | None = None,
     progress: bool = True,
     desc: str = "distill",
+    positive: tuple[str, ...] = (),
 ) -> list[float]:
     """Outer loop shared by the methods: ``zero_grad -> step(it) (computes loss, backward) -> optimiser.step``.
 
     ``tensors``/``optimisers``/``generators`` make up the whole loop state; with a ``checkpoint``
-    they are saved every ``checkpoint.every`` iterations and restored on start, so a resumed run is
-    bit-for-bit identical to an unbroken one. Returns the per-iteration losses.
+    they are saved when it is due (every ``checkpoint.every`` iterations / its time interval) and
+    restored on start, so a resumed run is bit-for-bit identical to an unbroken one. ``positive``
+    names tensors that must stay finite and > 0 (a learned learning rate): when an optimiser step
+    breaks that, every tensor is put back to its value before the step and the loop stops there
+    with one line on stderr, so the caller writes the last valid set. Returns the per-iteration
+    losses (of the completed iterations).
     """
     start, history = 0, []
     if checkpoint is not None and (loaded := checkpoint.load()) is not None:
@@ -168,8 +174,19 @@ def run_loop(
         loss = float(step(it))
         if not math.isfinite(loss):
             raise UserError(f"{desc}: loss became {loss} at iteration {it}; lower the learning rate")
+        before = {k: tensors[k].detach().clone() for k in tensors} if positive else {}
         for o in optimisers.values():
             o.step()
+        broken = [(k, tensors[k]) for k in positive if not bool(torch.all(torch.isfinite(tensors[k]) & (tensors[k] > 0)))]
+        if broken:
+            k, value = broken[0][0], broken[0][1].detach().flatten()[0].item()
+            with torch.no_grad():
+                for name, t in tensors.items():
+                    t.copy_(before[name])
+            print(f"{desc}: stopping at iteration {it}: its update would make {k} {value:.4g} (it must stay finite and > 0); "
+                  f"keeping the set and {k} of the {it} completed iterations (lower the learning rate that updates {k})",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            break
         history.append(loss)
         bar.set_postfix(loss=f"{loss:.4g}")
         if checkpoint is not None and (checkpoint.due(it + 1) or it + 1 == iterations):

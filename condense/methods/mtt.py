@@ -52,9 +52,10 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -320,6 +321,8 @@ def distill_mtt(
     with tempfile.TemporaryDirectory(prefix="condense-experts-") as tmp:
         buffer = _expert_buffer(dataset, config, model_kwargs, tmp, device, seed, progress)
         buffer.require_epochs(config.max_start_epoch - 1 + config.expert_epochs)
+        if isinstance(config, ASTConfig):
+            _warn_if_not_smooth(buffer)
         net = build_network(config.model, dataset, config.width).to(device).train()
         images, labels = _initial_images(dataset, ipc, config, buffer, net, gen, seed, device)
         images, labels = images.to(device).requires_grad_(True), labels.to(device)
@@ -362,12 +365,28 @@ def distill_mtt(
 
         history = run_loop(
             step, config.iterations, tensors={"images": images, "syn_lr": syn_lr}, optimisers={"images": opt_img, "lr": opt_lr},
-            generators={"gen": gen}, checkpoint=checkpoint, progress=progress, desc=type(config).__name__[:-6],
+            generators={"gen": gen}, checkpoint=checkpoint, progress=progress, desc=type(config).__name__[:-6], positive=("syn_lr",),
         )  # fmt: skip
     method = "ast" if isinstance(config, ASTConfig) else "mtt"
     extra = {**dsa_record(dsa, "ast" if method == "ast" else "dc"), "model": config.model, "model_kwargs": model_kwargs}
+    if len(history) < config.iterations:  # the learned lr left (0, inf): run_loop stopped and kept the last valid set
+        extra["stopped_early"] = f"after {len(history)} of {config.iterations} iterations: the learned lr left (0, inf)"
     return make_synset(method, images, labels, dataset, ipc=ipc, seed=seed, config=config, started=started,
                        lr=float(syn_lr.detach()), extra=extra, history=history)  # fmt: skip
+
+
+def _warn_if_not_smooth(buffer: ExpertBuffer) -> None:
+    """AST (Sec. 3.1) matches *smooth* experts: trained with its gradient penalty and clipped loss. Experts
+    whose files record neither (the MTT recipe) or no recipe at all make the run plain MTT with AST's
+    student tricks: say so on stderr."""
+    recipe = buffer.recipe
+    if recipe.get("grad_penalty") and recipe.get("clip_loss"):
+        return
+    how = ("record no training recipe" if not recipe else "were trained with the MTT recipe (non-smooth: no gradient penalty "
+           "and no clipped loss)" if recipe == asdict(RECIPES["mtt"]) else
+           f"were trained without AST's smoothing (grad_penalty {recipe.get('grad_penalty')}, clip_loss {recipe.get('clip_loss')})")  # fmt: skip
+    print(f"warning: --method ast: the experts in {buffer.directory} {how}; AST assumes smooth experts "
+          "(python -m condense experts --recipe ast)", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _expert_buffer(dataset: ImageDataset, config: MTTConfig, model_kwargs: dict[str, Any], tmp: str, device: torch.device,

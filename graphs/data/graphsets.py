@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
+from condense.safeio import check_values
 from condense.utils import UserError, make_generator
 
 __all__ = [
@@ -75,6 +76,9 @@ class GraphDataset:
         for attr, cards in (("x", self.node_cardinalities), ("edge_attr", self.edge_cardinalities)):
             if cards is not None:
                 _check_ids(self.name, attr, [getattr(g, attr) for g in self.graphs], cards)
+        for i, g in enumerate(self.graphs):  # float features / edge attributes: finite and not absurd
+            for attr in ("x", "edge_attr"):
+                check_values(getattr(g, attr, None), f"{self.name}: graph {i} {attr}")
         y = torch.tensor([int(g.y) for g in self.graphs], dtype=torch.long)
         bad = (y < 0) | (y >= self.num_classes)
         if bool(bad.any()):

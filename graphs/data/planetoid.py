@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
-from condense.safeio import check_root, safe_unpickle
+from condense.safeio import check_root, check_values, safe_unpickle
 from condense.utils import UserError
 
 __all__ = ["PLANETOID_NAMES", "RAW_SUFFIXES", "load_planetoid", "planetoid_available"]
@@ -133,6 +133,7 @@ def load_planetoid(name: str, root: str | Path, *, normalize_features: bool = Tr
         )
     raw = root / PLANETOID_NAMES[key] / "raw"
     data = _build(key, _read_raw(key, [raw / f"ind.{key}.{suffix}" for suffix in RAW_SUFFIXES]), raw)
+    check_values(data.x, f"dataset {key!r} node features ({raw})")
     if normalize_features:
         data.x = data.x / data.x.sum(dim=1, keepdim=True).clamp_min(1e-12)
     data.name = key
