@@ -69,11 +69,15 @@ from .utils import UserError, atomic_save, check_positive, make_generator, resol
 
 __all__ = [
     "Protocol", "PROTOCOLS", "get_protocol", "EvalResult", "Summary", "fit", "train_and_test", "accuracy", "evaluate_images",
-    "evaluate_synset", "soft_cross_entropy", "eval_dsa", "PRECISIONS",
+    "evaluate_synset", "soft_cross_entropy", "eval_dsa", "PRECISIONS", "PRECISION_HELP", "fit_batched", "train_and_test_batched", "finished_networks",
 ]  # fmt: skip
 
 #: ``precision`` choices: ``fp32`` (the networks' own dtype) or bf16 autocast for training and testing
 PRECISIONS = ("fp32", "bf16")
+#: what ``--precision`` does and costs (measured: experiments/results/bench_evaluate.md)
+PRECISION_HELP = ("fp32 (default) or bf16: bf16 autocast for training and testing, for CPUs with AVX-512-BF16/AMX and "
+                  "GPUs; trains one by one (autocast does not reach vmapped operations). Measured on a CPU without "
+                  "bf16 support: ~4x slower, final accuracies within noise of fp32 (bench_evaluate.md)")
 _UNOFFICIAL_MAX = "max-over-checkpoints % (not part of the protocol)"
 _STATE_FORMAT = "condense-evaluate-state/1"
 
@@ -485,7 +489,8 @@ def evaluate_images(
         settings = {"models": list(models), "model_kwargs": kwargs, "epochs": epochs, "lr": lr, "augment": repr(aug), "dc_aug": dc_aug,
                     "protocol": proto.name, "batch_size": batch_size, "test_every": every, "seed": seed, "precision": precision,
                     "batched": use_batched, "device": device.type, "data": fingerprint_tensors({"x": x, "y": y}),
-                    "dataset": [dataset.name, dataset.fingerprint, fingerprint_tensors({"x": dataset.test_x, "y": dataset.test_y})]}  # fmt: skip
+                    "dataset": [dataset.name, dataset.fingerprint, list(dataset.test_x.shape),  # rows as transformed:
+                                fingerprint_tensors({"x": dataset.test_x[:256], "y": dataset.test_y})]}  # fmt: skip
         kept = _EvalState(Path(state), settings)
     out: dict[str, Summary] = {}
     for name in models:
@@ -538,6 +543,14 @@ def _can_batch(name: str, net: nn.Module, x: torch.Tensor, device: torch.device,
     if problem is not None:
         print(f"{name}: cannot be batched ({problem}); training its networks one by one", file=sys.stderr)
     return problem is None
+
+
+def finished_networks(state: str | Path) -> int:
+    """How many networks' results the evaluation state file ``state`` keeps (0 if there is none)."""
+    path = Path(state)
+    if not path.exists():
+        return 0
+    return sum(len(res) for res in safe_load(path, expected_format=_STATE_FORMAT, what="evaluation state")["results"].values())
 
 
 class _EvalState:
