@@ -14,7 +14,7 @@ from condense.utils import UserError
 from graphs.data.graphsets import GraphDataset, random_split
 from graphs.data.motifs import make_motif_dataset
 from graphs.mirage.__main__ import main
-from graphs.mirage.distill import MirageConfig, byte_share, mirage_distill
+from graphs.mirage.distill import MirageConfig, mirage_distill
 from graphs.mirage.mining import TooManyItemsets, fp_growth
 from tests.graphs._generated import size_dataset, size_graph, write_tu
 
@@ -129,6 +129,8 @@ def test_cli_split_official_sanity_columns_and_byte_share_digits(tmp_path: Path,
         assert column in header
     rows = [line.split("|") for line in out.splitlines() if line.startswith(("| mirage", "| random"))]
     assert len(rows) == 2 and all(re.fullmatch(r" \d+ \(\d+/\d+\) ", r[3]) for r in rows)
+    from graphs.mirage.distill import byte_share
+
     assert [byte_share(f) for f in (0.000101, 0.0956, 1.31, 12.8)] == ["0.0101", "9.56", "131", "1280"]
 
 
