@@ -171,25 +171,52 @@ def fingerprint_tensors(tensors: Mapping[str, torch.Tensor]) -> str:
 CACHE_MARKER = "condense_raw.sha256"
 
 
+def _cache_files(processed: Path) -> dict[str, str]:
+    """``name -> sha256`` of every file a library cached in ``processed/`` (the marker itself excluded)."""
+    out = {}
+    for p in sorted(processed.iterdir()):
+        if p.is_file() and p.name != CACHE_MARKER and not p.name.startswith("."):
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(_MIB), b""):
+                    h.update(block)
+            out[p.name] = h.hexdigest()
+    return out
+
+
 def cache_is_stale(processed: Path, fingerprint: str) -> bool:
-    """True when ``processed/`` exists but was not built from raw files with this ``fingerprint``.
+    """True when ``processed/`` exists but is not exactly what :func:`mark_cache` recorded for raw files
+    with this ``fingerprint``.
 
     Loaders that let a library cache parsed data (PyG's ``processed/``) rebuild when this says so,
-    and call :func:`mark_cache` after a successful build; a cache without a marker counts as stale.
+    and call :func:`mark_cache` after a successful build. The marker holds the raw fingerprint and
+    the SHA-256 of every cached file, so a cache file that was truncated, replaced (e.g. by a
+    pickle that PyG would load with ``weights_only=False`` after its safe load fails) or added
+    behind a valid marker counts as stale and is rebuilt, never read; a cache without a marker
+    (or with a marker of the earlier one-line format) is stale too.
     """
     marker = processed / CACHE_MARKER
     if not processed.exists():
         return False
-    return not marker.is_file() or marker.read_text().strip() != fingerprint
+    try:
+        lines = marker.read_text().split("\n") if marker.is_file() else []
+        if not lines or lines[0].strip() != fingerprint:
+            return True
+        recorded = dict(reversed(line.split("  ", 1)) for line in lines[1:] if line.strip())
+        return not recorded or recorded != _cache_files(processed)
+    except (OSError, ValueError, UnicodeError):
+        return True
 
 
 def mark_cache(processed: Path, fingerprint: str) -> None:
-    """Record which raw files ``processed/`` was built from (best effort: a read-only root is fine)."""
+    """Record which raw files ``processed/`` was built from and the hash of every file in it (best
+    effort: a read-only root is fine)."""
     from .utils import atomic_write_text
 
     try:
-        atomic_write_text(fingerprint + "\n", processed / CACHE_MARKER)
-    except OSError:
+        files = _cache_files(processed)
+        atomic_write_text(fingerprint + "\n" + "".join(f"{h}  {n}\n" for n, h in files.items()), processed / CACHE_MARKER)
+    except (OSError, UserError):
         pass
 
 
