@@ -150,7 +150,10 @@ def load_ogb(name: str, root: str | os.PathLike, *, cache: bool = True) -> Graph
         raise UserError(f"OGB dataset {name!r} not found under root {str(root)!r}: expected {', '.join(missing)} in {base}")
     cache_path = base / "processed" / "condense_graphs.pt"
     fingerprint = fingerprint_files(expected[: len(_RAW)])
-    raw = safe_load(cache_path, expected_format=_CACHE_FORMAT, what="OGB cache") if cache_path.is_file() else None
+    try:  # a damaged, foreign or tampered cache (checksum) is rebuilt from the raw files, never trusted
+        raw = safe_load(cache_path, expected_format=_CACHE_FORMAT, what="OGB cache") if cache_path.is_file() else None
+    except UserError:
+        raw = None
     if raw is None or raw.get("raw_fingerprint") != fingerprint:  # absent, or stale with respect to the raw files
         raw = dict(_parse_raw(base), raw_fingerprint=fingerprint)
         if cache:
