@@ -5,6 +5,8 @@ teacher, a plain MLP trained on the labels only and GLNN (``--no-baselines`` ski
 measured inference speed-up of the MLP over the teacher. Example::
 
     python -m graphs.g2m --dataset cora --root DIR --teacher gcn --method ff-g2m --setting tran --out student.pt
+    python -m graphs.g2m --dataset ogbn-arxiv --root DIR --teacher sage --preset glnn --method glnn --mini-batch
+    python -m graphs.g2m --dataset files --root MY_GRAPH_DIR --teacher sage --method ff-g2m
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from condense.resources import check_memory, graph_bytes
 from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, atomic_save, package_versions, resolve_device, safe_load
 from graphs.data.node_splits import SETTINGS
-from graphs.g2m.pipeline import CSBM_DEFAULTS, inference_seconds, load_task, make_task_split, run
+from condense.safeio import parse_list
+from graphs.g2m.minibatch import MiniBatchConfig
+from graphs.g2m.pipeline import CSBM_DEFAULTS, NODE_DATASETS, inference_seconds, load_task, make_task_split, run
 from graphs.g2m.presets import PROTOCOLS, TEACHERS, Preset, get_preset
 from graphs.g2m.student import METHODS
 from graphs.models.node import MLP, build_node_model
@@ -119,13 +123,33 @@ def _config(args: argparse.Namespace) -> Preset:
     return replace(preset, **overrides)
 
 
+def _mini_batch(args: argparse.Namespace, preset: Preset) -> MiniBatchConfig | None:
+    """The mini-batch configuration with command-line overrides, or None for full batch."""
+    if not args.mini_batch:
+        if args.fan_out is not None or args.batch_size is not None:
+            raise UserError("--fan-out and --batch-size apply to --mini-batch training only")
+        return None
+    cfg = preset.mini_batch_config()
+    if args.fan_out is not None:
+        cfg = replace(cfg, fan_outs=tuple(parse_list("--fan-out", args.fan_out, int)), source="--fan-out")
+    if args.batch_size is not None:
+        cfg = replace(cfg, batch_size=args.batch_size, student_batch_size=args.batch_size, source=cfg.source + "; --batch-size")
+    return cfg.check(preset.teacher.num_layers)
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         device = resolve_device(args.device)
         preset = _config(args)
+        mini_batch = _mini_batch(args, preset)
+        budget = None if args.memory_budget is None else int(args.memory_budget * (1 << 30))
         csbm_kwargs = dict(num_nodes=args.nodes, num_features=args.features, avg_degree=args.degree, lam=args.csbm_lambda, mu=args.csbm_mu)
+        if args.dataset == "csbm":
+            check_memory(graph_bytes(args.nodes, args.features, args.degree, preset.teacher.hidden, preset.teacher.num_layers),
+                         f"a CSBM graph of {args.nodes} nodes x {args.features} features, degree {args.degree:g}",
+                         "lower --nodes, --features or --degree")  # fmt: skip
         saved_methods = METHODS if args.method == "all" else (args.method,)
         out = Path(args.out)
         teacher_out = Path(args.teacher_out) if args.teacher_out else out.with_name("teacher.pt")
@@ -134,15 +158,18 @@ def main(argv: list[str] | None = None) -> int:
                                  **{"--out" if len(saved_methods) == 1 else f"--out ({m})": p for m, p in student_outs.items()}},
                                 roots={"--root": args.root})  # fmt: skip
         lock_outputs(outputs.values(), outputs)
-        data, labelled = load_task(args.dataset, args.root, csbm_kwargs=csbm_kwargs)
+        data, labelled = load_task(args.dataset, args.root, csbm_kwargs=csbm_kwargs, split_seed=args.seed)
+        if getattr(data, "summary", None):
+            print(data.summary)
         split = make_task_split(data, labelled, args.setting, seed=args.seed, rate=args.split_rate, observed=args.observed or preset.observed)
         extra = () if args.no_baselines else tuple(m for m in BASELINES if m not in saved_methods)
         methods = tuple(m for m in METHODS if m in saved_methods + extra)  # the table's order
         start = time.perf_counter()
-        result = run(data, split, args.teacher, preset, methods, seed=args.seed, device=device, progress=not args.no_progress)
+        result = run(data, split, args.teacher, preset, methods, seed=args.seed, device=device, progress=not args.no_progress,
+                     mini_batch=mini_batch, memory_budget=budget)  # fmt: skip
         elapsed = time.perf_counter() - start
         student = result.students[saved_methods[-1]][0]
-        latency = {"teacher": inference_seconds(result.teacher_model, data), "mlp": inference_seconds(student, data)}
+        latency = None if mini_batch else {"teacher": inference_seconds(result.teacher_model, data), "mlp": inference_seconds(student, data)}
         meta = dict(dataset=args.dataset, setting=args.setting, seed=args.seed, preset=args.preset, versions=package_versions())
         atomic_save(
             dict(format=TEACHER_FORMAT, model=args.teacher, in_dim=data.num_features, out_dim=int(data.y.max()) + 1,
@@ -158,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             atomic_save(
                 dict(format=STUDENT_FORMAT, method=method, teacher=args.teacher, in_dim=data.num_features, out_dim=int(data.y.max()) + 1,
                      model_kwargs=preset.student.model_kwargs(), state_dict=student.cpu().state_dict(), scores=res.scores,
-                     lamb=preset.lamb, tau=preset.tau, **meta),
+                     lamb=preset.lamb, tau=preset.tau, class_names=result.serving["class_names"],
+                     feature_preprocessing=result.serving["feature_preprocessing"], teacher_checksum=result.serving["teacher_checksum"], **meta),
                 path,
             )
             saved.append(path)
@@ -169,9 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset={args.dataset} setting={args.setting} preset={args.preset} ({preset.source}) seed={args.seed} "
           f"lamb={preset.lamb} tau={preset.tau} time={elapsed:.1f}s  accuracy (%) at best validation:")
     print(format_table(rows))
-    print(f"inference, all {data.num_nodes} nodes in one batch (median of 5, {device}): teacher {args.teacher.upper()} "
-          f"{1000 * latency['teacher']:.2f} ms, MLP student {1000 * latency['mlp']:.2f} ms -> the MLP is "
-          f"{latency['teacher'] / latency['mlp']:.1f}x faster (it needs no graph: single-node serving skips the neighbourhood fetch too)")
+    print(result.serving["training"])
+    if latency is None:
+        print("inference: the full-graph latency comparison is skipped in --mini-batch mode (the teacher needs layer-wise inference)")
+    else:
+        print(f"inference, all {data.num_nodes} nodes in one batch (median of 5, {device}): teacher {args.teacher.upper()} "
+              f"{1000 * latency['teacher']:.2f} ms, MLP student {1000 * latency['mlp']:.2f} ms -> the MLP is "
+              f"{latency['teacher'] / latency['mlp']:.1f}x faster (it needs no graph: single-node serving skips the neighbourhood fetch too)")
     print(f"saved teacher -> {teacher_out}")
     for path in saved:
         print(f"saved student -> {path}")

@@ -207,12 +207,21 @@ def train_teacher_mini_batch(
             total, count = total + loss.item() * len(seeds), count + len(seeds)
         return total / max(count, 1)
 
+    best: dict = {}
+
     def val() -> float:
-        return accuracy(layerwise_inference(model, view.x, csr, config.eval_batch_size, device)[view.val], y[view.val])
+        start = time.perf_counter()
+        logits = layerwise_inference(model, view.x, csr, config.eval_batch_size, device)
+        if log:
+            log(f"teacher layer-wise inference: {time.perf_counter() - start:.1f}s")
+        score = accuracy(logits[view.val], y[view.val])
+        if score >= best.get("val", -float("inf")):  # the epoch _fit_epochs keeps: its logits are the soft labels
+            best.update(val=score, logits=logits)
+        return score
 
     timing = _Timer(log, "teacher")
     fitted = _fit_epochs(model, timing.wrap(epoch), val, max_epochs=max_epochs, patience=patience, progress=progress, desc="teacher (mini-batch)")
-    obs_logits = layerwise_inference(model, view.x, csr, config.eval_batch_size, device)
+    obs_logits = best.pop("logits")
     ind_logits = None
     if split.inductive:
         full = CSR.from_edge_index(data.edge_index, data.num_nodes)

@@ -32,18 +32,33 @@ public, CSBM), ``--observed split`` gives what GLNN's index code would do induct
 transductive ``idx_t`` would also drop them; not offered).
 
 ``csbm`` has no official configuration; its preset is ours, fixed a priori (not tuned): 2 x 128,
-dropout 0.5 for both, lambda 0.2, tau 1.5.
+dropout 0.5 for both, lambda 0.2, tau 1.5. A user graph (``files``) gets the same.
+
+GLNN's CPF files (``cpf-cora`` ... ``cpf-a-photo``, ``protocol="glnn"``): the teacher blocks above and
+each dataset's ``MLP`` block; FF-G2M's presets exist for the three citation graphs only.
+
+``ogbn-arxiv`` / ``ogbn-products`` (``protocol="glnn"`` only): the SAGE teacher block of
+``train.conf.yaml`` (arxiv: 3 x 256, dropout 0.2, lr 0.01, weight decay 0, batch norm, fan-out
+5,10,15; products: the same with dropout 0.5, lr 0.003, batch 4096), epochs/patience from
+``experiments/sage_arxiv.sh`` (200/50) and ``sage_products.sh`` (40/10); the teacher batch size of
+arxiv is ``train_teacher.py``'s default 512. Students: the ``MLP3w4`` (arxiv: 3 x 1024, dropout 0.5)
+and ``MLP3w8`` (products: 3 x 2048, dropout 0.2, batch 4096) blocks that ``experiments/glnn_arxiv.sh``
+/ ``glnn_products.sh`` name, with their 200/50 and 200/30 epochs/patience; lr 0.01, weight decay 0,
+batch norm. GLNN publishes only SAGE for OGB: GCN and GAT teachers reuse its block (ours). The
+student's neighbours per node for LFD/HFD in mini-batches (5) are ours.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from condense.utils import UserError
+from graphs.g2m.minibatch import MiniBatchConfig
 
 __all__ = ["PROTOCOLS", "DATASETS", "TEACHERS", "ModelConfig", "Preset", "get_preset"]
 
 PROTOCOLS = ("ff-g2m", "glnn")
-DATASETS = ("cora", "citeseer", "pubmed", "csbm")
+DATASETS = ("cora", "citeseer", "pubmed", "csbm", "files", "ogbn-arxiv", "ogbn-products",
+            "cpf-cora", "cpf-citeseer", "cpf-pubmed", "cpf-a-computer", "cpf-a-photo")
 TEACHERS = ("gcn", "sage", "gat")
 
 
@@ -79,6 +94,12 @@ class Preset:
     tau: float
     source: str
     observed: str = "all"  # inductive observed graph: "all" non-held-out nodes or the "split" nodes only
+    #: sampling and batch sizes used with ``--mini-batch`` (None: GLNN's code defaults, fan-out 5 per layer, batch 512)
+    mini_batch: MiniBatchConfig | None = None
+
+    def mini_batch_config(self) -> MiniBatchConfig:
+        """The preset's :class:`MiniBatchConfig`, or GLNN's code defaults for the teacher's depth."""
+        return self.mini_batch or MiniBatchConfig(fan_outs=(5,) * self.teacher.num_layers)
 
 
 # dataset -> teacher -> (num_layers, hidden_dim, dropout_t [MLP], dropout_s [GNN], tau, lamb, learning_rate [student])
@@ -98,9 +119,28 @@ _GLNN_STUDENT = {
     "cora": ModelConfig(2, 128, 0.6, lr=0.01, weight_decay=0.005, max_epochs=200),
     "citeseer": ModelConfig(2, 128, 0.1, lr=0.01, weight_decay=0.001, max_epochs=200),
     "pubmed": ModelConfig(2, 128, 0.4, lr=0.005, weight_decay=0.0, max_epochs=200),
+    "a-computer": ModelConfig(2, 128, 0.3, lr=0.001, weight_decay=0.002, max_epochs=200),
+    "a-photo": ModelConfig(2, 128, 0.3, lr=0.005, weight_decay=0.002, max_epochs=200),
+}
+
+# GLNN train.conf.yaml ogbn blocks (SAGE teacher, MLP3w4 / MLP3w8 students) and experiments/*.sh epochs.
+_OGBN = {
+    "ogbn-arxiv": Preset(
+        ModelConfig(3, 256, 0.2, lr=0.01, weight_decay=0.0, max_epochs=200, patience=50, norm="batch", num_heads=8),
+        ModelConfig(3, 1024, 0.5, lr=0.01, weight_decay=0.0, max_epochs=200, patience=50, norm="batch"),
+        lamb=0.0, tau=1.0, source="GLNN train.conf.yaml (SAGE, MLP3w4), experiments/sage_arxiv.sh, glnn_arxiv.sh",
+        mini_batch=MiniBatchConfig((5, 10, 15), 512, 512, 5, source="GLNN train.conf.yaml fan_out, train_teacher.py batch_size default"),
+    ),
+    "ogbn-products": Preset(
+        ModelConfig(3, 256, 0.5, lr=0.003, weight_decay=0.0, max_epochs=40, patience=10, norm="batch", num_heads=8),
+        ModelConfig(3, 2048, 0.2, lr=0.01, weight_decay=0.0, max_epochs=200, patience=30, norm="batch"),
+        lamb=0.0, tau=1.0, source="GLNN train.conf.yaml (SAGE, MLP3w8), experiments/sage_products.sh, glnn_products.sh",
+        mini_batch=MiniBatchConfig((5, 10, 15), 4096, 4096, 5, source="GLNN train.conf.yaml fan_out and batch_size"),
+    ),
 }
 
 _CSBM = Preset(ModelConfig(2, 128, 0.5), ModelConfig(2, 128, 0.5), lamb=0.2, tau=1.5, source="ours (CSBM has no official config)")
+_FILES = Preset(ModelConfig(2, 128, 0.5), ModelConfig(2, 128, 0.5), lamb=0.2, tau=1.5, source="ours (a user graph has no official config)")
 
 
 def get_preset(dataset: str, teacher: str, protocol: str = "ff-g2m") -> Preset:
@@ -114,8 +154,18 @@ def get_preset(dataset: str, teacher: str, protocol: str = "ff-g2m") -> Preset:
         raise UserError(f"unknown preset protocol {protocol!r} (expected one of {', '.join(PROTOCOLS)})")
     if dataset == "csbm":
         return _CSBM
+    if dataset == "files":
+        return _FILES
+    if dataset in _OGBN:
+        if protocol != "glnn":
+            raise UserError(f"FF-G2M publishes no configuration for {dataset}: use --preset glnn")
+        base = _OGBN[dataset]
+        return base if teacher == "sage" else replace(base, source=base.source + f"; {teacher.upper()} reuses the SAGE block (ours)")
+    dataset = dataset.removeprefix("cpf-")
     if protocol == "glnn":
         return Preset(_GLNN_TEACHER[teacher], _GLNN_STUDENT[dataset], lamb=0.0, tau=1.0, source="GLNN train.conf.yaml")
+    if dataset not in _FFG2M:
+        raise UserError(f"FF-G2M publishes no configuration for {dataset}: use --preset glnn")
     layers, hidden, drop_mlp, drop_gnn, tau, lamb, lr = _FFG2M[dataset][teacher]
     return Preset(
         teacher=ModelConfig(layers, hidden, drop_gnn),
