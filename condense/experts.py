@@ -321,10 +321,10 @@ def evaluate_distributed(x: torch.Tensor, y: torch.Tensor, dataset: ImageDataset
         return local
     gathered: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(gathered, {m: (s.accs, s.max_accs, s.seconds) for m, s in local.items()})
-    return {
-        m: Summary(model=m, accs=[a for g in gathered for a in g[m][0]], max_accs=[a for g in gathered for a in g[m][1]],
+    return {  # protocol, augmentation, test passes and engine as this rank's
+        m: replace(s, accs=[a for g in gathered for a in g[m][0]], max_accs=[a for g in gathered for a in g[m][1]],
                    seconds=max(g[m][2] for g in gathered))  # fmt: skip
-        for m in local
+        for m, s in local.items()
     }
 
 
