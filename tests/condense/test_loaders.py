@@ -146,11 +146,12 @@ def test_streamed_zca_equals_in_memory_fit(tmp_path):
     assert torch.allclose(mm.train_x[:100], mem.train_x[:100], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_dm_on_memmap_equals_in_memory_bit_for_bit(tmp_path):
     from condense.methods import get_method
 
     spec = get_method("dm")
-    cfg = spec.config_cls(iterations=3, batch_real=16, width=16)
+    cfg = spec.config_cls(iterations=2, batch_real=8, width=8)
     runs = [spec.distill(load_dataset("digits", storage=s, cache_dir=tmp_path), 2, cfg, seed=0, progress=False)
             for s in ("memory", "memmap")]  # fmt: skip
     assert torch.equal(runs[0].images, runs[1].images)
