@@ -69,11 +69,13 @@ class Checkpointer:
     holds a checkpoint of the same run (it is replaced at the first save); ``resume_hint`` is what
     the interrupt message tells the user to do when the command line is unknown, ``resume_args``
     the flags to append to the command line to resume (``("--resume",)``; none where a rerun resumes).
+    ``protect`` (with ``resume=False``): a checkpoint of this very run at ``path`` - the progress of an
+    interrupted run - is not silently replaced; :meth:`check` asks for ``--resume`` or ``--overwrite``.
     """
 
     def __init__(self, path: str | Path, every: int | None = 100, signature: dict[str, Any] | None = None, *,
                  resume: bool = True, resume_hint: str = "rerun the same command to resume", interval: float | None = None,
-                 resume_args: Sequence[str] = ()) -> None:  # fmt: skip
+                 resume_args: Sequence[str] = (), protect: bool = False) -> None:  # fmt: skip
         if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise UserError(f"checkpoint interval must be an integer >= 1, got {every!r}")
         if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0
@@ -84,6 +86,7 @@ class Checkpointer:
         self.path, self.every, self.signature = Path(path), every, dict(signature or {})
         self.interval = None if interval is None else float(interval)
         self.resume, self.resume_hint, self.resume_args = bool(resume), resume_hint, tuple(resume_args)
+        self.protect = bool(protect)  # check(): refuse to start afresh over a checkpoint of this very run
         self.iteration: int | None = None  # the iteration running now (updated by due())
         self.saved: int | None = None  # the iteration of the last checkpoint written or loaded
         self.looping = False  # a loop has started (load() or due() was called)
@@ -148,6 +151,9 @@ class Checkpointer:
             msg = str(exc)
             raise UserError(msg if "refusing" in msg else f"{msg}; refusing to overwrite it - point --checkpoint elsewhere") from None
         self._require_same_run(obj, "" if self.resume else " (pass the same settings with --resume to continue it, or point --checkpoint elsewhere)")
+        if self.protect and not self.resume:
+            raise UserError(f"{self.path} holds this run's checkpoint at iteration {obj.get('iteration')} (an interrupted run?): "
+                            "add --resume to continue it, or --overwrite to start over")  # fmt: skip
 
     def load(self) -> tuple[int, dict[str, Any]] | None:
         """``(iteration, state)`` of the last checkpoint, or ``None`` when there is none yet (or ``resume=False``)."""

@@ -156,3 +156,15 @@ def test_ast_warns_on_experts_trained_with_the_mtt_recipe(tmp_path, capsys):
     assert condense_main(argv) == 0
     err = capsys.readouterr().err
     assert "warning: --method ast: the experts in" in err and "without AST's smoothing" in err
+
+
+def test_a_rerun_does_not_discard_an_interrupted_runs_checkpoint(tmp_path, capsys):
+    argv = _distill(tmp_path, "--checkpoint-every", "1")
+    assert condense_main(argv) == 0
+    (tmp_path / "o.pt").unlink()  # as after an interrupt: a checkpoint, no result
+    before = (tmp_path / "o.pt.ckpt").read_bytes()
+    capsys.readouterr()
+    assert condense_main(argv) == 2
+    assert "holds this run's checkpoint at iteration 3 (an interrupted run?): add --resume" in capsys.readouterr().err
+    assert (tmp_path / "o.pt.ckpt").read_bytes() == before
+    assert condense_main([*argv, "--overwrite"]) == 0  # starting over is a choice
