@@ -49,7 +49,7 @@ def _transform(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace) -> ImageDataset:
-    return load_from_args(args)
+    return check_image_dataset(load_from_args(args), test=False)  # distilling needs no test split
 
 
 def _summary_cells(s: Summary) -> list[str]:
@@ -60,22 +60,54 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _explicit_checkpointing(args: argparse.Namespace) -> bool:
+    return bool(args.checkpoint_every or args.checkpoint or args.resume or args.checkpoint_interval is not None)
+
+
+def _checkpoint_path(args: argparse.Namespace, out: Path) -> Path | None:
+    """``--checkpoint`` or ``OUT.ckpt``; ``None`` with ``--no-checkpoint`` (refused beside the other checkpoint flags)."""
+    if args.no_checkpoint:
+        if _explicit_checkpointing(args):
+            raise UserError("--no-checkpoint contradicts --checkpoint / --checkpoint-every / --checkpoint-interval / --resume")
+        return None
+    return Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")
+
+
+def _check_size(dataset: ImageDataset, ipc: int, allow: bool) -> str:
+    """A "distilled" set at or above the training set's size is refused unless ``allow``; returns the label to record."""
+    check_ipc(dataset, ipc)  # an ipc beyond the smallest class is refused first, with its own message
+    n_syn, n_train = ipc * dataset.num_classes, len(dataset.train_y)
+    if n_syn < n_train:
+        return ""
+    label = f"full-size set: {n_syn} images, at or above the {n_train} training images of {dataset.name}"
+    if not allow:
+        raise UserError(f"--ipc {ipc} asks for {n_syn} images, at or above the {n_train} training images of {dataset.name}: "
+                        "that is not a condensed set (pass --allow-full-size to run it anyway; every output is then labelled)")  # fmt: skip
+    return label
+
+
 # ------------------------------------------------------------------------------------------ commands
 def cmd_distill(args: argparse.Namespace) -> int:
     spec = get_method(args.method)
     ctx, device = launch_context(resolve_device(args.device))  # under torchrun: this rank's device, the joined group
     config = config_from_args(spec.config_cls, args)
     out = Path(args.out)
-    path = (Path(args.checkpoint) if args.checkpoint else out.with_name(out.name + ".ckpt")) if args.checkpoint_every or args.resume else None
+    path = _checkpoint_path(args, out)
     outputs = check_outputs({"--out": out, "--png": args.png, "--checkpoint": path}, roots={"--root": args.root})
     if args.resume and not path.exists():
         raise UserError(f"--resume given but no checkpoint at {path}")
     dataset = _load(args)
+    full_size = _check_size(dataset, args.ipc, args.allow_full_size)
+    check_memory(distill_bytes(dataset.num_classes, dataset.channels, dataset.image_size, args.ipc, config),
+                 f"distilling {args.ipc} images per class x {dataset.num_classes} classes at {'x'.join(map(str, dataset.image_size))} "
+                 f"pixels (--ipc, --resize, widths and batch sizes)", "lower --ipc, --resize, --width or the batch sizes")  # fmt: skip
     ckpt = None
     if path is not None:
         sig = {"method": args.method, "dataset": dataset.name, "ipc": args.ipc, "seed": args.seed, "config": dataclasses.asdict(config),
                "data": dataset.fingerprint, "transform": _transform(args)}  # fmt: skip
-        ckpt = Checkpointer(path, args.checkpoint_every or 100, signature=sig, resume=args.resume, resume_hint="rerun with --resume")
+        interval = args.checkpoint_interval if args.checkpoint_interval is not None else None if args.checkpoint_every else DEFAULT_INTERVAL
+        ckpt = Checkpointer(path, args.checkpoint_every or None, signature=sig, resume=args.resume, resume_hint="rerun with --resume",
+                            interval=interval, resume_args=("--resume",), protect=not getattr(args, "overwrite", False))  # fmt: skip
         ckpt.check()
     if ctx.is_main:  # the ranks of one run share the outputs; rank 0 writes them
         lock_outputs(outputs.values(), outputs)
@@ -87,10 +119,16 @@ def cmd_distill(args: argparse.Namespace) -> int:
         return 0
     if getattr(config, "preset", ""):
         _log(f"effective config (preset {config.preset}, explicit flags kept): {synset.meta.get('config')}")
+    if full_size:
+        synset.meta["full_size"] = full_size
+        _log(f"note: {full_size}")
     synset.save(out)
-    _log(f"wrote {out} ({len(synset)} images, method {args.method}) in {time.perf_counter() - start:.1f}s")
+    _log(f"wrote {out} ({len(synset)} images, method {args.method}{', FULL-SIZE: not a condensed set' if full_size else ''}) "
+         f"in {time.perf_counter() - start:.1f}s")  # fmt: skip
+    if ckpt is not None and not _explicit_checkpointing(args):
+        path.unlink(missing_ok=True)  # the default safety checkpoint has served its purpose
     if args.png:
-        synset.to_png(args.png)
+        synset.to_png(args.png)  # a full-size set's grid is titled as such (SyntheticSet.to_png)
         _log(f"wrote {args.png}")
     return 0
 
@@ -100,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     synset = SyntheticSet.load(args.file)
     device = resolve_device(args.device)
     meta_ds = synset.meta.get("dataset", {})
-    dataset = load_recorded(meta_ds, args)  # the loader, root and options the set records; flags override
+    dataset = check_image_dataset(load_recorded(meta_ds, args))  # the loader, root and options the set records; flags override
     protocol = get_protocol(args.protocol or synset.protocol)
     dsa: bool | DSA | None = args.dsa
     if args.dc_aug and (args.dsa or args.dsa_strategy is not None):
@@ -137,6 +175,7 @@ def _meta_rows(path: str, synset: SyntheticSet) -> list[list[str]]:
         ["loss history", f"{len(history)} iterations, first {history[0]:.4g}, last {history[-1]:.4g}" if history else "not stored"],
         ["config", ", ".join(f"{k}={v}" for k, v in config.items()) or "-"],
         ["network", _network(str(config.get("model", "-")), tuple(synset.images.shape[-2:]))],
+        *([["FULL SIZE", f"{m['full_size']} (not a condensed set)"]] if m.get("full_size") else []),
         ["versions", ", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()) or "-"],
     ]  # fmt: skip
     return [[k, str(v)] for k, v in rows]
@@ -247,6 +286,8 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--no-checkpoint", action="store_true", help="no checkpoints (Ctrl-C then loses the run)")
     d.add_argument("--checkpoint", default=None, help="checkpoint path (default: OUT.ckpt)", **output_flag(resumable=True))
     d.add_argument("--resume", action="store_true", help="continue from the checkpoint (bit-for-bit)")
+    d.add_argument("--allow-full-size", action="store_true",
+                   help="allow a set at or above the training set's size (refused otherwise; the output is labelled)")
     _dataset_flags(d)
     _common(d)
     if method in METHODS:
