@@ -16,7 +16,7 @@ public masks in ``src/dataloader.py``) observes ``idx_train + idx_val + idx_test
 is never passed to the model), student MLP 2 x 128 with the per-dataset ``MLP`` block, lambda 0 (the
 ``--lamb`` default), student <= 200 epochs (``experiments/glnn_cpf.sh``), patience 50. GLNN trains
 SAGE with neighbour sampling (fan-out 5,5, batch 512) and the student in mini-batches of 512; here
-both are full batch. GLNN has no temperature; ``tau`` = 1 is only used by the LFD/HFD variants.
+both are full batch unless ``--mini-batch`` (:meth:`Preset.mini_batch_config`). GLNN has no temperature; ``tau`` = 1 is only used by the LFD/HFD variants.
 Which nodes carry the teacher's soft labels (``observed="all"``): the GLNN paper (Section 4, eq. 2)
 distils on every node, :math:`V = V^L \cup V^U` (transductive) and every observed node
 :math:`V^L \cup V^U_{obs}` (inductive). Its code (``train_student.py``) distils on ``idx_t =
