@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from .distributed import launch_context, rank_failure_guard
 from .data import ImageDataset, load_dataset
 from .flags import add_config_flags, add_dataset_flags, config_from_args, load_from_args, load_recorded
 from .augment import DSA, make_dsa
-from .evaluate import PROTOCOLS, Summary, evaluate_images, evaluate_synset, get_protocol
+from .evaluate import PRECISION_HELP, PRECISIONS, PROTOCOLS, Summary, evaluate_images, evaluate_synset, finished_networks, get_protocol
 from .experts import add_experts_parser, cmd_experts
 from .methods import METHODS, get_method
 from .nets import convnet_depth
@@ -38,11 +40,11 @@ DEMO_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# ------------------------------------------------------------------------------------------ helpers
 #: config fields that name a path, declared for the output guard (:func:`condense.safeio.input_flag`)
 CONFIG_PATHS: dict[str, dict[str, Any]] = {"experts": input_flag(directory=True)}
 
 
+# ------------------------------------------------------------------------------------------ helpers
 def _transform(args: argparse.Namespace) -> dict[str, Any]:
     """The dataset transform flags, for resume signatures (whatever ZCA does internally)."""
     return {"resize": args.resize, "zca": bool(args.zca), "zca_eps": args.zca_eps if args.zca else None}
@@ -145,17 +147,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError("--dc-aug is DC's protocol without DSA (DSA replaces it): drop --dsa / --dsa-strategy")
     if args.dsa_strategy is not None:
         dsa = make_dsa(args.dsa_strategy, dataset.name, align_corners=protocol.align_corners) if args.dsa is not False else False
+    state = Path(args.state) if args.state else _evaluate_state(args.file)
+    check_outputs({"--state": state})
     start = time.perf_counter()
-    res = evaluate_synset(
-        synset, dataset, models=models, num_evals=args.num_evals, epochs=args.epochs, dsa=dsa, dc_aug=args.dc_aug,
-        protocol=protocol, device=device, seed=args.seed, progress=not args.no_progress,
-    )  # fmt: skip
-    rows = [[m, *_summary_cells(s)] for m, s in res.items()]
-    print(markdown_table(["model", "final acc % (mean ± std)", protocol.max_label], rows))
+    try:
+        res = evaluate_synset(
+            synset, dataset, models=models, num_evals=args.num_evals, epochs=args.epochs, dsa=dsa, dc_aug=args.dc_aug,
+            protocol=protocol, device=device, seed=args.seed, progress=not args.no_progress, test_every=args.test_every,
+            batched=args.batched, precision=args.precision, state=state,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        done = finished_networks(state)
+        _log(f"evaluation interrupted; {done} finished network(s) kept in {state}: rerun the same command to resume them"
+             if done else "evaluation interrupted before any network finished (nothing kept)")  # fmt: skip
+        return 130
+    state.unlink(missing_ok=True)  # complete: nothing left to resume
+    maxed = [s for s in res.values() if s.test_every]
+    header = ["model", "final acc % (mean ± std)"] + ([maxed[0].max_label] if maxed else [])
+    print(markdown_table(header, [[m, *_summary_cells(s)[: len(header) - 1]] for m, s in res.items()]))
+    if synset.meta.get("full_size"):
+        print(f"note: {synset.meta['full_size']} (not a condensed set)")
     used = "; ".join(f"{m}: {s.augment}" for m, s in res.items())
     _log(f"evaluated {args.file} ({len(synset)} images, {args.num_evals} nets per model, protocol {protocol.name} "
          f"[{protocol.source}], augmentation {used}) in {time.perf_counter() - start:.1f}s")  # fmt: skip
     return 0
+
+
+def _evaluate_state(file: str) -> Path:
+    """Default ``--state`` of ``evaluate``: a file in the user's cache named after the set's absolute path."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "condense" / "evaluate"
+    key = hashlib.sha256(os.fsencode(Path(file).resolve())).hexdigest()[:16]  # bytes: any file name
+    return cache / f"{Path(file).stem}-{key}.pt"
 
 
 def _meta_rows(path: str, synset: SyntheticSet) -> list[list[str]]:
@@ -307,6 +329,16 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--dc-aug", action="store_true",
                    help="DC's own augmentation instead of DSA, where DC's code applies it (MNIST: crop/scale/rotate; "
                         "BatchNorm ConvNet: crop/noise; otherwise none)")
+    e.add_argument("--test-every", type=int, default=None, metavar="K",
+                   help="also test every K passes and report the maximum over those tests in a labelled column (not part "
+                        "of the dc/datadam protocols; default: the protocol's own tests: dc/datadam after the last pass, ast every 20)")
+    e.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
+                   help="train each architecture's networks together as one vmapped model, equal to one by one up to float "
+                        "rounding (default: on CUDA; on CPU one by one, which measured faster: experiments/results/bench_evaluate.md)")
+    e.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
+    e.add_argument("--state", default=None, help="file keeping each finished network's result, so that a rerun of the same "
+                   "command resumes (default: a file under ~/.cache/condense/evaluate; removed when complete)",
+                   **output_flag(resumable=True))
     _dataset_flags(e, required=False)
     _common(e)
 
