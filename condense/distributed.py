@@ -16,8 +16,8 @@ Sharding patterns the methods use:
   into a replicated one (backward: identity), as Megatron-LM's ``f``/``g`` operators (Shoeybi et al.
   2019, Sec. 3). Every rank follows the same trajectory and back-propagates its own share only.
 * **cross-rank BatchNorm** (:func:`cross_rank_batchnorm`): batch statistics over every rank's
-  images, differentiable (``torch.distributed.nn`` all-reduce of the sums), as one process computes
-  them over all classes at once.
+  images, differentiable (all-reduced sums whose backward all-reduces the gradients), as one process
+  computes them over all classes at once.
 
 :func:`check_agreement` compares a hash of the run's settings across ranks before any work;
 :func:`rank_failure_guard` turns a peer's death (a failed collective) into one line.
@@ -31,6 +31,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -313,8 +314,14 @@ def rank_failure_guard(ctx: DistContext) -> Iterator[None]:
             raise
         dead = _dead_peers(ctx)
         who = f"rank {', '.join(map(str, dead))}" if dead else "another rank"
-        raise UserError(f"rank {ctx.rank}: {who} stopped during the run ({str(exc).splitlines()[0][:160]}); "
-                        "stopping too, nothing written") from None  # fmt: skip
+        raise UserError(f"rank {ctx.rank}: {who} stopped during the run ({_reason(exc)}); stopping too, nothing written") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The backend's words without its source location: ``[.../pair.cc:537] Read error ...: Connection reset by peer.`` -> the last."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)
+    return text.split(". ")[0].split(": ")[-1][:120]
 
 
 def _is_collective_failure(exc: BaseException) -> bool:

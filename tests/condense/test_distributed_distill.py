@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 import torch
 
-from condense.checkpoint import Checkpointer
 from condense.data import load_dataset
-from condense.distributed import DistContext, replicate, sum_shards
+from condense.distributed import DistContext, require_shares
 from condense.methods import get_method
 from condense.methods.mtt import ASTConfig, MTTConfig
 from condense.utils import UserError
@@ -47,6 +46,11 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
     "ast_truncated": ("ast", {**TM, "unroll_mode": "truncated", "truncate": 3, "init": "real"}, False),
 }
 IPC = 2
+# refusals, run in the same spawned job: name -> (method, config kwargs per rank, expected message)
+REFUSALS: dict[str, tuple[str, Any, str]] = {
+    "refuse_batch": ("mtt", lambda rank: {**TM, "batch_syn": 1}, "2 ranks but only 1 synthetic images per student step"),
+    "refuse_flags": ("dm", lambda rank: {**SMALL, "iterations": 2 + rank}, "different settings (rank 1 differs from rank 0)"),
+}
 
 
 def _dataset():
@@ -55,10 +59,10 @@ def _dataset():
     return ds
 
 
-def _run(name: str, ds, **kwargs: Any) -> dict[str, Any]:
-    method, cfg, _ = CASES[name]
+def _run(name: str, ds, rank: int = 0) -> dict[str, Any]:
+    method, cfg = CASES[name][:2] if name in CASES else (REFUSALS[name][0], REFUSALS[name][1](rank))
     spec = get_method(method)
-    s = spec.distill(ds, IPC, spec.config_cls(**cfg), device="cpu", seed=3, progress=False, **kwargs)
+    s = spec.distill(ds, IPC, spec.config_cls(**cfg), device="cpu", seed=3, progress=False)
     return {"images": s.images, "lr": s.lr, "history": s.meta["loss_history"]}
 
 
@@ -76,34 +80,35 @@ def _worker(rank: int, world: int, port: int, out: str, names: list[str]) -> Non
     results = {}
     for name in names:
         try:
-            results[name] = _run(name, ds)
+            results[name] = _run(name, ds, rank)
         except UserError as exc:
             results[name] = {"error": str(exc)}
-    if rank == 0:
-        torch.save(results, out)
+    torch.save(results, f"{out}.{rank}")
 
 
-def _spawn(world: int, names: list[str], tmp: Path) -> dict[str, Any]:
+def _spawn(world: int, names: list[str], tmp: Path) -> list[dict[str, Any]]:
     out = tmp / f"dist_{world}.pt"
     torch.multiprocessing.spawn(_worker, args=(world, _free_port(), str(out), names), nprocs=world, join=True)
-    return torch.load(out, weights_only=False)
+    return [torch.load(f"{out}.{r}", weights_only=False) for r in range(world)]
 
 
 @pytest.fixture(scope="module")
-def two_rank(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return _spawn(2, list(CASES), tmp_path_factory.mktemp("dist"))
+def two_rank(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """Every rank's results of one spawned 2-rank job (all cases, then the refusals)."""
+    return _spawn(2, [*CASES, *REFUSALS], tmp_path_factory.mktemp("dist"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
-def test_two_ranks_equal_one_process(two_rank: dict[str, Any], name: str) -> None:
+def test_two_ranks_equal_one_process(two_rank: list[dict[str, Any]], name: str) -> None:
     torch.set_default_dtype(torch.float64)
     try:
         ref = _run(name, _dataset())
     finally:
         torch.set_default_dtype(torch.float32)
-    got = two_rank[name]
+    got = two_rank[0][name]
     assert "error" not in got, got
+    assert torch.equal(two_rank[1][name]["images"], got["images"])  # every rank ends with the same set
     assert len(got["history"]) == len(ref["history"]) == CASES[name][1]["iterations"] * CASES[name][1].get("outer_loop", 1)
     if CASES[name][2]:
         assert torch.equal(got["images"], ref["images"])
@@ -113,6 +118,19 @@ def test_two_ranks_equal_one_process(two_rank: dict[str, Any], name: str) -> Non
         torch.testing.assert_close(torch.tensor(got["history"]), torch.tensor(ref["history"]), rtol=RTOL, atol=0)
     if ref["lr"] is not None:
         assert got["lr"] == pytest.approx(ref["lr"], rel=RTOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(REFUSALS))
+def test_refusals_reach_every_rank(two_rank: list[dict[str, Any]], name: str) -> None:
+    for rank_results in two_rank:
+        assert REFUSALS[name][2] in rank_results[name].get("error", ""), rank_results[name]
+
+
+def test_more_ranks_than_units_refused() -> None:
+    with pytest.raises(UserError, match="11 ranks but only 10 classes"):
+        require_shares(DistContext(3, 11), 10, "classes")
+    require_shares(DistContext(0, 10), 10, "classes")
 
 
 def test_block_split_and_single_process_helpers() -> None:
@@ -125,7 +143,7 @@ def test_block_split_and_single_process_helpers() -> None:
 
 
 # ----------------------------------------------------------------------------- the CLI under a 2-rank launch
-DM_ARGS = ["--method", "dm", "--dataset", "digits", "--ipc", "2", "--iterations", "300", "--batch-real", "32", "--width", "16",
+DM_ARGS = ["--method", "dm", "--dataset", "digits", "--ipc", "2", "--iterations", "150", "--batch-real", "32", "--width", "16",
            "--seed", "5", "--no-progress", "--checkpoint-every", "1"]  # fmt: skip
 REPO = Path(__file__).resolve().parents[2]
 
@@ -169,7 +187,7 @@ def test_cli_dying_rank_then_resume_equals_uninterrupted(tmp_path: Path) -> None
     procs[1].communicate(timeout=30)
     stopped_at = _iteration(ckpt)
     assert procs[0].returncode == 2, err0
-    assert 3 <= stopped_at < 300
+    assert 3 <= stopped_at < 150
     lines = [ln for ln in err0.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "rank 1 stopped" in lines[0], err0
     assert not out.exists()
@@ -180,6 +198,6 @@ def test_cli_dying_rank_then_resume_equals_uninterrupted(tmp_path: Path) -> None
     resumed = SyntheticSet.load(out)
 
     spec = get_method("dm")
-    ref = spec.distill(load_dataset("digits", None), 2, spec.config_cls(iterations=300, batch_real=32, width=16), seed=5, progress=False)
+    ref = spec.distill(load_dataset("digits", None), 2, spec.config_cls(iterations=150, batch_real=32, width=16), seed=5, progress=False)
     assert torch.equal(resumed.images, ref.images)
     assert resumed.meta["loss_history"] == ref.meta["loss_history"]
