@@ -804,7 +804,7 @@ def load_dataset(
     class_names = [src.class_names[i] for i in ids]
     fingerprint = src.fingerprint if chosen is None else hashlib.sha256(f"{src.fingerprint}|classes={ids}".encode()).hexdigest()
     source = {"loader": key, "root": str(root) if root is not None else None, **src.record}
-    options = {k: v for k, v, default in (("image_size", image_size, None), ("skip_bad_images", skip_bad_images, False),
+    options = {k: v for k, v, default in (("resize", resize, None), ("image_size", image_size, None), ("skip_bad_images", skip_bad_images, False),
                                           ("test_fraction", test_fraction, 0.2), ("split_seed", split_seed, 0)) if v != default}  # fmt: skip
     if chosen is not None:
         options["classes"] = ids
@@ -830,8 +830,9 @@ def load_dataset(
         memmap = too_big(header["image_shape"], len(ytr) + len(yte))
         if not memmap:
             xtr, xte = np.array(xtr), np.array(xte)  # the decoded cache, read into memory
-    if len(ytr) == 0:
-        raise UserError(f"dataset {key!r}: no training images left")
+    counts = np.bincount(np.asarray(ytr, np.int64), minlength=len(ids))
+    if (counts == 0).any():  # e.g. every image of a class skipped as unreadable
+        raise UserError(f"dataset {key!r}{f' ({root})' if root else ''}: class {class_names[int(np.argmin(counts))]!r} has no training images left")
     mean, std = stats
     if zca:  # MTT: ToTensor() only (raw [0, 1] pixels, no standardisation), then ZCA fitted on them
         mean, std = (0.0,) * len(mean), (1.0,) * len(std)
