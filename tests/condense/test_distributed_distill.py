@@ -201,3 +201,13 @@ def test_cli_dying_rank_then_resume_equals_uninterrupted(tmp_path: Path) -> None
     ref = spec.distill(load_dataset("digits", None), 2, spec.config_cls(iterations=150, batch_real=32, width=16), seed=5, progress=False)
     assert torch.equal(resumed.images, ref.images)
     assert resumed.meta["loss_history"] == ref.meta["loss_history"]
+
+
+def test_more_local_ranks_than_gpus_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from condense.distributed import launch_context
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="2 ranks on this node but only 1 GPU"):
+        launch_context(torch.device("cuda"))
