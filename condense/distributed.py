@@ -314,7 +314,7 @@ def rank_failure_guard(ctx: DistContext) -> Iterator[None]:
             raise
         dead = _dead_peers(ctx)
         who = f"rank {', '.join(map(str, dead))}" if dead else "another rank"
-        raise UserError(f"rank {ctx.rank}: {who} stopped during the run ({_reason(exc)}); stopping too, nothing written") from None
+        raise UserError(f"rank {ctx.rank}: {who} stopped during the run ({_reason(exc)}); stopping too, no set written") from None
 
 
 def _reason(exc: BaseException) -> str:
