@@ -69,7 +69,10 @@ def _epilog() -> str:
         "default dataset: motifs (embedded, no files: 400 graphs, house-majority vs 6-cycle-majority, ROC-AUC).\n"
         f"presets (--hops/--support override them):\n{presets}\n"
         f"models (--model): {models}\n"
-        "training (--scale): cpu (hidden 64, 40 epochs, 4 restarts, top 2: minutes) or paper (official molbace/molhiv configs)"
+        "training (--scale): cpu (hidden 64, 40 epochs, 4 restarts, top 2: minutes) or paper (official molbace/molhiv configs)\n"
+        "a set at or above the training bytes is refused (--allow-no-reduction: run it, labelled in every output).\n\n"
+        "saved sets: python -m graphs.mirage train SET --model gcn trains any GNN on a set written by --out\n"
+        "(train --help); in Python graphs.mirage.load_set(path) loads it back"
     )
 
 
