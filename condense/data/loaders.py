@@ -831,7 +831,7 @@ def load_dataset(
         if not memmap:
             xtr, xte = np.array(xtr), np.array(xte)  # the decoded cache, read into memory
     counts = np.bincount(np.asarray(ytr, np.int64), minlength=len(ids))
-    if (counts == 0).any():  # e.g. every image of a class skipped as unreadable
+    if source.get("skipped_images") and (counts == 0).any():  # every image of a class skipped as unreadable
         raise UserError(f"dataset {key!r}{f' ({root})' if root else ''}: class {class_names[int(np.argmin(counts))]!r} has no training images left")
     mean, std = stats
     if zca:  # MTT: ToTensor() only (raw [0, 1] pixels, no standardisation), then ZCA fitted on them
