@@ -13,6 +13,7 @@ from __future__ import annotations
 import condense.threads  # noqa: F401  (thread policy before torch)
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
@@ -137,6 +138,23 @@ def _mini_batch(args: argparse.Namespace, preset: Preset) -> MiniBatchConfig | N
     return cfg.check(preset.teacher.num_layers)
 
 
+def _distributed(args: argparse.Namespace, device):
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1) join the process group -- gloo on CPU, NCCL on CUDA
+    (one GPU per ``LOCAL_RANK``) -- for data parallelism over node batches; returns ``(rank, device)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, device
+    if not args.mini_batch:
+        raise UserError(f"torchrun started {world} processes: data parallelism is over node batches, add --mini-batch")
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = resolve_device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), device
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -144,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         preset = _config(args)
         mini_batch = _mini_batch(args, preset)
+        rank, device = _distributed(args, device)
+        if rank:  # the other ranks train their shards; rank 0 prints and saves
+            args.no_progress = True
+            sys.stdout = open(os.devnull, "w")
         budget = None if args.memory_budget is None else int(args.memory_budget * (1 << 30))
         csbm_kwargs = dict(num_nodes=args.nodes, num_features=args.features, avg_degree=args.degree, lam=args.csbm_lambda, mu=args.csbm_mu)
         if args.dataset == "csbm":
@@ -157,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         outputs = check_outputs({"--teacher-out" if args.teacher_out else "--teacher-out (default: teacher.pt next to --out)": teacher_out,
                                  **{"--out" if len(saved_methods) == 1 else f"--out ({m})": p for m, p in student_outs.items()}},
                                 roots={"--root": args.root})  # fmt: skip
-        lock_outputs(outputs.values(), outputs)
+        if rank == 0:
+            lock_outputs(outputs.values(), outputs)
         data, labelled = load_task(args.dataset, args.root, csbm_kwargs=csbm_kwargs, split_seed=args.seed)
         if getattr(data, "summary", None):
             print(data.summary)
@@ -171,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         student = result.students[saved_methods[-1]][0]
         latency = None if mini_batch else {"teacher": inference_seconds(result.teacher_model, data), "mlp": inference_seconds(student, data)}
         meta = dict(dataset=args.dataset, setting=args.setting, seed=args.seed, preset=args.preset, versions=package_versions())
+        if rank:
+            return 0
         atomic_save(
             dict(format=TEACHER_FORMAT, model=args.teacher, in_dim=data.num_features, out_dim=int(data.y.max()) + 1,
                  model_kwargs=preset.teacher.model_kwargs(), state_dict=result.teacher_model.cpu().state_dict(),

@@ -20,6 +20,12 @@ r"""Mini-batch GNN-to-MLP training for graphs that do not fit full batch (GLNN's
   :math:`\lambda` and another over the teacher nodes weighted by :math:`1-\lambda`; here one pass
   carries both terms (identical for the ogbn presets, whose :math:`\lambda = 0`).
 
+Both loops run data-parallel under ``torchrun`` (``torch.distributed`` initialised, gloo or NCCL): every
+rank draws the same batch order, takes every ``world``-th node of each batch and samples with its own
+generator; after each backward pass the gradients are averaged over the ranks and the buffers (batch-norm
+statistics) broadcast from rank 0, so the replicas stay identical (:class:`_Shards`). One process is the
+same loop with one generator.
+
 Full batch stays the default: :func:`full_batch_bytes` estimates what full-batch training would
 allocate before anything is allocated, and :func:`check_full_batch` refuses, with a line that
 suggests ``--mini-batch``, when it exceeds the memory budget.
@@ -119,6 +125,35 @@ def _batches(idx: Tensor, size: int, gen: torch.Generator) -> Iterator[Tensor]:
     yield from perm.split(size)
 
 
+class _Shards:
+    """Node batches and optimizer steps, data-parallel over the ``torch.distributed`` ranks when initialised."""
+
+    def __init__(self, seed: int) -> None:
+        dist = torch.distributed
+        on = dist.is_available() and dist.is_initialized()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if on else (0, 1)
+        self.order = make_generator(seed)
+        self.sample = self.order if self.world == 1 else make_generator(seed + 1 + self.rank)
+
+    def batches(self, idx: Tensor, size: int) -> Iterator[Tensor]:
+        for batch in _batches(idx, size, self.order):
+            yield batch[self.rank :: self.world]
+
+    def step(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss: Tensor | None) -> None:
+        """Backward (``loss=None``: this rank's shard was empty), average gradients, step, sync buffers."""
+        if loss is not None:
+            loss.backward()
+        if self.world > 1:
+            for p in model.parameters():
+                grad = p.grad if p.grad is not None else torch.zeros_like(p)
+                torch.distributed.all_reduce(grad)
+                p.grad = grad / self.world
+        optimizer.step()
+        if self.world > 1:
+            for b in model.buffers():
+                torch.distributed.broadcast(b, 0)
+
+
 def _fit_epochs(model: nn.Module, epoch_fn: Callable[[], float], val_fn: Callable[[], float], *, max_epochs: int, patience: int,
                 progress: bool, desc: str) -> FitResult:  # fmt: skip
     """Early stopping exactly as :func:`graphs.g2m.train.fit` (``>=``, best weights restored)."""
@@ -191,20 +226,21 @@ def train_teacher_mini_batch(
     view = observed_graph(data.x, data.y, data.edge_index, split)
     csr = CSR.from_edge_index(view.edge_index, view.x.size(0))
     model.to(device)
-    gen = make_generator(seed)
+    shards = _Shards(seed)
     scratch = torch.full((csr.num_nodes,), -1, dtype=torch.long)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     y = view.y
 
     def epoch() -> float:
         total, count = 0.0, 0
-        for seeds in _batches(view.train, config.batch_size, gen):
-            blocks = [_to(b, device) for b in sample_blocks(csr, seeds, list(config.fan_outs), gen, scratch)]
+        for seeds in shards.batches(view.train, config.batch_size):
             optimizer.zero_grad()
-            loss = ce_loss(model.forward_blocks(view.x[blocks[0].nodes.cpu()].to(device), blocks), y[seeds].to(device))
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(seeds), count + len(seeds)
+            loss = None
+            if len(seeds):
+                blocks = [_to(b, device) for b in sample_blocks(csr, seeds, list(config.fan_outs), shards.sample, scratch)]
+                loss = ce_loss(model.forward_blocks(view.x[blocks[0].nodes.cpu()].to(device), blocks), y[seeds].to(device))
+                total, count = total + loss.item() * len(seeds), count + len(seeds)
+            shards.step(model, optimizer, loss)
         return total / max(count, 1)
 
     best: dict = {}
@@ -291,7 +327,8 @@ def distill_mini_batch(
     is_train = torch.zeros(n, dtype=torch.bool)
     is_train[view.train] = True
     student.to(device)
-    gen = make_generator(seed)
+    shards = _Shards(seed)
+    gen = shards.sample
     optimizer = torch.optim.Adam(student.parameters(), lr=lr, weight_decay=weight_decay)
     nodes = view.train if method == "mlp" else torch.arange(n)
 
@@ -326,12 +363,12 @@ def distill_mini_batch(
 
     def epoch() -> float:
         total, count = 0.0, 0
-        for batch in _batches(nodes, config.student_batch_size, gen):
+        for batch in shards.batches(nodes, config.student_batch_size):
             optimizer.zero_grad()
-            loss = batch_loss(batch)
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(batch), count + len(batch)
+            loss = batch_loss(batch) if len(batch) else None
+            if loss is not None:
+                total, count = total + loss.item() * len(batch), count + len(batch)
+            shards.step(student, optimizer, loss)
         return total / max(count, 1)
 
     def predict(x: Tensor) -> Tensor:

@@ -274,3 +274,23 @@ def test_pipeline_run_mini_batch_exposes_serving_metadata():
     assert student(data.x[:4]).shape == (4, 3)
     t = train_teacher_mini_batch(build_node_model("gat", 8, 3, hidden=8), data, split, MiniBatchConfig((2, 2), 64), max_epochs=1)
     assert t.logits.shape == (600, 3)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_train_identical_replicas(tmp_path):
+    """Data parallel over node batches (what torchrun runs): 2 gloo ranks end with the same weights."""
+    import torch.multiprocessing as mp
+
+    from tests.graphs._g2m_ddp import train_rank
+
+    ctx = mp.start_processes(train_rank, args=(2, str(tmp_path)), nprocs=2, join=False, start_method="spawn")
+    deadline = __import__("time").monotonic() + 120
+    while not ctx.join(timeout=5):
+        if __import__("time").monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("2-rank gloo training did not finish in 120 s")
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for part in ("teacher", "student"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
