@@ -5,7 +5,7 @@ mode. The best validation weights are kept (ties go to the later epoch, ``>=`` a
 and restored at the end; training stops after ``patience`` epochs without improvement or at
 ``max_epochs``.
 
-One pass shared (issue 18): the forward pass is split into a trunk that computes the same in train
+One pass shared: the forward pass is split into a trunk that computes the same in train
 and eval mode (:meth:`graphs.models.node._Stack.trunk`, the first layer before the first dropout)
 and the rest. After each step the trunk is computed once, with the new weights: it is that
 epoch's validation input and the next epoch's training input. The numbers are those of separate

@@ -12,7 +12,7 @@ but the last, ``h = dropout(act(norm(layer(h))))``; the last layer outputs logit
   coefficients.
 * **MLP**: ``Linear`` layers only; ``forward(x, edge_index=None)`` ignores the graph.
 
-Speed (issue 18), without changing what is computed:
+Speed, without changing what is computed:
 
 * GCN and GraphSAGE aggregate with a sparse matrix built once per graph (:meth:`_Stack.prepare`,
   :class:`SparseAggregation`: PyG's own ``gcn_norm`` weights, resp. ``1/|N(i) ∪ {i}|``) instead

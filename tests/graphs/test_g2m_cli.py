@@ -34,7 +34,7 @@ def test_cli_all_methods_inductive_saves_artifacts_and_table(tmp_path, capsys):
 
 
 def test_cli_default_shows_teacher_baselines_ff_g2m_and_speedup(tmp_path, capsys):
-    """The no-argument run's table (issue 18): teacher, plain MLP, GLNN and FF-G2M rows, and the measured speed-up."""
+    """The no-argument run's table: teacher, plain MLP, GLNN and FF-G2M rows, and the measured speed-up."""
     assert main(TINY + ["--out", str(tmp_path / "s.pt")]) == 0
     text = capsys.readouterr().out
     rows = [line.split()[0] for line in text.splitlines()[2:6]]

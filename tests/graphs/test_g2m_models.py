@@ -1,4 +1,4 @@
-"""The exact speed-ups of the node models and the training loop (issue 18) compute what they replace."""
+"""The exact speed-ups of the node models and the training loop compute what they replace."""
 from __future__ import annotations
 
 import copy
@@ -81,7 +81,7 @@ def test_trunk_head_split_is_the_forward_pass(name, norm, mode_free):
 
 
 def _reference_fit(model, x, graph, y, train, val, epochs):
-    """The loop before issue 18: train forward, step, then a separate eval-mode forward, every epoch."""
+    """The former loop: train forward, step, then a separate eval-mode forward, every epoch."""
     opt = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
     best, state = -1.0, None
     for _ in range(epochs):
