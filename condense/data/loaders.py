@@ -802,7 +802,9 @@ def load_dataset(
     pos_tr = np.flatnonzero(np.isin(ytr_all, ids)) if chosen is not None else np.arange(len(ytr_all))
     pos_te = np.flatnonzero(np.isin(yte_all, ids)) if chosen is not None else np.arange(len(yte_all))
     class_names = [src.class_names[i] for i in ids]
-    fingerprint = src.fingerprint if chosen is None else hashlib.sha256(f"{src.fingerprint}|classes={ids}".encode()).hexdigest()
+    fingerprint = src.fingerprint  # of the files read; a class subset or decode size makes other data
+    if chosen is not None or image_size is not None:
+        fingerprint = hashlib.sha256(f"{src.fingerprint}|classes={chosen}|image_size={image_size}".encode()).hexdigest()
     source = {"loader": key, "root": str(root) if root is not None else None, **src.record}
     options = {k: v for k, v, default in (("resize", resize, None), ("image_size", image_size, None), ("skip_bad_images", skip_bad_images, False),
                                           ("test_fraction", test_fraction, 0.2), ("split_seed", split_seed, 0)) if v != default}  # fmt: skip
