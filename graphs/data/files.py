@@ -85,7 +85,7 @@ def graph_from_tensors(x, y, edge_index, masks: dict | None = None, *, name: str
         train, val, test = cpf_split(y.long().numpy(), seed)
         masks = masks_from_indices(n, {"train": torch.from_numpy(train), "val": torch.from_numpy(val), "test": torch.from_numpy(test)}, name)
         split_note = f"GLNN CPF rule (20 train / 30 val per class, rest test, seed {seed})"
-    return node_data(name, x.float() if x.is_floating_point() else x, y, ei, masks, note, split_note, class_names)
+    return node_data(name, x, y, ei, masks, note, split_note, class_names)
 
 
 def load_graph_files(root: str | os.PathLike, *, seed: int = 0) -> Data:

@@ -88,8 +88,8 @@ def check_node_tensors(x: Tensor, y: Tensor, edge_index: Tensor, where: str) -> 
         raise UserError(f"{where}: labels must be a 1-D array of class ids, got shape {tuple(y.shape)}")
     if x.size(0) != y.size(0):
         raise UserError(f"{where}: features have {x.size(0)} rows but labels {y.size(0)}")
-    if not x.is_floating_point() or not torch.isfinite(x).all():
-        raise UserError(f"{where}: features must be finite floats (found {'NaN/Inf' if x.is_floating_point() else x.dtype})")
+    if x.dtype == torch.bool or x.is_complex() or (x.is_floating_point() and not torch.isfinite(x).all()):
+        raise UserError(f"{where}: features must be finite real numbers (found {'NaN/Inf' if x.is_floating_point() else x.dtype})")
     if y.is_floating_point() and not (torch.isfinite(y).all() and torch.equal(y, y.round())):
         raise UserError(f"{where}: labels must be integer class ids")
     if y.dtype == torch.bool or (y.numel() and int(y.min()) < 0):
