@@ -262,3 +262,14 @@ def test_convnet_depth_follows_resolution():
 
     assert [convnet_depth(s) for s in (8, 28, 32, 64, 128)] == [3, 3, 3, 4, 5]
     assert get_network("convnet", 3, 10, 64).depth == 4 and get_network("convnetd3", 3, 10, 64).depth == 3
+
+
+def test_arrays_compressed_greyscale_with_classes_streams_the_same_rows(tmp_path):
+    rng = np.random.RandomState(0)
+    x, y = rng.randint(0, 256, (30, 5, 5)).astype(np.uint8), np.arange(30) % 3
+    np.savez_compressed(tmp_path / "g.npz", x_train=x, y_train=y, x_test=x[:6], y_test=y[:6])
+    for storage in ("memory", "memmap"):
+        ds = load_dataset("arrays", tmp_path / "g.npz", cache_dir=tmp_path / "c", classes="0,2", storage=storage)
+        keep = np.isin(y, [0, 2])
+        assert ds.channels == 1 and ds.train_y.tolist() == (y[keep] // 2).tolist()
+        assert torch.equal(ds.train_x[:], _standardised(ds, x[keep][:, None]))
