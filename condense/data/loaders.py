@@ -30,8 +30,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
-import io
-import os
 import sys
 import zipfile
 import zlib
