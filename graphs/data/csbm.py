@@ -135,6 +135,7 @@ def csbm_stream(
     :math:`m_c \sim \mathcal N(0, I_p)` and noise :math:`z_i \sim \mathcal N(0, I_p)`
     (``signal`` :math:`s`: weak alone, strong once averaged over homophilous neighbours).
     Peak memory is about ``num_nodes * num_features * 4`` bytes plus ``40`` bytes per directed edge.
+    The draws depend on ``seed`` and ``chunk``: the same pair gives the same graph.
     """
     n = _check_int("num_nodes", num_nodes, 4)
     m = _check_int("num_edges", num_edges, 2) // 2

@@ -294,3 +294,15 @@ def test_two_gloo_ranks_train_identical_replicas(tmp_path):
     for part in ("teacher", "student"):
         assert a[part].keys() == b[part].keys()
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+
+
+def test_streamed_csbm_is_seeded_undirected_and_homophilous():
+    from graphs.data.csbm import homophily
+
+    a = csbm_stream(2000, 40000, 6, 4, p_in=0.8, seed=5, chunk=3000)  # several chunks
+    b = csbm_stream(2000, 40000, 6, 4, p_in=0.8, seed=5, chunk=3000)
+    assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    ei = a.edge_index
+    assert (ei[0] != ei[1]).all() and 39000 < ei.size(1) <= 40000
+    assert torch.equal(torch.sort(ei[0] * 2000 + ei[1]).values, torch.sort(ei[1] * 2000 + ei[0]).values)
+    assert abs(homophily(ei, a.y) - (0.8 + 0.2 / 4)) < 0.02
