@@ -416,7 +416,7 @@ def lock_outputs(paths: Iterable[Path], flags: Iterable[str] | None = None) -> N
     flags = list(flags) if flags is not None else None
     for i, path in enumerate(paths):
         path = Path(path).resolve()
-        name = hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".lock"
+        name = hashlib.sha256(os.fsencode(path)).hexdigest()[:32] + ".lock"
         try:
             _LOCK_DIR.mkdir(mode=0o777, exist_ok=True)
         except OSError:
@@ -642,6 +642,37 @@ def _module_of(main: Callable[..., int]) -> str:
     return name
 
 
+def _tolerant_streams() -> list[Any]:
+    """Let stdout/stderr print any file name: a non-UTF-8 name (surrogate-escaped by Python) is shown
+    backslash-escaped instead of ending the run in ``UnicodeEncodeError``; returns the streams changed."""
+    changed = []
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                continue
+            changed.append(stream)
+    return changed
+
+
+def check_environment() -> None:
+    """Environment variables a command depends on, checked before any work (one line each).
+
+    ``MPLBACKEND``: matplotlib refuses to import with an unknown backend, which would end a run in a
+    traceback at its first figure; only checked when set (importing matplotlib costs ~0.3 s).
+    """
+    backend = os.environ.get("MPLBACKEND")
+    if backend:
+        try:
+            from matplotlib import rcsetup  # the import itself fails on an unknown backend
+
+            rcsetup.validate_backend(backend)  # (matplotlib may have been imported before the variable was set)
+        except ValueError:
+            raise UserError(f"MPLBACKEND={backend!r} is not a matplotlib backend; unset it or set MPLBACKEND=Agg "
+                            f"(every figure of this project is written to a file)") from None  # fmt: skip
+
+
 def cli_main(main: Callable[..., int]) -> Callable[..., int]:
     """Decorate a command's ``main(argv)``: user errors -> ``error: ...`` and 2; Ctrl-C -> one line and 130
     (SIGTERM: 143). SIGINT/SIGTERM during a checkpointed loop first save the last completed iteration
@@ -651,14 +682,23 @@ def cli_main(main: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> int:
+        from .threads import end_startup
+
+        end_startup()  # Ctrl-C from here on is this wrapper's (one line, the checkpoint's resume command)
+        strict = _tolerant_streams()
         forget_progress()
         argv = args[0] if args and args[0] is not None else kwargs.get("argv")
         set_command(["python", "-m", _module_of(main), *(sys.argv[1:] if argv is None else argv)])
         try:
+            check_environment()
             with deferred_interrupts():
                 return main(*args, **kwargs)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except UnicodeEncodeError as exc:  # a non-UTF-8 name (surrogate-escaped) reaching a text stream or file
+            print(f"error: {exc.object[max(0, exc.start - 40):exc.end + 40]!a} cannot be encoded as {exc.encoding} "
+                  f"(a file name in another encoding?); rename it or set a UTF-8 locale", file=sys.stderr)  # fmt: skip
             return 2
         except KeyboardInterrupt as exc:
             print(interrupt_message(), file=sys.stderr)
@@ -670,5 +710,7 @@ def cli_main(main: Callable[..., int]) -> Callable[..., int]:
         finally:
             release_locks()
             set_verify(None)
+            for stream in strict:
+                stream.reconfigure(errors="strict")
 
     return wrapper

@@ -43,7 +43,10 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import signal
 import statistics
+import sys
+import threading
 import time
 
 __all__ = ["DEFAULTS", "ALLOCATOR", "AUTO_MARK", "apply", "choose_threads", "free_cpus", "physical_cores"]
@@ -125,4 +128,34 @@ def apply() -> dict[str, str]:
     return applied
 
 
+#: packages whose ``python -m`` entry points this module guards while they start
+_ENTRY_PACKAGES = ("condense", "synth", "graphs", "experiments")
+
+
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    os.write(2, b"interrupted while starting; nothing was done\n")
+    raise SystemExit(130)
+
+
+def guard_startup() -> None:
+    """Ctrl-C while an entry point imports torch & co. is one line and exit status 130, not a traceback.
+
+    Installed only when the running ``__main__`` is one of the project's entry points and SIGINT has
+    its default handler (never in a user's program that imports the project, never over an ignored
+    SIGINT); :func:`end_startup` (called by :func:`condense.safeio.cli_main`) hands Ctrl-C back.
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is None or spec.name.split(".")[0] not in _ENTRY_PACKAGES or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
+def end_startup() -> None:
+    """Restore Python's Ctrl-C (``KeyboardInterrupt``) once the command runs."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+guard_startup()
 apply()

@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from condense.safeio import cli_main
+from condense.safeio import CLIParser, cli_main, output_flag
 from condense.utils import UserError, atomic_write_text, markdown_table
 
 SIZE, CLASSES, TEST = 32, 10, 10_000
@@ -237,14 +237,14 @@ def report(args: argparse.Namespace, res: dict[str, Any], gen_s: float) -> str:
 
 @cli_main
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_data", description=__doc__.split("\n\n")[0])
+    p = CLIParser(prog="python -m experiments.bench_data", description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=1_000_000, help="training images of the big set (default: 1000000)")
     p.add_argument("--dm-iterations", type=int, default=3, help="DM iterations on the big set (default: 3)")
     p.add_argument("--expert-batches", type=int, default=20, help="expert training batches on the big set (default: 20)")
     p.add_argument("--ratio-images", type=int, default=50_000, help="training images of the CIFAR-size set (default: 50000)")
     p.add_argument("--ratio-iterations", type=int, default=5, help="timed DM iterations per storage on the CIFAR-size set (default: 5)")
-    p.add_argument("--workdir", default="/tmp/condense_bench_data", help="generated data goes here and is deleted afterwards")
-    p.add_argument("--out", default="experiments/results/bench_data.md", help="markdown report")
+    p.add_argument("--workdir", default="/tmp/condense_bench_data", help="generated data goes here and is deleted afterwards", **output_flag(directory=True))
+    p.add_argument("--out", default="experiments/results/bench_data.md", help="markdown report", **output_flag(replaces_when="phase"))  # phase children never write it
     p.add_argument("--phase", choices=sorted(PHASES), default=None, help=argparse.SUPPRESS)
     p.add_argument("phase_args", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

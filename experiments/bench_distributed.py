@@ -42,7 +42,7 @@ from condense.data import load_dataset
 from condense.experts import RECIPES, train_experts
 from condense.methods import get_method
 from condense.methods.mtt import ASTConfig, MTTConfig
-from condense.safeio import cli_main
+from condense.safeio import CLIParser, cli_main, output_flag
 from condense.utils import UserError, atomic_write_text, markdown_table
 
 from .bench_unroll import peak_memory_bytes
@@ -182,11 +182,11 @@ def report(rows: list[dict[str, Any]], device: str, command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = CLIParser(prog="python -m experiments.bench_distributed", description=__doc__.split("\n\n")[0])
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="rank counts to run (default: 1 2)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--quick", action="store_true", help="tiny cells (a smoke test, not a measurement)")
-    p.add_argument("--out", default=None, help="markdown file to write (default: print)")
+    p.add_argument("--out", default=None, help="markdown file to write (default: print)", **output_flag())
     args = p.parse_args(argv)
     if any(k < 1 for k in args.ranks):
         raise UserError("--ranks must be >= 1")

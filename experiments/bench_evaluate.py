@@ -40,7 +40,7 @@ import torch
 from condense.data import ImageDataset, load_dataset
 from condense.evaluate import accuracy, evaluate_images
 from condense.nets import get_network
-from condense.safeio import CLIParser, cli_main, output_flag, parse_list
+from condense.safeio import CLIParser, cli_main, input_flag, output_flag, parse_list
 from condense.utils import UserError, atomic_write_text, make_generator, resolve_device
 
 __all__ = ["VARIANTS", "random_set", "bench", "to_markdown", "main"]
@@ -140,7 +140,7 @@ def _machine() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = CLIParser(prog="python -m experiments.bench_evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion_mnist", help="dataset (default: fashion_mnist)")
-    p.add_argument("--root", default=None, help="directory holding the dataset's files")
+    p.add_argument("--root", default=None, help="directory holding the dataset's files", **input_flag(directory=True))
     p.add_argument("--ipcs", default="1,10", help="images per class, comma-separated (default: 1,10)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--epochs", type=int, default=1000, help="training passes E (default: 1000, dc with DSA)")

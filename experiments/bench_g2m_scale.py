@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from condense.safeio import CLIParser, check_outputs, cli_main
+from condense.safeio import CLIParser, check_outputs, cli_main, output_flag
 from condense.utils import UserError, atomic_write_text, make_generator, markdown_table, resolve_device, seed_everything
 from graphs.data.csbm import csbm_stream, homophily
 from graphs.data.node_splits import make_split
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-rss-gb", type=float, default=16.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--out", default=str(DEFAULT_OUT), **output_flag())
     args = p.parse_args(argv)
     try:
         for name in ("nodes", "edges", "features", "classes", "teacher_epochs", "student_epochs", "student_hidden"):

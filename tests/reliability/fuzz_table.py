@@ -7,6 +7,7 @@ fails to reject still finishes quickly (and is then counted as "silent").
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import torch
@@ -19,12 +20,14 @@ DAFL = ["distill", "--method", "dafl", "--teacher", "teacher.pt", "--student", "
 MIRAGE = ["--epochs", "1", "--restarts", "1", "--no-baseline", "--no-progress"]
 G2M = ["--nodes", "300", "--features", "8", "--max-epochs", "1", "--no-progress"]
 
-#: every command line: its name in :data:`CASES` -> the module whose ``main(argv)`` runs it
+_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+#: every command line: its name in :data:`CASES` -> the module whose ``main(argv)`` runs it (every
+#: ``experiments`` module with a ``main`` is found by itself, so a new one cannot be left out)
 MODULES: dict[str, str] = {
     "condense": "condense.cli", "synth": "synth.cli", "graphs.mirage": "graphs.mirage.__main__", "graphs.g2m": "graphs.g2m.__main__",
-    **{f"experiments.{m}": f"experiments.{m}" for m in ("bench_device", "bench_inference", "bench_matching", "bench_mirage",
-                                                        "bench_threads", "bench_unroll", "g2m", "matching", "mirage", "synth",
-                                                        "trajectory")},
+    **{f"experiments.{p.stem}": f"experiments.{p.stem}" for p in sorted(_EXPERIMENTS.glob("*.py"))
+       if re.search(r"^def main\(", p.read_text(), re.M)},
 }  # fmt: skip
 
 #: (module whose ``main(argv)`` is called, argv)
