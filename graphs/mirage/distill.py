@@ -193,10 +193,10 @@ def byte_share(fraction: float) -> str:
 
 
 def smallest_fitting_support(transactions: list[set[int]], start: int, max_itemsets: int) -> int | None:
-    """The smallest absolute support above ``start`` at which FP-Growth mines at most ``max_itemsets`` sets.
+    """The smallest absolute support ``>= start`` at which FP-Growth mines at most ``max_itemsets`` sets.
 
     The number of frequent itemsets falls as the support rises, so a binary search over
-    ``start + 1 .. len(transactions)`` finds it; every probe stops at the cap, so each costs at most
+    ``start .. len(transactions)`` finds it; every probe stops at the cap, so each costs at most
     ``max_itemsets`` sets.  ``None`` when even a support of every graph exceeds the cap.
     """
     def fits(k: int) -> bool:
@@ -206,13 +206,29 @@ def smallest_fitting_support(transactions: list[set[int]], start: int, max_items
         except TooManyItemsets:
             return False
 
-    lo, hi = int(start) + 1, len(transactions)
+    lo, hi = int(start), len(transactions)
     if lo > hi or not fits(hi):
         return None
     while lo < hi:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
     return lo
+
+
+def _cap_advice(failed: int, transactions: list[list[set[int]]], thresholds: list[int], cap: int) -> str:
+    """The cap error: per class, the smallest support at or above its threshold that fits (classes before
+    ``failed`` fitted already), as the ``--support`` counts to pass."""
+    fits = [thresholds[c] if c < failed else smallest_fitting_support(t, thresholds[c] + (c == failed), cap)
+            for c, t in enumerate(transactions)]
+    n = len(transactions[failed])
+    head = (f"class {failed}: more than {cap} frequent itemsets at support {thresholds[failed]} "
+            f"({thresholds[failed] / max(n, 1):.4g} of its {n} graphs)")
+    hopeless = [c for c, f in enumerate(fits) if f is None]
+    if hopeless:
+        return f"{head}; class(es) {hopeless} exceed it even at a support of all their graphs: raise --max-itemsets or lower --hops"
+    fractions = ", ".join(f"{f / max(len(t), 1):.4g}" for f, t in zip(fits, transactions))
+    return (f"{head}; the smallest supports that fit are {fits} graphs per class (fractions {fractions}): pass "
+            f"--support {','.join(str(f) for f in fits)}, or raise --max-itemsets")
 
 
 def _union(trees: list[Data], label: int, weight: int) -> Data:
@@ -242,21 +258,15 @@ def mirage_distill(graphs: Sequence[Data], num_classes: int, config: MirageConfi
     thresholds = config.thresholds(class_sizes)
     mined: list[dict[frozenset[int], int]] = []
     unique_trees = []
+    transactions = [[set(items.tolist()) for items, yc in zip(dec.items, y) if yc == c] for c in range(num_classes)]
     for c in range(num_classes):
         bar.set_postfix_str(f"mine class {c}")
-        transactions = [set(items.tolist()) for items, yc in zip(dec.items, y) if yc == c]
-        unique_trees.append(len(set().union(*transactions)) if transactions else 0)
+        unique_trees.append(len(set().union(*transactions[c])) if transactions[c] else 0)
         try:
-            mined.append(fp_growth(transactions, thresholds[c], max_itemsets=config.max_itemsets) if transactions else {})
+            mined.append(fp_growth(transactions[c], thresholds[c], max_itemsets=config.max_itemsets) if transactions[c] else {})
         except TooManyItemsets as exc:
             bar.close()
-            n = len(transactions)
-            fit = smallest_fitting_support(transactions, thresholds[c], config.max_itemsets)
-            advice = (f"the smallest support that fits is {fit} of the class's {n} graphs ({fit / n:.4g}): pass it for class {c} "
-                      f"with --support (one value per class), or raise --max-itemsets" if fit is not None else
-                      f"no support fits even at all {n} graphs of the class: raise --max-itemsets or lower --hops")
-            raise UserError(f"class {c}: more than {config.max_itemsets} frequent itemsets at support {thresholds[c]} "
-                            f"({thresholds[c] / max(n, 1):.4g} of {n} graphs); {advice}") from exc
+            raise UserError(_cap_advice(c, transactions, thresholds, config.max_itemsets)) from exc
         bar.update(1)
     t_mine = time.perf_counter() - t0 - t_dec
     empty = [c for c, m in enumerate(mined) if not m]
