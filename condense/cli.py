@@ -332,9 +332,9 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--test-every", type=int, default=None, metavar="K",
                    help="also test every K passes and report the maximum over those tests in a labelled column (not part "
                         "of the dc/datadam protocols; default: the protocol's own tests: dc/datadam after the last pass, ast every 20)")
-    e.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
+    e.add_argument("--batched", action=argparse.BooleanOptionalAction, default=False,
                    help="train each architecture's networks together as one vmapped model, equal to one by one up to float "
-                        "rounding (default: on CUDA; on CPU one by one, which measured faster: experiments/results/bench_evaluate.md)")
+                        "rounding (default: off, one by one: faster on the CPUs measured, experiments/results/bench_evaluate.md)")
     e.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
     e.add_argument("--state", default=None, help="file keeping each finished network's result, so that a rerun of the same "
                    "command resumes (default: a file under ~/.cache/condense/evaluate; removed when complete)",

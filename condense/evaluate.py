@@ -28,9 +28,10 @@ not update, its running statistics), so the final accuracy does not depend on ``
 
 Engines: the ``num_evals`` networks of one architecture train one by one (``sequential``) or together
 as one vmapped model (:mod:`condense.batched`; each network with its own seed, initialisation, batch
-order and augmentation draws, equal to the sequential loop up to float rounding). ``batched=None``
-picks the batched engine on CUDA and the sequential one on CPU, where the grouped convolutions of the
-batched model measured slower (``experiments/results/bench_evaluate.md``). ``precision="bf16"`` trains
+order and augmentation draws, equal to the sequential loop up to float rounding). The batched engine is
+opt-in (``batched=True``): on the CPU here its grouped convolutions measured slower than the loop
+(``experiments/results/bench_evaluate.md``), and it is unmeasured on a GPU so far (``experiments.bench_device``
+and ``experiments.bench_evaluate --device cuda`` measure it there). ``precision="bf16"`` trains
 and tests under bf16 autocast (off by default). ``state=PATH`` keeps every finished network's result
 in ``PATH`` (atomically) so a rerun with the same settings skips them.
 
@@ -63,7 +64,7 @@ from .batched import NetworkStack, batch_problem
 from .data import ZCA, ImageDataset
 from .dcaug import DCAugment, dc_augment_for
 from .nets import FIXED_NORM, get_network
-from .safeio import check_labels, fingerprint_tensors
+from .safeio import check_count, check_image_dataset, check_training_pair, check_type, fingerprint_tensors
 from .synset import SyntheticSet
 from .utils import UserError, atomic_save, check_positive, make_generator, resolve_device, safe_load
 
@@ -445,7 +446,7 @@ def evaluate_images(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
-    batched: bool | None = None,
+    batched: bool = False,
     precision: str = "fp32",
     state: str | Path | None = None,
 ) -> dict[str, Summary]:
@@ -460,15 +461,15 @@ def evaluate_images(
     ``test_every``: intermediate tests (:meth:`Protocol.tests_every`; default the protocol's own).
     ``dc_aug`` (only without DSA): DC's own augmentation where its ``get_daparam`` applies it
     (:func:`condense.dcaug.dc_augment_for`: MNIST, or a BatchNorm ConvNet).
-    ``batched``: train each architecture's networks as one vmapped model (``None``: on CUDA only; an
-    architecture that cannot be batched falls back to one by one, with one line on stderr).
+    ``batched``: train each architecture's networks as one vmapped model (an architecture that cannot be
+    batched, or bf16, falls back to one by one, with one line on stderr).
     ``precision``: ``fp32`` or ``bf16`` autocast. ``state``: file keeping finished networks' results.
     """
-    if num_evals < 1:
-        raise UserError(f"num_evals must be >= 1, got {num_evals}")
-    if not models:
-        raise UserError("models must name at least one architecture")
-    check_labels(y, dataset.num_classes, what="training labels")
+    check_count("num_evals", num_evals)
+    if isinstance(models, str) or not models:
+        raise UserError(f"models must be a non-empty list of architecture names, got {models!r}")
+    check_image_dataset(check_type(dataset, ImageDataset, "dataset"))  # an empty or non-finite test split is refused
+    check_training_pair(x, y, dataset.num_classes, shape=(dataset.channels, *dataset.image_size), what="training data")
     device = resolve_device(device)
     proto = get_protocol(protocol)
     every = proto.tests_every(test_every)
@@ -478,7 +479,6 @@ def evaluate_images(
         raise UserError("DC's augmentation is its protocol without DSA (DSA replaces it): drop one of dsa / dc_aug")
     epochs = epochs if epochs is not None else proto.default_epochs(aug is not None)
     ids = list(eval_ids) if eval_ids is not None else list(range(num_evals))
-    use_batched = device.type == "cuda" if batched is None else batched
     kwargs = {name: dict((model_kwargs or {}).get(name, {})) for name in models}
     for name in models:  # validate every architecture before training any network
         if proto.eval_norm and name.lower().startswith("convnet") and name.lower() not in FIXED_NORM:
@@ -488,7 +488,7 @@ def evaluate_images(
     if state is not None:  # every setting that changes a result
         settings = {"models": list(models), "model_kwargs": kwargs, "epochs": epochs, "lr": lr, "augment": repr(aug), "dc_aug": dc_aug,
                     "protocol": proto.name, "batch_size": batch_size, "test_every": every, "seed": seed, "precision": precision,
-                    "batched": use_batched, "device": device.type, "data": fingerprint_tensors({"x": x, "y": y}),
+                    "batched": batched, "device": device.type, "data": fingerprint_tensors({"x": x, "y": y}),
                     "dataset": [dataset.name, dataset.fingerprint, list(dataset.test_x.shape),  # rows as transformed:
                                 fingerprint_tensors({"x": dataset.test_x[:256], "y": dataset.test_y})]}  # fmt: skip
         kept = _EvalState(Path(state), settings)
@@ -505,7 +505,7 @@ def evaluate_images(
                 nets.append(get_network(name, dataset.channels, dataset.num_classes, dataset.image_size, **kwargs[name]))
         common = dict(epochs=epochs, protocol=proto, lr=lr, batch_size=batch_size, augment=augment, device=device,
                       test_every=test_every)  # fmt: skip
-        engine = "batched" if use_batched and len(nets) > 1 and _can_batch(name, nets[0], x, device, precision) else "sequential"
+        engine = "batched" if batched and len(nets) > 1 and _can_batch(name, nets[0], x, device, precision) else "sequential"
         if engine == "batched":
             with _passes(f"eval {name} x{len(nets)} (batched)", epochs, progress) as tick:
                 results = train_and_test_batched(nets, x, y, dataset.test_x, dataset.test_y, on_epoch=tick,
@@ -600,6 +600,8 @@ def evaluate_synset(
     distilled (its recorded strategy and ``align_corners``). ``dsa=True`` uses the recorded DSA too, or
     the dataset's default when the set has none; ``dsa=False`` trains without augmentation (and
     ``dc_aug=True`` implies it unless ``dsa`` is given)."""
+    check_type(synset, SyntheticSet, "synset")
+    check_type(dataset, ImageDataset, "dataset")
     meta_ds = synset.meta.get("dataset", {})
     if meta_ds:
         if meta_ds.get("name") != dataset.name or list(meta_ds.get("image_size", [])) != list(dataset.image_size):
