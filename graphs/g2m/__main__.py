@@ -7,6 +7,8 @@ measured inference speed-up of the MLP over the teacher. Example::
     python -m graphs.g2m --dataset cora --root DIR --teacher gcn --method ff-g2m --setting tran --out student.pt
     python -m graphs.g2m --dataset ogbn-arxiv --root DIR --teacher sage --preset glnn --method glnn --mini-batch
     python -m graphs.g2m --dataset files --root MY_GRAPH_DIR --teacher sage --method ff-g2m
+    python -m graphs.g2m predict student.pt --features X.npy --out pred.npy   # serve a saved student, no graph
+    python -m graphs.g2m export student.pt --out student.pt2 [--onnx student.onnx]
 """
 from __future__ import annotations
 
@@ -21,18 +23,18 @@ from pathlib import Path
 
 from condense.resources import check_memory, graph_bytes
 from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs, output_flag
-from condense.utils import UserError, atomic_save, package_versions, resolve_device, safe_load
+from condense.utils import UserError, atomic_save, package_versions, resolve_device
 from graphs.data.node_splits import SETTINGS
 from condense.safeio import parse_list
 from graphs.g2m.minibatch import MiniBatchConfig
 from graphs.g2m.pipeline import CSBM_DEFAULTS, NODE_DATASETS, inference_seconds, load_task, make_task_split, run
+from graphs.g2m import serve
 from graphs.g2m.presets import PROTOCOLS, TEACHERS, Preset, get_preset
+from graphs.g2m.serve import STUDENT_FORMAT, load_student, save_student
 from graphs.g2m.student import METHODS
-from graphs.models.node import MLP, build_node_model
 
 __all__ = ["STUDENT_FORMAT", "TEACHER_FORMAT", "main", "load_student", "format_table"]
 
-STUDENT_FORMAT = "condense.g2m.student/v1"
 TEACHER_FORMAT = "condense.g2m.teacher/v1"
 SCORE_KEYS = ("val", "tran", "ind", "prod")
 
@@ -58,7 +60,9 @@ def _epilog() -> str:
             "presets (--preset): ff-g2m = LirongWu/FF-G2M best_parameters.json (default), glnn = snap-research/graphless-neural-networks "
             "train.conf.yaml; csbm's preset is ours, fixed a priori\n"
             f"default dataset: csbm, a generated contextual stochastic block model ({CSBM_DEFAULTS['num_nodes']} nodes, "
-            f"{CSBM_DEFAULTS['num_features']} features, degree {CSBM_DEFAULTS['avg_degree']:g}; features weak alone, graph informative)")  # fmt: skip
+            f"{CSBM_DEFAULTS['num_features']} features, degree {CSBM_DEFAULTS['avg_degree']:g}; features weak alone, graph informative)\n"
+            "serving: predict STUDENT --features X.npy [--out pred.npy] classifies raw features with a saved student (no graph); "
+            "export STUDENT --out S.pt2 [--onnx S.onnx] writes torch.export / ONNX programs (predict --help, export --help)")  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,14 +106,6 @@ def format_table(rows: list[tuple[str, dict[str, float]]]) -> str:
     for name, scores in rows:
         lines.append(f"{name:<16}" + "".join(f"{100 * scores[k]:>9.2f}" if k in scores else f"{'-':>9}" for k in keys))
     return "\n".join(lines)
-
-
-def load_student(path: str | Path) -> MLP:
-    """Rebuild a saved student MLP (``weights_only`` load)."""
-    art = safe_load(path, expected_format=STUDENT_FORMAT, what="g2m student")
-    model = build_node_model("mlp", art["in_dim"], art["out_dim"], **art["model_kwargs"])
-    model.load_state_dict(art["state_dict"])
-    return model.eval()
 
 
 def _config(args: argparse.Namespace) -> Preset:
@@ -157,6 +153,9 @@ def _distributed(args: argparse.Namespace, device):
 
 @cli_main
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in serve.SUBCOMMANDS:  # predict / export a saved student
+        return serve.main(argv)
     args = _parser().parse_args(argv)
     try:
         device = resolve_device(args.device)
@@ -207,13 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             if method not in saved_methods:
                 continue
             path = student_outs[method]
-            atomic_save(
-                dict(format=STUDENT_FORMAT, method=method, teacher=args.teacher, in_dim=data.num_features, out_dim=int(data.y.max()) + 1,
-                     model_kwargs=preset.student.model_kwargs(), state_dict=student.cpu().state_dict(), scores=res.scores,
-                     lamb=preset.lamb, tau=preset.tau, class_names=result.serving["class_names"],
-                     feature_preprocessing=result.serving["feature_preprocessing"], teacher_checksum=result.serving["teacher_checksum"], **meta),
-                path,
-            )
+            save_student(path, student.cpu(), model_kwargs=preset.student.model_kwargs(), class_names=result.serving["class_names"],
+                         feature_preprocessing=result.serving["feature_preprocessing"], teacher_checksum=result.serving["teacher_checksum"],
+                         method=method, teacher=args.teacher, scores=res.scores, lamb=preset.lamb, tau=preset.tau,
+                         config=result.serving["preset"], **meta)  # fmt: skip
             saved.append(path)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
