@@ -174,3 +174,26 @@ def test_arxiv_layout_loader_mini_batch_teacher_student_export_predict(tmp_path,
     program, meta = load_exported(tmp_path / "s.pt2")
     assert logits.shape == (400, 4) and meta["class_names"] == ["0", "1", "2", "3"]
     torch.testing.assert_close(program(pieces["x"]), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_bench_inference_serving_latency_table(tmp_path, capsys):
+    """The serving table times the exported student against the teacher's CSR fetch + forward, which
+    computes the teacher's full-graph logits of the requested nodes."""
+    from experiments import bench_inference
+    from graphs.data.csbm import csbm
+    from graphs.g2m.sampling import CSR, sample_blocks
+
+    out = tmp_path / "bench.json"
+    argv = ["--sizes", "300", "--queries", "3", "--teachers", "gcn", "--batch-sizes", "1", "8", "--json", str(out)]
+    assert bench_inference.main(argv) == 0
+    assert "| exported student ms |" in capsys.readouterr().out
+    rows = __import__("json").loads(out.read_text())["serving"]
+    assert [(r["batch"], r["teacher"]) for r in rows] == [(1, "gcn"), (8, "gcn")]
+    assert all(r["student_ms"] > 0 and r["fetch_ms"] > 0 and r["teacher_ms"] > 0 for r in rows)
+    assert bench_inference.main(["--sizes", "300", "--batch-sizes", "0"]) == 2
+    data = csbm(300, 16, avg_degree=6.0, seed=1)
+    teacher = build_node_model("gcn", 16, 2, hidden=8, num_layers=2).eval()
+    batch = torch.tensor([3, 17, 250])
+    blocks = sample_blocks(CSR.from_edge_index(data.edge_index, 300), batch, [-1, -1])
+    with torch.no_grad():
+        torch.testing.assert_close(teacher.forward_blocks(data.x[blocks[0].nodes], blocks), teacher(data.x, data.edge_index)[batch])
