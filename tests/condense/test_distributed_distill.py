@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,13 @@ def _worker(rank: int, world: int, port: int, out: str, names: list[str]) -> Non
 
 def _spawn(world: int, names: list[str], tmp: Path) -> list[dict[str, Any]]:
     out = tmp / f"dist_{world}.pt"
-    torch.multiprocessing.spawn(_worker, args=(world, _free_port(), str(out), names), nprocs=world, join=True)
+    job = torch.multiprocessing.spawn(_worker, args=(world, _free_port(), str(out), names), nprocs=world, join=False)
+    deadline = time.monotonic() + 900  # minutes on a loaded 2-core machine; a hang must not block the suite
+    while not job.join(timeout=5):
+        if time.monotonic() > deadline:
+            for proc in job.processes:
+                proc.kill()
+            pytest.fail(f"the {world}-rank job did not finish in 900 s")
     return [torch.load(f"{out}.{r}", weights_only=False) for r in range(world)]
 
 
@@ -172,7 +179,6 @@ def test_cli_dying_rank_then_resume_equals_uninterrupted(tmp_path: Path) -> None
     """Rank 1 is killed mid-run: rank 0 stops with one line naming it and writes no set; ``--resume`` on
     2 ranks then finishes from rank 0's checkpoint and equals an uninterrupted one-process run bit for bit."""
     import signal
-    import time
 
     from condense.synset import SyntheticSet
 
