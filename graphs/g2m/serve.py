@@ -23,6 +23,9 @@ import argparse
 import importlib.util
 import io
 import json
+import logging
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -172,6 +175,8 @@ def export_student(student: ServedStudent, path: str | Path, *, onnx_path: str |
     """Write ``student`` as a ``torch.export`` program (raw features -> logits, dynamic batch size) to
     ``path`` (``.pt2``, the metadata as its ``student.json`` extra file) and, with ``onnx_path``, as ONNX
     (needs the ``onnx`` extra; refused before anything is written otherwise). Returns ``path``."""
+    if Path(path).suffix != ".pt2":
+        raise UserError(f"the exported program's name must end in .pt2 (torch.export.load requires it), got {path}")
     if onnx_path is not None and _onnx_missing():
         raise UserError(_onnx_missing())
     student.eval()
@@ -184,22 +189,55 @@ def export_student(student: ServedStudent, path: str | Path, *, onnx_path: str |
     torch.export.save(program, buf, extra_files={EXPORT_META: json.dumps(meta)})
     if onnx_path is not None:
         onnx_buf = io.BytesIO()
-        onnx_program = torch.onnx.export(student, (example,), dynamo=True, dynamic_shapes={"x": {0: batch}},
-                                         input_names=["features"], output_names=["logits"])  # fmt: skip
+        onnx_log = logging.getLogger("torch.onnx")
+        level = onnx_log.level
+        onnx_log.setLevel(logging.ERROR)  # the exporter's notes (torchvision ops skipped, deprecations) are not the user's concern
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                onnx_program = torch.onnx.export(student, (example,), dynamo=True, dynamic_shapes={"x": {0: batch}}, verbose=False,
+                                                 input_names=["features"], output_names=["logits"])  # fmt: skip
+        finally:
+            onnx_log.setLevel(level)
         onnx_program.save(onnx_buf)
         atomic_write_bytes(onnx_buf.getvalue(), onnx_path, what="ONNX student")
     return atomic_write_bytes(buf.getvalue(), path, what="exported student")
 
 
+def _check_archive(path: str | Path) -> None:
+    """Refuse a ``.pt2`` whose loading would unpickle more than tensors: ``torch.export.load`` reads
+    pickled weights, constants and sample inputs with ``weights_only=False``; a student's archive has
+    raw tensor payloads only, and its sample inputs load with ``weights_only=True``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not any(n.endswith("/archive_format") for n in names) or not any(n.endswith(f"/extra/{EXPORT_META}") for n in names):
+                raise UserError(f"{path} is not an exported student (no torch.export archive with {EXPORT_META}; write one with "
+                                "python -m graphs.g2m export)")  # fmt: skip
+            for name in names:
+                if name.endswith("_config.json") and "/data/" in name:
+                    for fqn, payload in json.loads(archive.read(name)).get("config", {}).items():
+                        if payload.get("use_pickle") or not str(payload.get("path_name", "")).startswith(("weight_", "tensor_")):
+                            raise UserError(f"{path}: refusing to load {fqn!r}, a pickled payload (an exported student stores raw tensors only)")
+                elif name.endswith(".pt"):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile, json and torch.load raise many types for foreign files
+        raise UserError(f"{path} is not an exported student ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+
+
 def load_exported(path: str | Path) -> tuple[Callable[[Tensor], Tensor], dict]:
-    """``(module, meta)`` of a program written by :func:`export_student` (``module(x)`` -> logits)."""
+    """``(module, meta)`` of a program written by :func:`export_student` (``module(x)`` -> logits);
+    archives holding pickled objects are refused first (:func:`_check_archive`)."""
+    _check_archive(path)
     extra = {EXPORT_META: ""}
     try:
-        program = torch.export.load(str(path), extra_files=extra)
+        program = torch.export.load(io.BytesIO(Path(path).read_bytes()), extra_files=extra)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for foreign files
         raise UserError(f"{path} is not an exported student ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
-    if not extra[EXPORT_META]:
-        raise UserError(f"{path} is an exported program but not a g2m student (no {EXPORT_META})")
     return program.module(), json.loads(extra[EXPORT_META])
 
 
@@ -254,8 +292,6 @@ def _predict(argv: list[str]) -> int:
 
 def _export(argv: list[str]) -> int:
     args = _export_parser().parse_args(argv)
-    if args.onnx is not None and _onnx_missing():
-        raise UserError(_onnx_missing())
     student = load_student(args.student)
     export_student(student, args.out, onnx_path=args.onnx)
     print(f"exported -> {args.out} (torch.export; torch.export.load(path).module()(features) gives the logits)"

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -132,10 +134,24 @@ def test_predict_api_refuses_bad_dtype_and_accepts_integer_counts(tmp_path):
     torch.testing.assert_close(predict(student, counts)[0], predict(student, counts.astype(np.float32))[0], rtol=0, atol=0)
 
 
-def test_load_exported_refuses_other_files(tmp_path):
+def test_load_exported_refuses_other_files_and_pickled_payloads(tmp_path):
     _student(tmp_path / "s.pt")
     with pytest.raises(UserError, match="not an exported student"):
         load_exported(tmp_path / "s.pt")
+    with pytest.raises(UserError, match="must end in .pt2"):
+        export_student(load_student(tmp_path / "s.pt"), tmp_path / "s.bin")
+    export_student(load_student(tmp_path / "s.pt"), tmp_path / "s.pt2")
+    for tamper, needle in (("weights", "pickled payload"), ("sample", "not an exported student")):
+        with zipfile.ZipFile(tmp_path / "s.pt2") as src, zipfile.ZipFile(tmp_path / "t.pt2", "w") as dst:
+            for item in src.infolist():
+                data = src.read(item)
+                if tamper == "weights" and item.filename.endswith("model_weights_config.json"):
+                    data = data.replace(b'"use_pickle": false', b'"use_pickle": true', 1)
+                if tamper == "sample" and item.filename.endswith("sample_inputs/model.pt"):
+                    data = pickle.dumps(print)  # anything beyond tensors must never reach an unpickler
+                dst.writestr(item, data)
+        with pytest.raises(UserError, match=needle):
+            load_exported(tmp_path / "t.pt2")
 
 
 @pytest.mark.skipif(HAS_ONNX, reason="onnx is installed here: the missing-extra refusal cannot be observed")
