@@ -26,7 +26,6 @@ from .experts import add_experts_parser, cmd_experts
 from .methods import METHODS, get_method
 from .nets import convnet_depth
 from .methods.base import check_ipc
-from .resources import check_memory, distill_bytes
 from .safeio import CLIParser, check_image_dataset, check_outputs, cli_main, input_flag, lock_outputs, output_flag, parse_list
 from .synset import SyntheticSet
 from .utils import UserError, check_positive, markdown_table, resolve_device
@@ -100,9 +99,6 @@ def cmd_distill(args: argparse.Namespace) -> int:
         raise UserError(f"--resume given but no checkpoint at {path}")
     dataset = _load(args)
     full_size = _check_size(dataset, args.ipc, args.allow_full_size)
-    check_memory(distill_bytes(dataset.num_classes, dataset.channels, dataset.image_size, args.ipc, config),
-                 f"distilling {args.ipc} images per class x {dataset.num_classes} classes at {'x'.join(map(str, dataset.image_size))} "
-                 f"pixels (--ipc, --resize, widths and batch sizes)", "lower --ipc, --resize, --width or the batch sizes")  # fmt: skip
     ckpt = None
     if path is not None:
         sig = {"method": args.method, "dataset": dataset.name, "ipc": args.ipc, "seed": args.seed, "config": dataclasses.asdict(config),

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import Checkpointer, rng_state, set_rng_state
 from ..data import ClassSampler, ImageDataset
 from ..nets import get_network
+from ..resources import check_memory, distill_bytes
 from ..synset import SyntheticSet
 from ..utils import UserError, check_positive, make_generator, resolve_device
 
@@ -56,6 +57,9 @@ def register_method(name: str, config_cls: type, distill: DistillFn, summary: st
     """Register a method: its config dataclass (fields carry ``metadata={"help": ...}``) and ``distill``."""
     @functools.wraps(distill)
     def with_device(dataset: ImageDataset, ipc: int, config: Any, *, device: str | torch.device = "cpu", **kwargs: Any) -> SyntheticSet:
+        check_memory(distill_bytes(dataset.num_classes, dataset.channels, dataset.image_size, ipc, config),
+                     f"distilling {ipc} images per class x {dataset.num_classes} classes at {'x'.join(map(str, dataset.image_size))} "
+                     "pixels (--ipc, --resize, widths and batch sizes)", "lower --ipc, --resize, --width or the batch sizes")  # fmt: skip
         return distill(dataset, ipc, config, device=resolve_device(device), **kwargs)  # "auto", "cuda" -> device or UserError
 
     METHODS[name] = MethodSpec(name, config_cls, with_device, summary)

@@ -88,3 +88,12 @@ def test_full_size_set_is_refused_unless_allowed_and_then_labelled(tmp_path, bal
     argv[4], argv[-2] = "9", str(tmp_path / "t.pt")
     assert condense_main(argv) == 0
     assert "full_size" not in SyntheticSet.load(tmp_path / "t.pt").meta
+
+
+def test_every_caller_of_a_method_gets_the_memory_check():
+    """The check sits in the method registry's wrapper: experiments and the Python API are covered too."""
+    from condense.methods import get_method
+
+    dm = get_method("dm")
+    with pytest.raises(UserError, match="distilling 1 images per class x 10 classes at 8x8 pixels .* needs at least"):
+        dm.distill(load_dataset("digits"), 1, dm.config_cls(width=1_000_000, iterations=1))
