@@ -29,7 +29,6 @@ import condense.threads  # noqa: F401  (thread policy before torch)
 import dataclasses
 import datetime
 import platform
-import statistics
 import subprocess
 import sys
 import time
