@@ -143,8 +143,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError("--dc-aug is DC's protocol without DSA (DSA replaces it): drop --dsa / --dsa-strategy")
     if args.dsa_strategy is not None:
         dsa = make_dsa(args.dsa_strategy, dataset.name, align_corners=protocol.align_corners) if args.dsa is not False else False
-    state = Path(args.state) if args.state else _evaluate_state(args.file)
-    check_outputs({"--state": state})
+    state: Path | None = Path(args.state) if args.state else _evaluate_state(args.file)
+    try:
+        check_outputs({"--state": state})
+    except UserError as exc:
+        if args.state:
+            raise
+        _log(f"note: finished networks are not kept for a rerun ({exc})")  # the default cache is optional
+        state = None
     start = time.perf_counter()
     try:
         res = evaluate_synset(
@@ -153,11 +159,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             batched=args.batched, precision=args.precision, state=state,
         )  # fmt: skip
     except KeyboardInterrupt:
-        done = finished_networks(state)
+        done = finished_networks(state) if state is not None else 0
         _log(f"evaluation interrupted; {done} finished network(s) kept in {state}: rerun the same command to resume them"
              if done else "evaluation interrupted before any network finished (nothing kept)")  # fmt: skip
         return 130
-    state.unlink(missing_ok=True)  # complete: nothing left to resume
+    if state is not None:
+        state.unlink(missing_ok=True)  # complete: nothing left to resume
     maxed = [s for s in res.values() if s.test_every]
     header = ["model", "final acc % (mean ± std)"] + ([maxed[0].max_label] if maxed else [])
     print(markdown_table(header, [[m, *_summary_cells(s)[: len(header) - 1]] for m, s in res.items()]))

@@ -47,3 +47,13 @@ def test_ctrl_c_prints_evaluate_message_and_rerun_resumes(set_file, tmp_path, ca
     assert main(["evaluate", str(set_file), *ARGS, "--no-progress", "--state", str(state)]) == 0
     assert "resuming mlp: 1 finished network(s)" in capsys.readouterr().err and len(calls) == 3 and not state.exists()
     assert main(["evaluate", str(set_file), *ARGS, "--precision", "fp8"]) == 2
+
+
+def test_unwritable_default_cache_only_skips_the_state(set_file, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # the cache directory cannot be created
+    assert main(["evaluate", str(set_file), *ARGS, "--no-progress"]) == 0
+    assert "not kept for a rerun" in capsys.readouterr().err
+    assert main(["evaluate", str(set_file), *ARGS, "--no-progress", "--state", str(blocker / "s.pt")]) == 2
+
