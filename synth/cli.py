@@ -14,7 +14,6 @@ import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -57,6 +56,16 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
 
 
+def _checkpoint_flags(p: argparse.ArgumentParser, unit: str) -> None:
+    p.add_argument("--checkpoint", default=None,
+                   help="resumable training checkpoint file; rerunning the same command resumes from it (default: OUT.ckpt, "
+                        "deleted when the run completes; a named one is kept)", **output_flag(resumable=True))  # fmt: skip
+    p.add_argument("--checkpoint-every", type=int, default=None, help=f"save the checkpoint every K {unit} (default: on the time interval)")
+    p.add_argument("--checkpoint-interval", type=float, default=None, metavar="SECONDS",
+                   help=f"save the checkpoint every SECONDS of wall time (default: {DEFAULT_INTERVAL:g} unless --checkpoint-every is given)")
+    p.add_argument("--no-checkpoint", action="store_true", help="no checkpoints (Ctrl-C then loses the run)")
+
+
 def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     methods = "\n".join(f"  {name:7s} {text}" for name, text in METHOD_HELP.items())
     parser = CLIParser(
@@ -76,6 +85,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--random", action="store_true", help="do not train: a seeded random teacher")
     t.add_argument("--out", required=True, help="teacher checkpoint to write", **output_flag())
+    _checkpoint_flags(t, "epochs")
     d = sub.add_parser("distill", help="train a student from a teacher checkpoint")
     _data_flags(d)
     d.add_argument("--method", required=True, choices=sorted(METHOD_CONFIGS), help="; ".join(f"{k}: {v.split(':')[0]}" for k, v in METHOD_HELP.items()))
@@ -84,13 +94,7 @@ def build_parser(method: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="student checkpoint to write", **output_flag())
     d.add_argument("--synset", default=None, help="also write a SyntheticSet of generated samples + teacher soft labels", **output_flag())
     d.add_argument("--synset-size", type=int, default=500, help="number of samples in --synset")
-    d.add_argument("--checkpoint", default=None,
-                   help="resumable training checkpoint file; rerunning the same command resumes from it (default: OUT.ckpt, "
-                        "deleted when the run completes; a named one is kept)", **output_flag(resumable=True))  # fmt: skip
-    d.add_argument("--checkpoint-every", type=int, default=None, help="save the checkpoint every K iterations (default: on the time interval)")
-    d.add_argument("--checkpoint-interval", type=float, default=None, metavar="SECONDS",
-                   help=f"save the checkpoint every SECONDS of wall time (default: {DEFAULT_INTERVAL:g} unless --checkpoint-every is given)")
-    d.add_argument("--no-checkpoint", action="store_true", help="no checkpoints (Ctrl-C then loses the run)")
+    _checkpoint_flags(d, "iterations")
     if method in METHOD_CONFIGS:
         add_config_flags(d, METHOD_CONFIGS[method], f"{method} options")
     return parser
@@ -101,10 +105,16 @@ def _dataset(args: argparse.Namespace) -> ImageDataset:
 
 
 def cmd_teacher(args: argparse.Namespace) -> dict[str, Any]:
-    outputs = check_outputs({"--out": args.out}, roots={"--root": args.root})
+    ckpt_path = None if args.random else _checkpoint_path(args)
+    outputs = check_outputs({"--out": args.out, "--checkpoint": ckpt_path}, roots={"--root": args.root})
     resolve_device(args.device)
-    lock_outputs(outputs.values(), outputs)
     ds = _dataset(args)
+    ckpt = None
+    if ckpt_path:
+        sig = {"arch": args.arch, "norm": args.norm, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+               "seed": args.seed, "dataset": ds.name, "data": ds.fingerprint, "transform": {"resize": args.resize}}  # fmt: skip
+        ckpt = _checkpointer(args, ckpt_path, sig)
+    lock_outputs(outputs.values(), outputs)
     kwargs = {"norm": args.norm} if args.norm else {}
     shape = (ds.channels, *ds.image_size)
     if args.random:
@@ -112,8 +122,9 @@ def cmd_teacher(args: argparse.Namespace) -> dict[str, Any]:
         model.meta["test_acc"] = accuracy(model.net, ds.test_x, ds.test_y, device="cpu")
     else:
         model = train_teacher(ds, args.arch, arch_kwargs=kwargs, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                              device=args.device, seed=args.seed, progress=not args.no_progress)  # fmt: skip
+                              device=args.device, seed=args.seed, progress=not args.no_progress, checkpoint=ckpt)  # fmt: skip
     save_model(model, args.out, dataset=ds)
+    _finish_checkpoint(args, ckpt)
     return {"teacher": args.out, "arch": args.arch, "kind": model.meta["kind"], "test_acc": round(model.meta["test_acc"], 4)}
 
 
@@ -131,6 +142,20 @@ def _checkpoint_path(args: argparse.Namespace) -> str | None:
             raise UserError("--no-checkpoint contradicts --checkpoint / --checkpoint-every / --checkpoint-interval")
         return None
     return args.checkpoint or f"{args.out}.ckpt"
+
+
+def _checkpointer(args: argparse.Namespace, path: str, signature: dict[str, Any]) -> Checkpointer:
+    """The run's checkpointer (checked before work): ``--checkpoint-every`` and/or the time interval (default 10 minutes)."""
+    interval = args.checkpoint_interval if args.checkpoint_interval is not None else None if args.checkpoint_every else DEFAULT_INTERVAL
+    ckpt = Checkpointer(path, args.checkpoint_every, signature, interval=interval)
+    ckpt.check()
+    return ckpt
+
+
+def _finish_checkpoint(args: argparse.Namespace, ckpt: Checkpointer | None) -> None:
+    """After the result is written: the default safety checkpoint has served its purpose; an asked-for one is kept."""
+    if ckpt is not None and not (args.checkpoint or args.checkpoint_every or args.checkpoint_interval is not None):
+        ckpt.path.unlink(missing_ok=True)
 
 
 def _check_memory(args: argparse.Namespace, cfg: Any, ds: ImageDataset) -> None:
@@ -160,9 +185,7 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     if ckpt_path:
         sig = {"method": args.method, "config": repr(cfg), "seed": args.seed, "student": args.student, "dataset": ds.name,
                "data": ds.fingerprint, "transform": {"resize": args.resize}, "teacher": fingerprint_tensors(teacher.net.state_dict())}
-        interval = args.checkpoint_interval if args.checkpoint_interval is not None else None if args.checkpoint_every else DEFAULT_INTERVAL
-        ckpt = Checkpointer(ckpt_path, args.checkpoint_every, sig, interval=interval)
-        ckpt.check()
+        ckpt = _checkpointer(args, ckpt_path, sig)
     lock_outputs(outputs.values(), outputs)
     common = dict(device=device, seed=args.seed, progress=not args.no_progress, checkpoint=ckpt)
     report: dict[str, Any] = {"method": args.method, "teacher_test_acc": round(accuracy(teacher.net, ds.test_x, ds.test_y, device=device), 4)}
@@ -199,8 +222,7 @@ def cmd_distill(args: argparse.Namespace) -> dict[str, Any]:
     out_model.meta = {"kind": "student", "method": args.method, "seed": args.seed, "teacher": str(args.teacher), **report}
     save_model(out_model, args.out, dataset=ds)
     report["student"] = args.out
-    if ckpt is not None and not (args.checkpoint or args.checkpoint_every or args.checkpoint_interval is not None):
-        Path(ckpt_path).unlink(missing_ok=True)  # the default safety checkpoint has served its purpose
+    _finish_checkpoint(args, ckpt)
     return report
 
 

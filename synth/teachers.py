@@ -15,15 +15,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from condense.checkpoint import Checkpointer
 from condense.data import ImageDataset
 from condense.evaluate import accuracy
 from condense.nets import get_network
 from condense.safeio import check_finite_state
 from condense.utils import UserError, atomic_save, check_positive, package_versions, resolve_device, safe_load
 
-from .common import check_int
+from .common import check_int, run_loop
 
 __all__ = ["Model", "FORMAT", "build_network", "train_teacher", "random_teacher", "save_model", "load_model", "check_student"]
 
@@ -71,8 +71,11 @@ def train_teacher(
     device: str | torch.device = "cpu",
     seed: int = 0,
     progress: bool = True,
+    checkpoint: Checkpointer | None = None,
 ) -> Model:
-    """Train ``arch`` on the real training split with Adam and cross-entropy (DAFL's ``teacher-train.py`` for MNIST: Adam lr 1e-3, batch 256)."""
+    """Train ``arch`` on the real training split with Adam and cross-entropy (DAFL's ``teacher-train.py`` for MNIST: Adam lr 1e-3, batch 256).
+
+    With a ``checkpoint`` the epoch loop saves and resumes bit-for-bit (network, optimiser and shuffling states)."""
     check_int("epochs", epochs)
     check_int("batch_size", batch_size)
     check_positive("lr", lr)
@@ -84,7 +87,8 @@ def train_teacher(
     order = torch.Generator().manual_seed(seed)
     x, y = dataset.train_x.to(device), dataset.train_y.to(device)
     start = time.perf_counter()
-    for _ in tqdm(range(epochs), desc=f"teacher {arch}", disable=not progress, leave=False):
+
+    def epoch(_: int) -> dict[str, float]:
         perm = torch.randperm(len(x), generator=order).to(device)
         for i in range(0, len(x), batch_size):
             idx = perm[i : i + batch_size]
@@ -92,6 +96,10 @@ def train_teacher(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+        return {"loss": float(loss.detach())}
+
+    run_loop(epoch, epochs, state={"net": net, "optimiser": optimiser}, generators={"order": order}, checkpoint=checkpoint,
+             progress=progress, desc=f"teacher {arch}", log_every=1)  # fmt: skip
     acc = accuracy(net, dataset.test_x, dataset.test_y, device=device)
     meta = {"kind": "trained", "seed": seed, "epochs": epochs, "lr": lr, "test_acc": acc, "wall_time": time.perf_counter() - start}
     return Model(net.eval(), arch, dataset.num_classes, _input_shape(dataset), dict(arch_kwargs or {}), meta)

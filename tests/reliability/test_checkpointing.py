@@ -141,7 +141,7 @@ def test_run_loop_stops_with_the_last_valid_learning_rate(capsys):
 
     history = run_loop(step, 10, tensors={"images": images, "lr": lr}, optimisers={"o": opt}, generators={}, progress=False,
                        desc="MTT", positive=("lr",))  # fmt: skip
-    assert len(history) == 2 and float(lr) == 5.0 and torch.equal(images.detach(), torch.tensor([-20.0, -20.0]))
+    assert len(history) == 2 and float(lr.detach()) == 5.0 and torch.equal(images.detach(), torch.tensor([-20.0, -20.0]))
     err = capsys.readouterr().err
     assert "MTT: stopping at iteration 2: its update would make lr -5" in err and "2 completed iterations" in err
 
@@ -168,3 +168,28 @@ def test_a_rerun_does_not_discard_an_interrupted_runs_checkpoint(tmp_path, capsy
     assert "holds this run's checkpoint at iteration 3 (an interrupted run?): add --resume" in capsys.readouterr().err
     assert (tmp_path / "o.pt.ckpt").read_bytes() == before
     assert condense_main([*argv, "--overwrite"]) == 0  # starting over is a choice
+
+
+@pytest.mark.slow
+def test_synth_teacher_resumes_bit_for_bit(tmp_path, monkeypatch):
+    from synth.cli import main as synth_main
+    from synth.teachers import train_teacher
+
+    assert synth_main(["teacher", "--resize", "32", "--epochs", "1", "--batch-size", "512", "--out", str(tmp_path / "t.pt"),
+                       "--no-progress"]) == 0  # fmt: skip
+    assert not (tmp_path / "t.pt.ckpt").exists()  # the default checkpoint is gone once the teacher is written
+    ds = load_dataset("digits", resize=32)
+    whole = train_teacher(ds, epochs=2, batch_size=512, progress=False).net.state_dict()
+    save = Checkpointer.save
+
+    def killed_after_one(self, iteration, state):
+        save(self, iteration, state)
+        if iteration == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(ds, epochs=2, batch_size=512, progress=False, checkpoint=Checkpointer(tmp_path / "c", 1))
+    monkeypatch.setattr(Checkpointer, "save", save)
+    resumed = train_teacher(ds, epochs=2, batch_size=512, progress=False, checkpoint=Checkpointer(tmp_path / "c", 1)).net.state_dict()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
