@@ -22,6 +22,7 @@ longest iteration seen, at least :data:`GRACE_SECONDS`), interrupts at once.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import threading
@@ -175,6 +176,7 @@ def _short(value: Any) -> str:
 _ACTIVE: Checkpointer | None = None
 _PENDING: list[int] = []  # the signal whose interrupt waits for the next iteration boundary
 _COMMAND: list[str] = []  # the command line being run, for the resume hint
+_OWNER = [0]  # the process that installed the handlers (forked children must not defer)
 
 
 def forget_progress() -> None:
@@ -220,6 +222,11 @@ def _raise_pending() -> None:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
+    if os.getpid() != _OWNER[0]:  # a forked child inherited the handler: behave as Python would by default
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise KeyboardInterrupt
     ck = _ACTIVE
     if _PENDING or ck is None or not ck.looping:
         _PENDING.clear()
@@ -246,6 +253,7 @@ def deferred_interrupts() -> Iterator[None]:
     if previous[signal.SIGALRM] not in (signal.SIG_DFL, None):
         yield  # somebody else's alarm handler: leave it alone
         return
+    _OWNER[0] = os.getpid()
     signal.signal(signal.SIGINT, _on_signal)
     if previous[signal.SIGTERM] == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_signal)
