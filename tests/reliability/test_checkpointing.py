@@ -193,3 +193,17 @@ def test_synth_teacher_resumes_bit_for_bit(tmp_path, monkeypatch):
     monkeypatch.setattr(Checkpointer, "save", save)
     resumed = train_teacher(ds, epochs=2, batch_size=512, progress=False, checkpoint=Checkpointer(tmp_path / "c", 1)).net.state_dict()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_sigterm_through_cli_main_is_143_with_the_resume_command(tmp_path, capsys):
+    from condense.safeio import cli_main
+
+    @cli_main
+    def main(argv=None) -> int:
+        _loop(Checkpointer(tmp_path / "c.ckpt", None, {}, interval=600, resume_args=("--resume",)), 50, 5, signal.SIGTERM)
+        return 0
+
+    assert main(["run", "--out", "x y"]) == 143
+    err = capsys.readouterr().err.strip()
+    assert err == (f"interrupted at iteration 6; the last checkpoint is {tmp_path / 'c.ckpt'} (iteration 6, written on the interrupt) - "
+                   "resume with: python -m tests.reliability.test_checkpointing run --out 'x y' --resume")
