@@ -198,7 +198,7 @@ def distill_datadam(
     def step(_: int) -> float:
         net, _ = embedding_network(ctx, build_network(config.model, dataset, config.width, norm=config.norm).to(device),
                                    joint=not config.class_by_class)
-        pairs = class_pairs(dataset, sampler, images, ipc, config.batch_real, dsa, gen, mine)  # one Siamese draw per class
+        pairs = {c: (real, syn) for c, real, syn in class_pairs(dataset, sampler, images, ipc, config.batch_real, dsa, gen, mine)}
         if config.class_by_class:
             losses = {}
             for c, (real, syn) in pairs.items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 
@@ -59,20 +60,19 @@ def mean_embedding_loss(emb_real: torch.Tensor, emb_syn: torch.Tensor) -> torch.
 def class_pairs(
     dataset: ImageDataset, sampler: ClassSampler, images: torch.Tensor, ipc: int, batch_real: int, dsa: DSA,
     gen: torch.Generator, classes: range,
-) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
-    """``{c: (real, syn)}`` for the classes in ``classes``, one Siamese DSA draw per class.
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """``(c, real, syn)`` for each class in ``classes``, one Siamese DSA draw per class, one class at a time.
 
     The real-batch indices and DSA parameters of *every* class are drawn (in class order), so the
-    generator advances alike on every rank; only the owned classes' images are read.
+    generator advances alike on every rank; only the owned classes' images are read. Consume it to
+    the end.
     """
-    pairs = {}
     for c in range(dataset.num_classes):
         idx = sampler.sample(c, batch_real, gen)
         params = dsa.sample(1, dataset.image_size, gen)  # what dsa.siamese draws
         if c in classes:
             real = dataset.train_x[idx].to(images.device)
-            pairs[c] = (dsa.apply(real, params), dsa.apply(images[c * ipc : (c + 1) * ipc], params))
-    return pairs
+            yield c, dsa.apply(real, params), dsa.apply(images[c * ipc : (c + 1) * ipc], params)
 
 
 def embedding_network(ctx: DistContext, net: torch.nn.Module, joint: bool = True) -> tuple[torch.nn.Module, bool]:
@@ -101,13 +101,14 @@ def distill_dm(
         pairs = class_pairs(dataset, sampler, images, ipc, config.batch_real, dsa, gen, mine)
         losses = {}
         if not joint:  # per-class backward: same gradient as the summed loss, memory of one class
-            for c, (real, syn) in pairs.items():
+            for c, real, syn in pairs:
                 with torch.no_grad():
                     emb_real = net.embed(real)
                 loss = mean_embedding_loss(emb_real, net.embed(syn))
                 loss.backward()
                 losses[c] = loss.detach()
         else:  # official BN branch: one forward of all classes, so batch statistics span them
+            pairs = {c: (real, syn) for c, real, syn in pairs}
             with torch.no_grad():
                 emb_real = net.embed(torch.cat([r for r, _ in pairs.values()])).split([len(r) for r, _ in pairs.values()])
             emb_syn = net.embed(torch.cat([s for _, s in pairs.values()])).split(ipc)
