@@ -1,8 +1,8 @@
-"""Images kept as uint8 on disk and read memory-mapped: the storage whose memory does not grow with the data.
+"""Images kept as uint8 on disk and read per batch: the storage whose memory does not grow with the data.
 
 A *cache file* holds the decoded training and test images of one dataset (uint8, ``(N, C, H, W)``,
 row-major), both label vectors (int64) and a JSON trailer (format, source fingerprint, shapes,
-class names, per-channel statistics). It is written once, atomically, and read with ``np.memmap``;
+class names, per-channel statistics). It is written once, atomically, and read row by row (:class:`DiskRows`);
 a file whose trailer, size or fingerprint does not match what the sources say is never used
 (:func:`open_cache` returns ``None`` and the caller rebuilds it).
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..utils import UserError
 
-__all__ = ["ImageStore", "standardise", "write_cache", "open_cache", "CACHE_FORMAT"]
+__all__ = ["ImageStore", "DiskRows", "standardise", "write_cache", "open_cache", "CACHE_FORMAT"]
 
 CACHE_FORMAT = "condense-u8-cache-v1"
 _MAGIC = b"CONDENSEU8"
@@ -48,15 +48,84 @@ def standardise(u8: torch.Tensor, mean: Sequence[float], std: Sequence[float], r
     return (t - m) / s
 
 
+class DiskRows:
+    """Rows ``(N, C, H, W)`` of uint8 at ``offset`` in a file, read with positional reads (``os.preadv``).
+
+    Not ``np.memmap``: where the page cache uses large folios (recent Linux), each fault on a mapping maps
+    up to 2 MiB around the touched row, so random rows of a mapped cache drive the process's RSS towards
+    the file's size (measured here: 100 random 3 KiB rows of a 0.9 GiB file, +190 MiB RSS; 2,560 rows, the
+    whole file). ``pread`` copies just the rows asked for, through the same page cache.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, int, int, int]) -> None:
+        self.path, self.offset, self.shape = Path(path), int(offset), tuple(int(s) for s in shape)
+        self.row_bytes = int(np.prod(self.shape[1:]))
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+    def __getstate__(self) -> dict:  # a forked/spawned worker opens its own descriptor
+        return {**self.__dict__, "_fd": None}
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        if isinstance(idx, slice):
+            start, stop, step = idx.indices(len(self))
+            if step == 1:
+                return self._run(start, max(start, stop))
+            idx = np.arange(start, stop, step)
+        pos = np.asarray(idx, np.int64).reshape(-1)
+        out = np.empty((len(pos), *self.shape[1:]), np.uint8)
+        order = np.argsort(pos, kind="stable")
+        sorted_pos = pos[order]
+        breaks = np.flatnonzero(np.diff(sorted_pos) != 1) + 1  # runs of consecutive rows: one read each
+        tmp = np.empty_like(out)
+        for run in np.split(np.arange(len(pos)), breaks):
+            if len(run):
+                self._read_into(tmp[run[0] : run[-1] + 1], int(sorted_pos[run[0]]))
+        out[order] = tmp
+        return out
+
+    def _run(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, *self.shape[1:]), np.uint8)
+        if stop > start:
+            self._read_into(out, start)
+        return out
+
+    def _read_into(self, buf: np.ndarray, row: int) -> None:
+        view, at = memoryview(buf).cast("B"), self.offset + row * self.row_bytes
+        while len(view):
+            got = os.preadv(self._file(), [view], at)
+            if got <= 0:
+                raise UserError(f"the cache {self.path} is truncated (rebuild it: delete the file)")
+            view, at = view[got:], at + got
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self._run(0, len(self))
+        return out if dtype is None else out.astype(dtype)
+
+
 class ImageStore:
-    """Tensor-like view of uint8 images (usually a read-only ``np.memmap``), standardised per read."""
+    """Tensor-like view of uint8 images (a :class:`DiskRows` cache file, or an array), standardised per read."""
 
     dtype = torch.float32
     device = torch.device("cpu")
 
     def __init__(
         self,
-        images: np.ndarray,
+        images: "np.ndarray | DiskRows",
         mean: Sequence[float],
         std: Sequence[float],
         *,
@@ -113,7 +182,7 @@ class ImageStore:
         if len(positions) > 1 and np.all(positions[1:] == positions[:-1] + 1):
             u8 = np.array(self.images[positions[0] : positions[-1] + 1])  # contiguous: one sequential read
         else:
-            u8 = self.images[positions]  # numpy fancy indexing copies only these rows
+            u8 = self.images[positions]  # copies only these rows
         x = standardise(torch.from_numpy(u8), self.mean, self.std, self.resize)
         return self.zca(x) if self.zca is not None else x
 
@@ -217,8 +286,7 @@ def open_cache(path: Path, fingerprint: str) -> tuple[dict[str, Any], dict[str, 
         for name, m in header["splits"].items():
             count, shape = int(m["count"]), tuple(int(s) for s in m["shape"])
             labels = np.fromfile(path, np.int64, count, offset=int(m["labels_offset"])) if count else np.zeros(0, np.int64)
-            images = (np.memmap(path, np.uint8, "r", offset=int(m["offset"]), shape=(count, *shape)) if count
-                      else np.zeros((0, *shape), np.uint8))  # fmt: skip
+            images = DiskRows(path, int(m["offset"]), (count, *shape)) if count else np.zeros((0, *shape), np.uint8)
             out[name] = (images, labels)
         return header, out
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
