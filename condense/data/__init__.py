@@ -1,5 +1,5 @@
 """Image datasets read from local files (no torchvision, no downloads): one loader registry, the dataset
-object, a per-class sampler, ZCA whitening, and a memory-mapped uint8 storage for sets of any size.
+object, a per-class sampler, ZCA whitening, and an on-disk uint8 storage read per batch for sets of any size.
 
 ``from condense.data import load_dataset, ImageDataset, ClassSampler, ZCA, DATASETS, split_validation``.
 """

@@ -116,7 +116,7 @@ class ImageDataset:
     """A standardised image classification dataset.
 
     ``train_x``/``test_x`` are float tensors (in memory) or :class:`~condense.data.store.ImageStore`
-    views of a memory-mapped uint8 cache; both give ``len``, ``.shape`` and ``x[idx]`` (standardised
+    views of an on-disk uint8 cache read per batch; both give ``len``, ``.shape`` and ``x[idx]`` (standardised
     float rows), which is all methods, experts and evaluation use. ``source`` records how the set was
     loaded (loader, root, options), so a synthetic set can be evaluated from the same data later.
     """
@@ -235,7 +235,7 @@ def split_validation(dataset: ImageDataset, fraction: float = 0.2, seed: int = 0
 
 
 def _rows(x: Images, idx: torch.Tensor) -> Images:
-    """``x[idx]`` that stays on disk for a memory-mapped store."""
+    """``x[idx]`` that stays on disk for an on-disk store."""
     return x.take(idx) if hasattr(x, "take") and not isinstance(x, torch.Tensor) else x[idx]
 
 

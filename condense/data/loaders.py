@@ -30,6 +30,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import os
 import sys
 import zipfile
 import zlib
@@ -40,7 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..safeio import FLAG_BOUNDS, check_root, fingerprint_files, fingerprint_tensors, safe_unpickle
+from ..safeio import FLAG_BOUNDS, check_root, check_type, fingerprint_files, fingerprint_tensors, safe_unpickle
 from ..utils import UserError
 from .core import ZCA, ImageDataset, fit_zca
 from .store import CACHE_FORMAT, ImageStore, cache_path, open_cache, standardise, write_cache
@@ -51,7 +52,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # MTT utils.py (Tiny, ImageNet subsets)
 MIN_RESIZE, MAX_RESIZE = FLAG_BOUNDS["resize"]  # the same bounds as the CLIs' --resize
 CHUNK_BYTES = 16 << 20  # rows per read/write chunk: about this many bytes of uint8
-MEMORY_LIMIT = 2 << 30  # storage="auto": float32 sets larger than this are memory-mapped
+MEMORY_LIMIT = 2 << 30  # storage="auto": float32 sets larger than this stay on disk
 
 _FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 _CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -764,13 +765,15 @@ def load_dataset(
     ``image_size`` resizes image trees while decoding (required when their sizes differ); ``resize``
     resizes the float images (antialiased bilinear) as before; ``classes`` keeps a subset (names or ids,
     relabelled ``0..k-1`` in id order). ``storage``: ``memory`` (float tensors), ``memmap`` (the uint8
-    cache, read per batch) or ``auto`` (memory-mapped above 2 GiB of float32; image trees and ``.npz``
-    files are always decoded into the cache first). ZCA on the memory-mapped path: fitted on a streamed
+    cache, read per batch) or ``auto`` (the cache above 2 GiB of float32; image trees and ``.npz``
+    files are always decoded into the cache first). ZCA on the cache path: fitted on a streamed
     covariance of all training images where ``D x D`` fits in 1 GiB (equal to the in-memory fit up to
     summation order), else on ``zca_fit_images`` seeded random training images (recorded).
 
     Raises :class:`UserError` for unknown names and missing/partial/bad files, naming the exact file.
     """
+    check_type(name, str, "dataset name")
+    check_type(root, (str, os.PathLike, type(None)), "root")
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in LOADERS:
         raise UserError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")

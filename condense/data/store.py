@@ -38,7 +38,7 @@ _TAIL = struct.Struct("<Q10s")  # trailer length, magic
 def standardise(u8: torch.Tensor, mean: Sequence[float], std: Sequence[float], resize: int | None) -> torch.Tensor:
     """uint8 ``(N, C, H, W)`` -> float32 ``[0, 1]`` -> (antialiased bilinear resize) -> ``(x - mean) / std``.
 
-    The single conversion both storages use, so a memory-mapped row equals the in-memory row bit for bit.
+    The single conversion both storages use, so a row read from the cache equals the in-memory row bit for bit.
     """
     t = u8.float().div_(255.0)
     if resize is not None and tuple(t.shape[-2:]) != (resize, resize):
@@ -264,7 +264,7 @@ def _stream_atomically(path: Path, write: Callable) -> Path:
 
 
 def open_cache(path: Path, fingerprint: str) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]] | None:
-    """``(header, {split: (memmap images, labels)})`` of a cache file that matches ``fingerprint``; else ``None``.
+    """``(header, {split: (on-disk images, labels)})`` of a cache file that matches ``fingerprint``; else ``None``.
 
     Anything unexpected (missing, truncated, other format, other sources) means "rebuild", never "trust"."""
     try:
