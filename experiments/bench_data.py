@@ -1,4 +1,4 @@
-"""Memory and speed of the memory-mapped data path (``condense.data``): not a timed test.
+"""Memory and speed of the on-disk uint8 data path (``condense.data``): not a timed test.
 
 ``python -m experiments.bench_data [--images 1000000] [--workdir /tmp/condense_bench_data]``
 (run it under the shared lock: ``flock /tmp/heavy.lock python -m experiments.bench_data``).
@@ -11,7 +11,7 @@
    of its first epoch (a wrapper stops the epoch there). Each reports its peak RSS (``ru_maxrss``:
    anonymous memory plus the cache pages it touched).
 3. On a CIFAR-size set (50,000 + 10,000 images, the same generator) DM per-iteration time on the
-   in-memory float tensors and on the memory-mapped cache, side by side in one process, after one
+   in-memory float tensors and on the uint8 cache read per batch, side by side in one process, after one
    warm-up iteration each; the two runs' images must be bit-identical.
 
 Writes ``--out`` (markdown: command, date, commit, numbers) and deletes the generated data.
@@ -135,7 +135,7 @@ def phase_ratio(npz: Path, cache: Path, iterations: int) -> dict[str, Any]:
             if rep:
                 times[s].append(time.perf_counter() - t0)
             images[s] = out.images
-    assert torch.equal(images["memory"], images["memmap"]), "memory-mapped DM differs from in-memory DM"
+    assert torch.equal(images["memory"], images["memmap"]), "DM on the cache differs from in-memory DM"
     med = {s: float(np.median(t)) for s, t in times.items()}
     return {"memory_s": med["memory"], "memmap_s": med["memmap"], "ratio": med["memmap"] / med["memory"], "iterations": iterations,
             "all": times, "bit_identical": True}  # fmt: skip
@@ -203,7 +203,7 @@ def report(args: argparse.Namespace, res: dict[str, Any], gen_s: float) -> str:
                                                     ("expert_batches", args.expert_batches), ("ratio_images", args.ratio_images),
                                                     ("ratio_iterations", args.ratio_iterations)))  # fmt: skip
     lines = [
-        "# Memory-mapped image data: flat memory at 10^6 images",
+        "# Image data read per batch from a uint8 cache: flat memory at 10^6 images",
         "",
         f"Command: `{cmd}`  ",
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {_commit()}, {os.cpu_count()} CPU cores "
@@ -212,7 +212,7 @@ def report(args: argparse.Namespace, res: dict[str, Any], gen_s: float) -> str:
         f"## {args.images:,} random 32x32x3 images (+{TEST:,} test) in the `arrays` layout",
         "",
         f"The `.npz` is {args.images * 3 * SIZE * SIZE / 2**30:.2f} GiB of uint8; as float32 tensors (the in-memory path) the two splits "
-        f"would take {float_gib:.1f} GiB. `load_dataset` picks the memory-mapped storage (`storage=auto`, above 2 GiB of float32). "
+        f"would take {float_gib:.1f} GiB. `load_dataset` keeps them in the uint8 cache and reads each batch's rows (`storage=auto`: above 2 GiB of float32). "
         f"Each row runs in a fresh process; peak RSS is `ru_maxrss` (anonymous memory plus the cache pages it touched). "
         f"Generating the file took {gen_s:.0f} s (not part of the library).",
         "",
@@ -222,14 +222,14 @@ def report(args: argparse.Namespace, res: dict[str, Any], gen_s: float) -> str:
         f"{'met' if max(c['rss_mib'], d['rss_mib'], e['rss_mib']) < 2048 else 'NOT met'} "
         f"(max {max(c['rss_mib'], d['rss_mib'], e['rss_mib']):.0f} MiB).",
         "",
-        f"## CIFAR-size set ({args.ratio_images:,} + {TEST:,} images): in-memory vs memory-mapped, side by side",
+        f"## CIFAR-size set ({args.ratio_images:,} + {TEST:,} images): in-memory vs the uint8 cache, side by side",
         "",
         f"DM (IPC 10, ConvNet-128, 256 real images per class), one iteration per run, {r['iterations']} runs per storage after one "
         "warm-up each, interleaved in one process; median wall time per iteration. Both storages produce bit-identical images.",
         "",
-        markdown_table(["storage", "s / iteration (median)"], [["in-memory float32", f"{r['memory_s']:.3f}"], ["memory-mapped uint8 cache", f"{r['memmap_s']:.3f}"]]),
+        markdown_table(["storage", "s / iteration (median)"], [["in-memory float32", f"{r['memory_s']:.3f}"], ["uint8 cache, rows read per batch", f"{r['memmap_s']:.3f}"]]),
         "",
-        f"Ratio memory-mapped / in-memory: **{r['ratio']:.3f}** (target: within 1.2): {'met' if r['ratio'] <= 1.2 else 'NOT met'}.",
+        f"Ratio cache / in-memory: **{r['ratio']:.3f}** (target: within 1.2): {'met' if r['ratio'] <= 1.2 else 'NOT met'}.",
         "",
     ]
     return "\n".join(lines)
