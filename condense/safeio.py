@@ -67,6 +67,8 @@ __all__ = [
     "cli_main",
     "check_labels",
     "check_finite_state",
+    "check_type",
+    "check_training_pair",
     "check_values",
     "check_image_dataset",
     "MAX_ABS_VALUE",
@@ -283,6 +285,7 @@ def check_outputs(
     """
     outs = {f: _resolve(f, p) for f, p in outputs.items() if p is not None and str(p) != ""}
     ins = {f: _resolve(f, p) for f, p in (inputs or {}).items() if p is not None and str(p) != ""}
+    rts = {f: _resolve(f, r) for f, r in (roots or {}).items() if r is not None and str(r) != ""}
     flags = list(outs)
     for i, a in enumerate(flags):
         for b in flags[i + 1:]:
@@ -291,10 +294,7 @@ def check_outputs(
         for f, p in ins.items():
             if _same(outs[a], p):
                 raise UserError(f"{a} {outs[a]} is also the input {f}; refusing to overwrite an input, write elsewhere")
-        for f, r in (roots or {}).items():
-            if r is None:
-                continue
-            r = _resolve(f, r)
+        for f, r in rts.items():
             if a not in directories and r.is_dir() and r in outs[a].parents and outs[a].exists():
                 raise UserError(f"{a} {outs[a]} would replace a file inside the dataset root {f} {r}; write elsewhere")
     for flag, p in outs.items():
@@ -514,6 +514,36 @@ def check_image_dataset(dataset: Any, *, test: bool = True) -> Any:
             raise UserError(f"dataset {name!r}: the {part} split has {len(x)} images but {len(y)} labels")
         check_values(x, f"dataset {name!r} {part} images")
     return dataset
+
+
+def check_type(value: Any, types: type | tuple[type, ...], name: str) -> Any:
+    """``value`` is an instance of ``types`` (the public Python API's first check); returns it."""
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))):
+        names = " or ".join("None" if t is type(None) else t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+        raise UserError(f"{name} must be of type {names}, got {type(value).__name__}")
+    return value
+
+
+def check_training_pair(x: Any, y: Any, num_classes: int | None = None, *, shape: Sequence[int] | None = None,
+                        what: str = "training data") -> None:  # fmt: skip
+    """Images and labels handed to a public function: tensors, ``(N, C, H, W)`` images (of ``shape``
+    ``(C, H, W)`` when given) with as many hard ``(N,)`` or soft ``(N, K)`` labels, at least one of
+    each, finite pixels and valid labels (float class ids are refused, never truncated)."""
+    if not isinstance(x, torch.Tensor) and not (hasattr(x, "shape") and hasattr(x, "__getitem__")):  # or a memory-mapped store
+        raise UserError(f"{what} images must be a torch.Tensor, got {type(x).__name__}")
+    check_type(y, torch.Tensor, f"{what} labels")
+    if len(x.shape) != 4:
+        raise UserError(f"{what} images must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise UserError(f"{what} images have shape {tuple(x.shape[1:])} per image but the dataset's are {tuple(shape)}")
+    if y.dim() not in (1, 2):
+        raise UserError(f"{what} labels must be (N,) class ids or (N, K) soft labels, got shape {tuple(y.shape)}")
+    if len(y) != len(x):
+        raise UserError(f"{what}: {len(x)} images but {len(y)} labels")
+    if len(x) == 0:
+        raise UserError(f"{what} is empty")
+    check_values(x, f"{what} images")
+    check_labels(y, num_classes, what=f"{what} labels")
 
 
 def check_finite_state(state: Mapping[str, torch.Tensor], *, what: str) -> None:

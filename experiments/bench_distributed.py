@@ -181,6 +181,7 @@ def report(rows: list[dict[str, Any]], device: str, command: str) -> str:
     return f"device: {device}, one thread per rank\n\ncommand: `{command}`\n\n" + markdown_table(head, table) + "\n"
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     p = CLIParser(prog="python -m experiments.bench_distributed", description=__doc__.split("\n\n")[0])
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="rank counts to run (default: 1 2)")
@@ -201,4 +202,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli_main(main)())
+    sys.exit(main())

@@ -18,6 +18,7 @@ from ..data import ClassSampler, ImageDataset
 from ..nets import get_network
 from ..resources import check_memory, distill_bytes
 from ..synset import SyntheticSet
+from ..safeio import check_count, check_image_dataset, check_type
 from ..utils import UserError, check_positive, make_generator, resolve_device
 
 __all__ = [
@@ -57,6 +58,9 @@ def register_method(name: str, config_cls: type, distill: DistillFn, summary: st
     """Register a method: its config dataclass (fields carry ``metadata={"help": ...}``) and ``distill``."""
     @functools.wraps(distill)
     def with_device(dataset: ImageDataset, ipc: int, config: Any, *, device: str | torch.device = "cpu", **kwargs: Any) -> SyntheticSet:
+        check_image_dataset(check_type(dataset, ImageDataset, "dataset"), test=False)  # the Python API validates as the CLI does
+        check_count("ipc", ipc)
+        check_type(config, config_cls, "config")
         check_memory(distill_bytes(dataset.num_classes, dataset.channels, dataset.image_size, ipc, config),
                      f"distilling {ipc} images per class x {dataset.num_classes} classes at {'x'.join(map(str, dataset.image_size))} "
                      "pixels (--ipc, --resize, widths and batch sizes)", "lower --ipc, --resize, --width or the batch sizes")  # fmt: skip
@@ -66,6 +70,7 @@ def register_method(name: str, config_cls: type, distill: DistillFn, summary: st
 
 
 def get_method(name: str) -> MethodSpec:
+    check_type(name, str, "method name")
     if name not in METHODS:
         raise UserError(f"unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
     return METHODS[name]

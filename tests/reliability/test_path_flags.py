@@ -172,3 +172,24 @@ def test_overwrite_replaces_and_resume_continues(work, capsys):
     assert main(argv) == 2 and Path("o.pt").read_bytes() == first
     assert main([*argv, "--seed", "1", "--overwrite"]) == 0 and Path("o.pt").read_bytes() != first
     assert torch.load("o.pt", weights_only=True)["meta"]["seed"] == 1
+
+
+#: dests of flags that size an allocation (images, widths, batches, nodes, ...): the fuzz table must try each
+_SIZE = re.compile(r"(^|_)(resize|ipcs?|batch_size|batch|width|nodes|features|synset_size|num_experts|max_per_class|image_size|"
+                   r"images|hidden|size|max_itemsets|bins|hops)($|_)")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_fuzz_table_tries_every_path_and_size_flag(parsers):
+    from .fuzz_table import CASES
+
+    missing = set()
+    for module, ps in parsers.items():
+        used = {a for m, argv in CASES if m == module for a in argv}
+        for p in ps:
+            for a in p._actions:
+                key = a.dest[4:] if a.dest.startswith("cfg_") else a.dest
+                sized = isinstance(a, argparse._StoreAction) and a.type is int and _SIZE.search(key)
+                if a.option_strings and (isinstance(a, PathFlag) or sized) and not set(a.option_strings) & used:
+                    missing.add(f"{module} {a.option_strings[-1]}")
+    assert not missing, "flags no fuzz case tries: " + ", ".join(sorted(missing))
