@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from condense.safeio import check_values
+from condense.safeio import check_count, check_type, check_values
 from condense.utils import UserError, make_generator
 
 __all__ = [
@@ -70,9 +70,21 @@ class GraphDataset:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_type(self.graphs, (list, tuple), f"{self.name}: graphs")
+        for i, g in enumerate(self.graphs):  # the public API validates as the CLIs do
+            check_type(g, Data, f"{self.name}: graph {i}")
+            y = g.y if isinstance(g.y, Tensor) else torch.as_tensor(g.y) if isinstance(g.y, (int, float)) else None
+            if y is None or y.numel() != 1 or (y.is_floating_point() and not float(y) == math.floor(float(y))):
+                raise UserError(f"{self.name}: graph {i} needs one integer class label y, got {g.y!r}")  # never truncated
+        check_count(f"{self.name}: num_classes", self.num_classes)
+        check_type(self.split, dict, f"{self.name}: split")
         missing = [s for s in SPLITS if s not in self.split]
         if missing:
             raise UserError(f"{self.name}: split is missing parts {missing}")
+        for part in SPLITS:
+            idx = check_type(self.split[part], Tensor, f"{self.name}: split[{part!r}]")
+            if idx.is_floating_point() or idx.dim() != 1 or (idx.numel() and not 0 <= int(idx.min()) <= int(idx.max()) < len(self.graphs)):
+                raise UserError(f"{self.name}: split[{part!r}] must be a 1-D tensor of graph indices in [0, {len(self.graphs)})")
         for attr, cards in (("x", self.node_cardinalities), ("edge_attr", self.edge_cardinalities)):
             if cards is not None:
                 _check_ids(self.name, attr, [getattr(g, attr) for g in self.graphs], cards)

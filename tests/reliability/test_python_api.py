@@ -48,7 +48,21 @@ CASES: dict[str, tuple[Callable[[Any], Any], str]] = {
     "SyntheticSet images not a tensor": (lambda ds: SyntheticSet([[1.0]], torch.zeros(1)), "images must be a torch.Tensor"),
     "SyntheticSet length mismatch": (lambda ds: SyntheticSet(torch.zeros(2, 1, 8, 8), torch.tensor([0])), "2 images but 1 labels"),
     "SyntheticSet lr not a number": (lambda ds: SyntheticSet(torch.zeros(1, 1, 8, 8), torch.tensor([0]), lr="fast"), "lr must be a number"),
+    "GraphDataset float label": (lambda ds: _graphs(y=torch.tensor(1.7)), "needs one integer class label"),
+    "GraphDataset graph not a Data": (lambda ds: _graphs(graph="x"), "graph 0 must be of type Data"),
+    "GraphDataset num_classes not an int": (lambda ds: _graphs(num_classes="2"), "num_classes must be an integer"),
+    "GraphDataset split index out of range": (lambda ds: _graphs(test=torch.tensor([5])), "graph indices in"),
 }  # fmt: skip
+
+
+def _graphs(y: Any = None, graph: Any = None, num_classes: Any = 2, test: Any = None) -> Any:
+    from torch_geometric.data import Data
+
+    from graphs.data.graphsets import GraphDataset
+
+    g = Data(x=torch.zeros(3, 1, dtype=torch.long), edge_index=torch.tensor([[0, 1], [1, 2]]), y=torch.tensor(1) if y is None else y)
+    split = {"train": torch.tensor([0]), "valid": torch.tensor([0]), "test": torch.tensor([0]) if test is None else test}
+    return GraphDataset("toy", [g if graph is None else graph], num_classes, split, (3,), None)
 
 
 @pytest.mark.parametrize("case", list(CASES))
