@@ -250,7 +250,8 @@ def _feed(h: Any, obj: Any) -> None:
             t = t.to_dense()
         t = t.cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
         h.update(f"T{t.dtype}{tuple(obj.shape)}:".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy())  # the buffer itself, no copy
     elif isinstance(obj, dict):
         h.update(f"D{len(obj)}:".encode())
         for k in sorted(obj, key=repr):
