@@ -1,4 +1,4 @@
-"""Shared reliability mechanisms: one per class of failure (issue 16), used by every package.
+"""Shared reliability mechanisms: one per class of failure, used by every package.
 
 * :func:`safe_unpickle` - the only way the project reads a pickle (Planetoid ``ind.*``, CIFAR batches):
   a restricted unpickler that resolves numpy arrays/dtypes, scipy.sparse matrices and builtin

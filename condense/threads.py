@@ -7,10 +7,10 @@ user's value always wins), for this process and the processes it starts:
   ``OMP_WAIT_POLICY`` lets idle workers spin before they sleep. When the cores are oversubscribed
   the spinning workers steal the time slices the working thread needs: the default ``python -m
   graphs.g2m`` took 22 s on an idle 2-core machine, 46 s beside one busy single-threaded process and
-  6.5 minutes beside two (issue 18); with ``OMP_WAIT_POLICY=PASSIVE`` it took 23 s beside one.
+  6.5 minutes beside two; with ``OMP_WAIT_POLICY=PASSIVE`` it took 23 s beside one.
   The price is paid on an idle machine by workloads of many tiny ops, where a sleeping worker's
   wake-up is a large share of each op: one ConvNet-64 evaluation (100 8x8 digits, 301 passes with
-  DSA, 2 threads; 4 alternating runs on an idle 2-core machine, session 10) took a median 10.7 s
+  DSA, 2 threads; 4 alternating runs on an idle 2-core machine, 2026-12-01) took a median 10.7 s
   passive, 10.0 s with libgomp's default spin-then-sleep and 8.1 s spinning (``ACTIVE``) -- but when
   a busy process started 3 s into the run (the command had seen an idle machine and kept 2 threads)
   it took 14-17 s passive, 33-37 s spin-then-sleep and 30-32 s spinning, and 51 s with a short

@@ -1,6 +1,6 @@
 """Device check: per-method cost and memory, unroll modes, evaluation, graph inference, and device-vs-CPU correctness.
 
-The one-shot GPU check of issue 18, written so that CI runs the same code paths on a CPU:
+The one-shot GPU check, written so that CI runs the same code paths on a CPU:
 
     python -m experiments.bench_device --device cuda          # <= 8 min on one GPU; writes experiments/results/bench_device.{md,json}
     python -m experiments.bench_device --device cpu --smoke   # toy sizes, seconds; part of the test suite

@@ -12,7 +12,7 @@ wait-policy variables are removed from its environment, so the entry point's
 With the policy the command sees the busy processes at start and runs with the cores left free
 (here: one thread beside one busy process on two cores).
 
-Reported: seconds and the ratios to ``idle`` (target: busy <= 1.5x idle). The machine is shared, so
+Reported: seconds and the ratios to ``idle`` (target: busy <= 1.5x idle). Other jobs may share the machine, so
 its 1-minute load average before each run is printed too.
 
 ``--late S`` adds the case the passive wait policy is for: the busy processes start ``S`` seconds

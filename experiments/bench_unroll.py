@@ -16,7 +16,7 @@ of what was alive before it (model, data). A separate run without the profiler g
     python -m experiments.bench_unroll --official-shape   # ConvNet-128, 100 images 1x28x28, N = 10/20/40/80
     python -m experiments.bench_unroll --scale paper      # ConvNet-128 on 3x32x32, IPC 10 (needs a GPU)
 
-``--official-shape`` is issue 18's side-by-side setting (func backend, full vs constant_memory).
+``--official-shape`` is the side-by-side setting of the official shape (func backend, full vs constant_memory).
 Each cell runs in a fresh process, so one run gives both its time and its peak resident memory
 (``ru_maxrss``; full mode at N = 40 peaks ~13.5 GB, so it is measured once, not twice as with the
 profiler). Before a full-mode cell the memory it needs is extrapolated from the previous full cell
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = CLIParser(prog="python -m experiments.bench_unroll", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     parser.add_argument("--official-shape", action="store_true",
-                        help="issue 18's setting: ConvNet-128, 100 images 1x28x28, N = 10/20/40/80, full vs "
+                        help="the official shape: ConvNet-128, 100 images 1x28x28, N = 10/20/40/80, full vs "
                              "constant_memory, one process per cell (time and peak RSS)")
     parser.add_argument("--steps", type=int, nargs="+", default=None, help="N values (default: the scale's 10 20 40 80)")
     parser.add_argument("--modes", nargs="+", default=["full", "constant_memory"], choices=["full", "constant_memory"],

@@ -99,7 +99,7 @@ def markdown_tables(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = CLIParser(prog="python -m experiments.g2m", description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="cpu", choices=SCALES)
-    p.add_argument("--root", default=None, help="Planetoid root (default: ../shared/data/planetoid; only read)", **input_flag(directory=True))
+    p.add_argument("--root", default=None, help="Planetoid root (default: $CONDENSE_SHARED_DATA/planetoid, else shared/data/planetoid beside the checkout; only read)", **input_flag(directory=True))
     p.add_argument("--datasets", nargs="+", default=None)
     p.add_argument("--teachers", nargs="+", default=None, choices=TEACHERS)
     p.add_argument("--settings", nargs="+", default=None, choices=("tran", "ind"))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-shot GPU check of issue 18, for a session that is lent a GPU (the library's device tool):
+# The one-shot GPU check, for a machine with a CUDA GPU:
 #   `python -m experiments.bench_device --device cuda` (the deliverable, first), then the suite's device tests on CUDA.
 # Run from the repository root; everything it writes goes under $OUT (default /tmp/gpu_check):
 #   device.txt (GPU, torch, CUDA), pytest.log, bench_device.md + .json, bench.log.

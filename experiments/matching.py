@@ -18,7 +18,7 @@ iterations than published (table :data:`SCALES`; every difference is listed in t
 batch 64; DC/DSA 1000 it. batch 256; 1000 DSA training epochs; 10 evaluation networks).
 
     python -m experiments.matching --datasets digits --ipcs 1,10
-    python -m experiments.matching --datasets fashion_mnist --root /work/shared/data/fashion_mnist --ipcs 1,10
+    python -m experiments.matching --datasets fashion_mnist --root DIR --ipcs 1,10
     python -m experiments.matching --evaluate-only --epochs published --out-dir runs/matching   # the saved sets, published epochs
 """
 from __future__ import annotations
@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--archs", default=",".join(ARCHS), help="evaluation architectures (default: all four)")
     p.add_argument("--seed", type=int, default=0, help="distillation and evaluation seed (default: 0)")
     p.add_argument("--out-dir", default="runs/matching", help="synthetic sets, results JSON and figures (default: runs/matching)", **output_flag(directory=True))
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, the machine is shared)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--epochs", default="scale", choices=("scale", "published"),

@@ -1,4 +1,4 @@
-"""The bad-input table of the CLI fuzz test (issue 16): ``(cli, argv)`` pairs and the working directory they run in.
+"""The bad-input table of the CLI fuzz test: ``(cli, argv)`` pairs and the working directory they run in.
 
 Every case must be rejected before any work starts: exit 2, one ``error:`` line on stderr, no traceback,
 and no pre-existing file of the working directory changed. Budgets are tiny so that a case the code

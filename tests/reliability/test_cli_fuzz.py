@@ -1,4 +1,4 @@
-"""CLI fuzz (issue 16): every command line, >= 60 bad argument sets, each rejected before any work.
+"""CLI fuzz: every command line, >= 60 bad argument sets, each rejected before any work.
 
 Asserted per case: exit status 2, stderr is exactly one line starting with ``error:``, no traceback,
 and no file that existed in the working directory changed (sha256 before/after). The commands run
