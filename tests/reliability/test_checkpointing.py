@@ -97,7 +97,7 @@ def test_sigint_then_the_printed_command_resumes_to_the_uninterrupted_result(tmp
     """A real Ctrl-C to ``condense distill`` (default checkpointing: nothing due yet), then the printed
     resume command; the result equals an uninterrupted run bit for bit."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    argv = ["distill", "--method", "dm", "--ipc", "1", "--out", "o.pt", "--iterations", "150", *TINY]
+    argv = ["distill", "--method", "dm", "--ipc", "1", "--out", "o.pt", "--iterations", "300", *TINY]
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     started = tmp_path / "b" / "started"
@@ -118,7 +118,7 @@ def test_sigint_then_the_printed_command_resumes_to_the_uninterrupted_result(tmp
     line = lines[0]
     assert line.startswith("interrupted at iteration ") and "written on the interrupt" in line, line
     at = int(line.split()[3].rstrip(";"))
-    assert 0 < at < 150 and safe_load(tmp_path / "b" / "o.pt.ckpt", what="checkpoint")["iteration"] == at
+    assert 0 < at < 300 and safe_load(tmp_path / "b" / "o.pt.ckpt", what="checkpoint")["iteration"] == at
     command = shlex.split(line.split("resume with: ", 1)[1])
     assert command[:3] == ["python", "-m", "condense"] and command[-1] == "--resume"
     resumed = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path / "b", env=env, capture_output=True, text=True, timeout=300)
