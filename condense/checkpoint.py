@@ -28,14 +28,14 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
 from .distributed import is_main_process
 from .utils import UserError, atomic_save, safe_load
 
-__all__ = ["Checkpointer", "rng_state", "set_rng_state", "interrupt_message", "forget_progress", "deferred_interrupts",
+__all__ = ["Checkpointer", "Stages", "add_checkpoint_flags", "checkpoint_path", "checkpointer_from_args", "drop_default_checkpoint", "rng_state", "set_rng_state", "interrupt_message", "forget_progress", "deferred_interrupts",
            "set_command", "DEFAULT_INTERVAL"]
 
 FORMAT = "condense.Checkpoint/1"
@@ -166,6 +166,91 @@ class Checkpointer:
         self._require_same_run(obj)
         self.saved = int(obj["iteration"])
         return self.saved, obj["state"]
+
+
+class Stages:
+    """One checkpoint for a run made of loops that run one after another (a teacher, then each student).
+
+    Iterations are counted over all stages (the checkpoint's iteration). A finished stage keeps what
+    its later stages need (:meth:`finish`; e.g. the trained weights) and is skipped on resume; the
+    stage running at the last save resumes from its saved state (:meth:`resumed`). ``checkpoint=None``
+    turns every call into a no-op, so code paths stay the same with and without checkpoints.
+    """
+
+    def __init__(self, checkpoint: Checkpointer | None) -> None:
+        self.checkpoint, self.count = checkpoint, 0
+        self.done: dict[str, Any] = {}
+        self._current: dict[str, Any] | None = None
+        loaded = checkpoint.load() if checkpoint is not None else None
+        if loaded is not None:
+            self.count, blob = loaded
+            self.done, self._current = dict(blob["done"]), blob["current"]
+
+    def finished(self, stage: str) -> Any | None:
+        """What :meth:`finish` kept for ``stage`` in the resumed run, or ``None``."""
+        return self.done.get(stage)
+
+    def resumed(self, stage: str) -> Any | None:
+        """The state saved in ``stage``'s last completed iteration when the run stopped inside it, or ``None`` (asked once)."""
+        current, self._current = self._current, None
+        return current["state"] if current is not None and current["stage"] == stage else None
+
+    def step(self, stage: str, state: Callable[[], Any]) -> None:
+        """One iteration of ``stage`` completed: save ``state()`` when due (then raise a pending interrupt)."""
+        self.count += 1
+        if self.checkpoint is not None and self.checkpoint.due(self.count):
+            self.checkpoint.save(self.count, {"done": self.done, "current": {"stage": stage, "state": state()}})
+
+    def finish(self, stage: str, kept: Any) -> None:
+        """``stage`` completed; ``kept`` goes into every later checkpoint."""
+        self.done[stage] = kept
+
+
+def add_checkpoint_flags(parser: Any, unit: str = "epochs", default: str = "OUT.ckpt") -> None:
+    """The checkpoint flags of ``condense distill`` on another command: ``--checkpoint``, ``--checkpoint-every``,
+    ``--checkpoint-interval``, ``--no-checkpoint``, ``--resume`` (read by :func:`checkpointer_from_args`)."""
+    from .safeio import output_flag  # safeio imports this module lazily
+
+    parser.add_argument("--checkpoint", default=None, help=f"checkpoint path (default: {default})", **output_flag(resumable=True))
+    parser.add_argument("--checkpoint-every", type=int, default=0,
+                        help=f"save a resumable checkpoint every K {unit} (kept after the run; default: on the time interval only)")
+    parser.add_argument("--checkpoint-interval", type=float, default=None, metavar="SECONDS",
+                        help=f"save a resumable checkpoint every SECONDS of wall time (default: {DEFAULT_INTERVAL:g}; the default "
+                             "checkpoint is deleted when the run completes, an asked-for one is kept)")  # fmt: skip
+    parser.add_argument("--no-checkpoint", action="store_true", help="no checkpoints (Ctrl-C then loses the run)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint (bit-for-bit)")
+
+
+def _explicit(args: Any) -> bool:
+    return bool(args.checkpoint_every or args.checkpoint or args.resume or args.checkpoint_interval is not None)
+
+
+def checkpoint_path(args: Any, default: str | Path) -> Path | None:
+    """``--checkpoint`` or ``default``; ``None`` with ``--no-checkpoint`` (refused beside the other checkpoint flags)."""
+    if args.no_checkpoint:
+        if _explicit(args):
+            raise UserError("--no-checkpoint contradicts --checkpoint / --checkpoint-every / --checkpoint-interval / --resume")
+        return None
+    return Path(args.checkpoint) if args.checkpoint else Path(default)
+
+
+def checkpointer_from_args(args: Any, path: Path | None, signature: dict[str, Any]) -> Checkpointer | None:
+    """The run's checkpointer from :func:`add_checkpoint_flags`' flags, checked before any work (``None`` for no path)."""
+    if path is None:
+        return None
+    if args.resume and not path.exists():
+        raise UserError(f"--resume given but no checkpoint at {path}")
+    interval = args.checkpoint_interval if args.checkpoint_interval is not None else None if args.checkpoint_every else DEFAULT_INTERVAL
+    ckpt = Checkpointer(path, args.checkpoint_every or None, signature=signature, resume=args.resume, resume_hint="rerun with --resume",
+                        interval=interval, resume_args=("--resume",), protect=not getattr(args, "overwrite", False))  # fmt: skip
+    ckpt.check()
+    return ckpt
+
+
+def drop_default_checkpoint(args: Any, ckpt: Checkpointer | None) -> None:
+    """After the results are written: the default safety checkpoint has served its purpose; an asked-for one is kept."""
+    if ckpt is not None and not _explicit(args):
+        ckpt.path.unlink(missing_ok=True)
 
 
 def _short(value: Any) -> str:

@@ -21,8 +21,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from condense.checkpoint import add_checkpoint_flags, checkpoint_path, checkpointer_from_args, drop_default_checkpoint
 from condense.resources import check_memory, graph_bytes
-from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs, output_flag
+from condense.safeio import CLIParser, fingerprint_tensors, check_outputs, cli_main, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, atomic_save, package_versions, resolve_device
 from graphs.data.node_splits import SETTINGS
 from condense.safeio import parse_list
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-out", default=None, help="teacher artifact path (default: teacher.pt next to --out)", **output_flag())
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+    add_checkpoint_flags(p, "epochs (teacher and students counted together)", "OUT.ckpt; one process only, not under torchrun")
     return p
 
 
@@ -175,20 +177,25 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         teacher_out = Path(args.teacher_out) if args.teacher_out else out.with_name("teacher.pt")
         student_outs = {m: out if len(saved_methods) == 1 else out.with_name(f"{out.stem}_{m}{out.suffix}") for m in saved_methods}
+        ckpt_path = checkpoint_path(args, out.with_name(out.name + ".ckpt")) if int(os.environ.get("WORLD_SIZE", "1")) <= 1 else None
         outputs = check_outputs({"--teacher-out" if args.teacher_out else "--teacher-out (default: teacher.pt next to --out)": teacher_out,
-                                 **{"--out" if len(saved_methods) == 1 else f"--out ({m})": p for m, p in student_outs.items()}},
-                                roots={"--root": args.root})  # fmt: skip
-        if rank == 0:
-            lock_outputs(outputs.values(), outputs)
+                                 **{"--out" if len(saved_methods) == 1 else f"--out ({m})": p for m, p in student_outs.items()},
+                                 "--checkpoint": ckpt_path}, roots={"--root": args.root})  # fmt: skip
         data, labelled = load_task(args.dataset, args.root, csbm_kwargs=csbm_kwargs, split_seed=args.seed)
         if getattr(data, "summary", None):
             print(data.summary)
         split = make_task_split(data, labelled, args.setting, seed=args.seed, rate=args.split_rate, observed=args.observed or preset.observed)
         extra = () if args.no_baselines else tuple(m for m in BASELINES if m not in saved_methods)
         methods = tuple(m for m in METHODS if m in saved_methods + extra)  # the table's order
+        sig = {"dataset": args.dataset, "data": fingerprint_tensors({"x": data.x, "y": data.y, "edge_index": data.edge_index}),
+               "teacher": args.teacher, "methods": methods, "setting": args.setting, "split_rate": args.split_rate,
+               "observed": args.observed, "preset": repr(preset), "mini_batch": repr(mini_batch), "seed": args.seed}  # fmt: skip
+        ckpt = checkpointer_from_args(args, ckpt_path, sig)
+        if rank == 0:
+            lock_outputs(outputs.values(), outputs)
         start = time.perf_counter()
         result = run(data, split, args.teacher, preset, methods, seed=args.seed, device=device, progress=not args.no_progress,
-                     mini_batch=mini_batch, memory_budget=budget)  # fmt: skip
+                     mini_batch=mini_batch, memory_budget=budget, checkpoint=ckpt)  # fmt: skip
         elapsed = time.perf_counter() - start
         student = result.students[saved_methods[-1]][0]
         latency = None if mini_batch else {"teacher": inference_seconds(result.teacher_model, data), "mlp": inference_seconds(student, data)}
@@ -211,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                          method=method, teacher=args.teacher, scores=res.scores, lamb=preset.lamb, tau=preset.tau,
                          config=result.serving["preset"], **meta)  # fmt: skip
             saved.append(path)
+        drop_default_checkpoint(args, ckpt)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

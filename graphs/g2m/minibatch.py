@@ -32,7 +32,6 @@ suggests ``--mini-batch``, when it exceeds the memory budget.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -48,7 +47,8 @@ from graphs.data.node_splits import NodeSplit, observed_graph
 from graphs.g2m.losses import Target, ce_loss, kl_from
 from graphs.g2m.sampling import CSR, full_block, sample_blocks, sample_neighbors
 from graphs.g2m.student import METHODS
-from graphs.g2m.train import FitResult, RunResult, accuracy, assemble
+from condense.checkpoint import Stages
+from graphs.g2m.train import RunResult, accuracy, assemble, fit_epochs
 
 __all__ = ["MiniBatchConfig", "full_batch_bytes", "check_full_batch", "available_bytes", "layerwise_inference",
            "train_teacher_mini_batch", "distill_mini_batch"]  # fmt: skip
@@ -135,6 +135,10 @@ class _Shards:
         self.order = make_generator(seed)
         self.sample = self.order if self.world == 1 else make_generator(seed + 1 + self.rank)
 
+    def generators(self) -> dict[str, torch.Generator]:
+        """The batch-order and sampling generators (the same one in a single process), for checkpoints."""
+        return {"order": self.order, "sample": self.sample}
+
     def batches(self, idx: Tensor, size: int) -> Iterator[Tensor]:
         for batch in _batches(idx, size, self.order):
             yield batch[self.rank :: self.world]
@@ -152,32 +156,6 @@ class _Shards:
         if self.world > 1:
             for b in model.buffers():
                 torch.distributed.broadcast(b, 0)
-
-
-def _fit_epochs(model: nn.Module, epoch_fn: Callable[[], float], val_fn: Callable[[], float], *, max_epochs: int, patience: int,
-                progress: bool, desc: str) -> FitResult:  # fmt: skip
-    """Early stopping exactly as :func:`graphs.g2m.train.fit` (``>=``, best weights restored)."""
-    best_val, best_epoch, bad, epoch = -float("inf"), 0, 0, 0
-    state = copy.deepcopy(model.state_dict())
-    bar = trange(1, max_epochs + 1, desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
-        loss = epoch_fn()
-        model.eval()
-        with torch.no_grad():
-            val = val_fn()
-        if val >= best_val:
-            best_val, best_epoch, bad = val, epoch, 0
-            state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-        if progress:
-            bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}", refresh=False)
-        if bad >= patience:
-            break
-    model.load_state_dict(state)
-    model.eval()
-    return FitResult(best_epoch, best_val, epoch)
 
 
 @torch.no_grad()
@@ -219,8 +197,11 @@ def train_teacher_mini_batch(
     progress: bool = False,
     device: str | torch.device | None = "cpu",
     log: Callable[[str], None] | None = None,
+    stages: Stages | None = None,
 ) -> RunResult:
-    """Neighbour-sampled teacher training on the observed graph; logits of all nodes by layer-wise inference."""
+    """Neighbour-sampled teacher training on the observed graph; logits of all nodes by layer-wise inference.
+
+    ``stages``: resumable epochs (:func:`graphs.g2m.train.fit_epochs`; the batch-order and sampling generators included)."""
     device = resolve_device(device)
     config.check(len(model.layers))
     view = observed_graph(data.x, data.y, data.edge_index, split)
@@ -251,12 +232,13 @@ def train_teacher_mini_batch(
         if log:
             log(f"teacher layer-wise inference: {time.perf_counter() - start:.1f}s")
         score = accuracy(logits[view.val], y[view.val])
-        if score >= best.get("val", -float("inf")):  # the epoch _fit_epochs keeps: its logits are the soft labels
+        if score >= best.get("val", -float("inf")):  # the epoch fit_epochs keeps: its logits are the soft labels
             best.update(val=score, logits=logits)
         return score
 
     timing = _Timer(log, "teacher")
-    fitted = _fit_epochs(model, timing.wrap(epoch), val, max_epochs=max_epochs, patience=patience, progress=progress, desc="teacher (mini-batch)")
+    fitted = fit_epochs(model, optimizer, timing.wrap(epoch), val, max_epochs=max_epochs, patience=patience, progress=progress,
+                        desc="teacher (mini-batch)", stages=stages, generators=shards.generators(), extra=best)  # fmt: skip
     obs_logits = best.pop("logits")
     ind_logits = None
     if split.inductive:
@@ -271,8 +253,8 @@ class _Timer:
     def __init__(self, log: Callable[[str], None] | None, what: str) -> None:
         self.log, self.what, self.seconds = log, what, []
 
-    def wrap(self, fn: Callable[[], float]) -> Callable[[], float]:
-        def run() -> float:
+    def wrap(self, fn: Callable[[], float]) -> Callable[[int], float]:
+        def run(epoch: int) -> float:
             start = time.perf_counter()
             out = fn()
             self.seconds.append(time.perf_counter() - start)
@@ -310,8 +292,9 @@ def distill_mini_batch(
     progress: bool = False,
     device: str | torch.device | None = "cpu",
     log: Callable[[str], None] | None = None,
+    stages: Stages | None = None,
 ) -> RunResult:
-    """Train the graph-free ``student`` in node mini-batches (see module docstring)."""
+    """Train the graph-free ``student`` in node mini-batches (see module docstring); ``stages`` as for the teacher."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
     lamb, tau = check_probability("lamb", lamb), check_positive("tau", tau)
@@ -378,7 +361,8 @@ def distill_mini_batch(
         return accuracy(predict(view.x[view.val]), view.y[view.val])
 
     timing = _Timer(log, f"student:{method}")
-    fitted = _fit_epochs(student, timing.wrap(epoch), val, max_epochs=max_epochs, patience=patience, progress=progress, desc=f"student:{method} (mini-batch)")
+    fitted = fit_epochs(student, optimizer, timing.wrap(epoch), val, max_epochs=max_epochs, patience=patience, progress=progress,
+                        desc=f"student:{method} (mini-batch)", stages=stages, generators=shards.generators())  # fmt: skip
     with torch.no_grad():
         obs_logits = predict(view.x)
         ind_logits = predict(data.x[split.test_ind]) if split.inductive else None

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
+from condense.checkpoint import Checkpointer, Stages
 from condense.safeio import fingerprint_tensors
 from condense.utils import UserError, seed_everything, timed
 from graphs.data.cpf import CPF_NAMES, load_cpf
@@ -112,13 +113,16 @@ def run(
     mini_batch: MiniBatchConfig | None = None,
     memory_budget: int | None = None,
     log: Callable[[str], None] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> PipelineResult:
     """Train the teacher on ``split`` and one student per method; see module docstring for seeding.
 
     ``mini_batch=None`` trains full batch after checking that the estimated memory fits
     ``memory_budget`` bytes (default: what is available; a :class:`UserError` suggests
     ``--mini-batch`` otherwise); a :class:`MiniBatchConfig` trains both in sampled mini-batches
-    (:mod:`graphs.g2m.minibatch`). ``log`` receives per-epoch lines in mini-batch mode.
+    (:mod:`graphs.g2m.minibatch`). ``log`` receives per-epoch lines in mini-batch mode. ``checkpoint``
+    saves the teacher's and then each student's epochs (:class:`condense.checkpoint.Stages`) and resumes
+    them bit for bit; finished models are kept in it and not trained again.
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -131,18 +135,21 @@ def run(
         training = (f"training: mini-batch, teacher fan-outs {','.join(map(str, mini_batch.fan_outs))} (input layer first), "
                     f"batch {mini_batch.batch_size}; student batch {mini_batch.student_batch_size}, "
                     f"LFD/HFD neighbours per node {mini_batch.student_fan_out} ({mini_batch.source})")  # fmt: skip
+    stages = Stages(checkpoint)
     seed_everything(seed)
     teacher = build_node_model(teacher_name, in_dim, num_classes, **preset.teacher.model_kwargs())
     if mini_batch is None:
-        t_result = train_teacher(teacher, data, split, **preset.teacher.fit_kwargs(), progress=progress, device=device)
+        t_result = train_teacher(teacher, data, split, **preset.teacher.fit_kwargs(), progress=progress, device=device,
+                                 stages=stages)  # fmt: skip
     else:
         t_result = train_teacher_mini_batch(teacher, data, split, mini_batch, **preset.teacher.fit_kwargs(), seed=seed,
-                                            progress=progress, device=device, log=log)  # fmt: skip
+                                            progress=progress, device=device, log=log, stages=stages)  # fmt: skip
     out = PipelineResult(teacher, t_result)
     for method in methods:
         seed_everything(seed)
         student = build_node_model("mlp", in_dim, num_classes, **preset.student.model_kwargs())
-        kwargs = dict(method=method, lamb=preset.lamb, tau=preset.tau, **preset.student.fit_kwargs(), progress=progress, device=device)
+        kwargs = dict(method=method, lamb=preset.lamb, tau=preset.tau, **preset.student.fit_kwargs(), progress=progress, device=device,
+                      stages=stages)  # fmt: skip
         if mini_batch is None:
             result = distill(student, data, split, t_result.logits, **kwargs)
         else:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.utils import add_self_loops, remove_self_loops
 
+from condense.checkpoint import Stages
 from condense.utils import UserError, check_positive, check_probability, resolve_device
 from graphs.data.node_splits import NodeSplit, observed_graph
 from graphs.g2m.losses import ce_loss, hfd_from, hfd_target, kd_from, kd_target, lfd_from, lfd_target
@@ -84,6 +85,7 @@ def distill(
     patience: int = 50,
     progress: bool = False,
     device: str | torch.device | None = "cpu",
+    stages: Stages | None = None,
 ) -> RunResult:
     """Train ``student`` (graph-free) from ``teacher_logits`` (``[N, C]``, full-graph node ids)."""
     if method not in METHODS:
@@ -107,6 +109,7 @@ def distill(
         max_epochs=max_epochs,
         patience=patience,
         progress=progress,
+        stages=stages,
         desc=f"student:{method}",
     )
     with torch.no_grad():

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
+from condense.checkpoint import Stages
 from condense.utils import resolve_device
 from graphs.data.node_splits import NodeSplit, observed_graph
 from graphs.g2m.losses import ce_loss
@@ -31,6 +32,7 @@ def train_teacher(
     patience: int = 50,
     progress: bool = False,
     device: str | torch.device | None = "cpu",
+    stages: Stages | None = None,
 ) -> RunResult:
     """Fit ``model`` (a :mod:`graphs.models.node` GNN) on ``split``; returns logits of all nodes."""
     device = resolve_device(device)
@@ -49,6 +51,7 @@ def train_teacher(
         max_epochs=max_epochs,
         patience=patience,
         progress=progress,
+        stages=stages,
         desc="teacher",
     )
     with torch.no_grad():

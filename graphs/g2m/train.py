@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import trange
 
+from condense.checkpoint import Stages, rng_state, set_rng_state
 from graphs.data.node_splits import NodeSplit, ObservedGraph
 
-__all__ = ["FitResult", "RunResult", "fit", "accuracy", "split_scores", "assemble"]
+__all__ = ["FitResult", "RunResult", "fit", "fit_epochs", "accuracy", "split_scores", "assemble"]
 
 
 @dataclass(frozen=True)
@@ -81,40 +82,93 @@ def fit(
     patience: int = 50,
     progress: bool = False,
     desc: str = "train",
+    stages: Stages | None = None,
 ) -> FitResult:
     """Train ``model`` in place; returns the best epoch and its validation score.
 
     ``trunk_fn()`` must compute the same in train and eval mode (and draw no random numbers);
     ``loss_fn(h)`` finishes the forward pass in train mode and returns the loss, ``val_fn(h)`` finishes
-    it in eval mode (without gradients) and returns the validation score.
+    it in eval mode (without gradients) and returns the validation score. ``stages``: see :func:`fit_epochs`.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    best_val, best_epoch, bad = -float("inf"), 0, 0
-    state = copy.deepcopy(model.state_dict())
-    epoch = 0
-    model.train()
-    h = trunk_fn()
-    bar = trange(1, max_epochs + 1, desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        model.train()
+    h: Tensor | None = None
+
+    def epoch_fn(epoch: int) -> float:
+        nonlocal h
+        if h is None:  # the first epoch (of this process): the trunk of the current weights
+            h = trunk_fn()
         optimizer.zero_grad()
         loss = loss_fn(h)
         loss.backward()
         optimizer.step()
         with torch.set_grad_enabled(epoch < max_epochs):
             h = trunk_fn()  # the new weights: this epoch's validation input, the next epoch's training input
+        return loss.item() if progress else 0.0
+
+    return fit_epochs(model, optimizer, epoch_fn, lambda: val_fn(h.detach()), max_epochs=max_epochs, patience=patience,
+                      progress=progress, desc=desc, stages=stages)  # fmt: skip
+
+
+def fit_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch_fn: Callable[[int], float],
+    val_fn: Callable[[], float],
+    *,
+    max_epochs: int,
+    patience: int,
+    progress: bool,
+    desc: str,
+    stages: Stages | None = None,
+    generators: dict[str, torch.Generator] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> FitResult:
+    """The early-stopping loop: ``epoch_fn(epoch)`` trains one epoch in train mode (returns its loss),
+    ``val_fn()`` scores it in eval mode without gradients; ``>=`` keeps the later of equal epochs and
+    the best weights are restored at the end.
+
+    ``stages`` (:class:`condense.checkpoint.Stages`, stage name ``desc``) makes the loop resumable bit
+    for bit: after every epoch the weights, the optimiser, the early-stopping counters, the best
+    weights, torch's RNG and ``generators`` are saved when due, and the contents of ``extra`` (a dict
+    the caller updates in place, e.g. the best epoch's outputs); a finished stage is not trained again.
+    """
+    if stages is not None and (kept := stages.finished(desc)) is not None:
+        model.load_state_dict(kept["model"])
+        model.eval()
+        (extra if extra is not None else {}).update(kept["extra"])
+        return FitResult(*kept["fit"])
+    best_val, best_epoch, bad, epoch = -float("inf"), 0, 0, 0
+    state = copy.deepcopy(model.state_dict())
+    if stages is not None and (saved := stages.resumed(desc)) is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        best_val, best_epoch, bad, epoch = saved["loop"]
+        state = saved["best"]
+        (extra if extra is not None else {}).update(saved["extra"])
+        set_rng_state(saved["rng"], generators)
+    bar = trange(epoch + 1, max_epochs + 1, desc=desc, disable=not progress, leave=False)
+    for epoch in bar:
+        model.train()
+        loss = epoch_fn(epoch)
         model.eval()
         with torch.no_grad():
-            val = val_fn(h.detach())
+            val = val_fn()
         if val >= best_val:
             best_val, best_epoch, bad = val, epoch, 0
             state = copy.deepcopy(model.state_dict())
         else:
             bad += 1
         if progress:
-            bar.set_postfix(loss=f"{loss.item():.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}", refresh=False)
+            bar.set_postfix(loss=f"{loss:.4f}", val=f"{val:.4f}", best=f"{best_val:.4f}", refresh=False)
         if bad >= patience:
             break
+        if stages is not None:
+            stages.step(desc, lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": state,
+                                       "loop": (best_val, best_epoch, bad, epoch), "rng": rng_state(generators),
+                                       "extra": dict(extra or {})})  # fmt: skip
     model.load_state_dict(state)
     model.eval()
-    return FitResult(best_epoch, best_val, epoch)
+    fitted = FitResult(best_epoch, best_val, epoch)
+    if stages is not None:
+        stages.finish(desc, {"model": state, "fit": (best_epoch, best_val, epoch), "extra": dict(extra or {})})
+    return fitted
