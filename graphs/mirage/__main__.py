@@ -23,6 +23,8 @@ from __future__ import annotations
 import condense.threads  # noqa: F401  (thread policy before torch)
 
 import argparse
+import hashlib
+import os
 import sys
 import warnings
 from dataclasses import asdict
@@ -30,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs, output_flag
+from condense.checkpoint import Checkpointer, Stages, add_checkpoint_flags, checkpoint_path, checkpointer_from_args, drop_default_checkpoint
+from condense.safeio import CLIParser, check_outputs, fingerprint_tensors, cli_main, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, resolve_device, seed_everything
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
 from graphs.mirage.baselines import random_subset
@@ -90,6 +93,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampling", choices=SAMPLING, default=None, help="list (released code) or support (paper)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
+    add_checkpoint_flags(p, "epochs (all restarts and rows counted together)", "OUT.ckpt, or a file under ~/.cache/condense/mirage named after the run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +149,15 @@ def _print_table(ds: GraphDataset, model: str, rows: list[tuple[str, dict]], tcf
         print(f"| {name} | {model} | {' | '.join(row_cells(r))} |")
 
 
+def _checkpointer(args: argparse.Namespace, out: str | None, signature: dict) -> Checkpointer | None:
+    """The training checkpoint (checked before work): ``--checkpoint``, ``OUT.ckpt``, or a file in the user's cache named after the run."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "condense" / "mirage"
+    key = hashlib.sha256(repr(sorted(signature.items())).encode()).hexdigest()[:16]
+    path = checkpoint_path(args, Path(out + ".ckpt") if out else cache / f"{signature['command']}-{key}.ckpt")
+    check_outputs({"--checkpoint": path}, {"--out": out})
+    return checkpointer_from_args(args, path, signature)
+
+
 def _sanity_lines(ds: GraphDataset, graphs) -> None:
     so = size_only(ds.subset("train"), ds.subset("test"), ds.num_classes)
     print(f"size-only test {ds.metric} {so.get(ds.metric, so['accuracy']):.3f} (accuracy {so['accuracy']:.3f}); "
@@ -172,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     mcfg.coder = args.coder
     tcfg = _train_config(args, ds.name, mcfg.hops)  # fail on training/model options before spending time on mining
     tcfg.build_model((ds.in_dim, ds.edge_dim), ds.num_classes)
+    sig = {"command": "distil", "dataset": ds.name, "root": None if args.root is None else str(Path(args.root).resolve()), "split": args.split,
+           "node_attr": args.node_attr, "mining": repr(mcfg), "train": asdict(tcfg), "seed": args.seed, "baseline": not args.no_baseline}
+    ckpt = _checkpointer(args, args.out, sig)
     lock_outputs(outputs.values(), outputs)
     progress = not args.no_progress
     print(f"{ds.summary()}; split {ds.info.get('split', args.split)}; Mirage mines {mined_on}")
@@ -197,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trees per class {m['unique_trees_per_class']}, itemsets mined {m['itemsets_mined_per_class']}, "
           f"kept {m['itemsets_kept_per_class']}, thresholds {m['thresholds']}, distillation {m['time_total_s']:.2f}s")
     common = dict(dims=(ds.in_dim, ds.edge_dim), num_classes=ds.num_classes, metric=ds.metric, config=tcfg,
-                  seed=args.seed, device=args.device, progress=progress, test_curves=False)
+                  seed=args.seed, device=args.device, progress=progress, test_curves=False, stages=Stages(ckpt))
     valid, test = ds.subset("valid"), ds.subset("test")
     rows = [("mirage", result_record(distilled.graphs, total, train_restarts(distilled.graphs, valid, test, desc="mirage", **common),
                                      ds.num_classes, label=label))]
@@ -207,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                                               ds.num_classes, label=label)))
     _sanity_lines(ds, distilled.graphs)
     _print_table(ds, args.model, rows, tcfg)
+    drop_default_checkpoint(args, ckpt)
     if args.out:
         print(f"\nsaved distilled set to {args.out}" + (f" ({label})" if label else "")
               + f"; train another GNN on it: python -m graphs.mirage train {args.out} --model gcn")
@@ -229,15 +246,20 @@ def _train(argv: list[str]) -> int:
     _check_layout(distilled, ds, args.set)
     tcfg = _train_config(args, ds.name, int(meta["config"]["hops"]))
     tcfg.build_model((ds.in_dim, ds.edge_dim), ds.num_classes)
+    sig = {"command": "train", "set": fingerprint_tensors({f"{i}.{k}": v for i, g in enumerate(distilled.graphs) for k, v in g.items()
+                                                          if torch.is_tensor(v)}),
+           "dataset": ds.name, "train": asdict(tcfg), "seed": seed}  # fmt: skip
+    ckpt = _checkpointer(args, None, sig)
     label = meta.get("no_reduction", "")
     print(f"{ds.summary()}; split {ds.info.get('split', meta.get('split', 'random'))}; set {args.set}: {len(distilled.graphs)} graphs, "
           f"hops {meta['config']['hops']}, support {meta['config']['support']}" + (f" ({label})" if label else ""))
     s = train_restarts(distilled.graphs, ds.subset("valid"), ds.subset("test"), dims=(ds.in_dim, ds.edge_dim), num_classes=ds.num_classes,
                        metric=ds.metric, config=tcfg, seed=seed, device=args.device, progress=not args.no_progress, desc="mirage",
-                       test_curves=False)
+                       test_curves=False, stages=Stages(ckpt))
     total = int(meta.get("train_nbytes") or graphs_nbytes(ds.subset("train")))
     _sanity_lines(ds, distilled.graphs)
     _print_table(ds, args.model, [("mirage", result_record(distilled.graphs, total, s, ds.num_classes, label=label))], tcfg)
+    drop_default_checkpoint(args, ckpt)
     return 0
 
 

@@ -38,6 +38,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
+from condense.checkpoint import Stages, rng_state, set_rng_state
 from condense.utils import UserError, check_positive, make_generator, resolve_device
 from graphs.models.graph import get_graph_model
 
@@ -206,7 +207,10 @@ def _epoch_batches(n: int, weights: Tensor, config: TrainConfig, gen: torch.Gene
 
 def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Data], *, dims: tuple, num_classes: int,
                metric: str, config: TrainConfig, seed: int, device: torch.device, root_pooling: bool, bar,
-               test_curves: bool = True) -> dict:
+               test_curves: bool = True, stages: Stages | None = None, stage: str = "train") -> dict:
+    if stages is not None and (kept := stages.finished(stage)) is not None:
+        bar.update(config.epochs)
+        return kept
     torch.manual_seed(seed)
     gen = make_generator(seed)
     model = config.build_model(dims, num_classes).to(device)
@@ -238,8 +242,18 @@ def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Data], *, di
             if f"test_{m}" in curves:
                 curves[f"test_{m}"].append(curves["test"][-1] if m == metric else score(logits, y_test, m))
 
-    record(0)  # epoch 0: the untrained network, reported but never selected
-    for epoch in range(1, config.epochs + 1):
+    start = 0
+    if stages is not None and (saved := stages.resumed(stage)) is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(saved["scheduler"])
+        start, best_val, curves = saved["epoch"], saved["best_val"], saved["curves"]
+        set_rng_state(saved["rng"], {"batches": gen})
+        bar.update(start)
+    else:
+        record(0)  # epoch 0: the untrained network, reported but never selected
+    for epoch in range(start + 1, config.epochs + 1):
         model.train()
         for chunk in _epoch_batches(len(train), weights, config, gen):
             batch = collate([train[i] for i in chunk.tolist()]).to(device)
@@ -252,11 +266,18 @@ def _train_one(train: list[Data], weights: Tensor, evals: dict[str, Data], *, di
             sched.step()
         record(epoch)
         bar.update(1)
+        if stages is not None:
+            stages.step(stage, lambda: {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "best_val": best_val,
+                                        "scheduler": None if sched is None else sched.state_dict(), "curves": curves,
+                                        "rng": rng_state({"batches": gen})})  # fmt: skip
     val = np.asarray(curves["val"][1:], dtype=float)
     best = int(np.argmax(np.where(np.isnan(val), -np.inf, val))) + 1  # first epoch of best validation, >= 1
-    return {"best_epoch": best, "best_val": curves["val"][best], "test_at_best_val": curves["test"][best],
-            "final_test": curves["test"][-1], "untrained_test": curves["test"][0],
-            "spearman_size": curves["spearman"][best], "curves": curves}
+    out = {"best_epoch": best, "best_val": curves["val"][best], "test_at_best_val": curves["test"][best],
+           "final_test": curves["test"][-1], "untrained_test": curves["test"][0],
+           "spearman_size": curves["spearman"][best], "curves": curves}
+    if stages is not None:
+        stages.finish(stage, out)
+    return out
 
 
 def collate(graphs: Sequence[Data]) -> Data:
@@ -306,6 +327,7 @@ def train_restarts(
     desc: str = "train",
     threads: int | None = 1,
     test_curves: bool = True,
+    stages: Stages | None = None,
 ) -> RestartSummary:
     """Train ``config.restarts`` fresh models (seeds ``seed, seed+1, ...``) and summarise them.
 
@@ -315,6 +337,8 @@ def train_restarts(
     these small sparse graphs, multi-threaded ``scatter_add_`` is orders of magnitude slower on
     a loaded CPU.  ``test_curves=False`` scores the test graphs only where a reported number can
     come from (untrained, each new best validation epoch, the last epoch), not after every epoch.
+    ``stages`` (:class:`condense.checkpoint.Stages`, stages ``desc:restart``) saves every epoch when due
+    (weights, optimiser, scheduler, curves, RNGs) and resumes bit for bit; finished restarts are kept.
     """
     config.validate()
     if not train or not valid or not test:
@@ -333,7 +357,8 @@ def train_restarts(
     try:
         runs = [
             _train_one(train_s, weights, evals, dims=dims, num_classes=num_classes, metric=metric, config=config,
-                       seed=seed + r, device=dev, root_pooling=root_pooling, bar=bar, test_curves=test_curves)
+                       seed=seed + r, device=dev, root_pooling=root_pooling, bar=bar, test_curves=test_curves,
+                       stages=stages, stage=f"{desc}:{r}")  # fmt: skip
             for r in range(config.restarts)
         ]
     finally:

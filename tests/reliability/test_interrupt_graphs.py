@@ -63,3 +63,25 @@ def test_g2m_sigint_resumes_bit_for_bit(tmp_path: Path) -> None:
             assert torch.equal(value, b["state_dict"][key]), (name, key)
         assert a.get("scores") == b.get("scores")
     assert torch.equal(torch.load(ref / "teacher.pt", weights_only=True)["logits"], torch.load(cut / "teacher.pt", weights_only=True)["logits"])
+
+
+def _table(stdout: str) -> list[str]:
+    """The result rows without their wall-time column."""
+    return [line.rsplit("|", 2)[0] for line in stdout.splitlines() if line.startswith("| mirage") or line.startswith("| random")]
+
+
+MIRAGE = ["-m", "graphs.mirage", "--epochs", "40", "--restarts", "2", "--no-progress", "--checkpoint-every", "1"]
+
+
+@pytest.mark.slow
+def test_mirage_sigint_resumes_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ENV, "XDG_CACHE_HOME", str(tmp_path / "cache"))
+    done = _run([*MIRAGE, "--checkpoint", str(tmp_path / "ref.ckpt")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    ckpt = tmp_path / "cut.ckpt"
+    rc, err = _interrupt([*MIRAGE, "--checkpoint", str(ckpt)], tmp_path, ckpt)
+    assert rc == 130, err
+    assert "written on the interrupt" in err and "--resume" in err, err
+    resumed = _run(_resume_line(err), tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(_table(done.stdout)) == 2 and _table(resumed.stdout) == _table(done.stdout)
