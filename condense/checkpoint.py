@@ -35,7 +35,7 @@ import torch
 from .distributed import is_main_process
 from .utils import UserError, atomic_save, safe_load
 
-__all__ = ["Checkpointer", "Stages", "add_checkpoint_flags", "checkpoint_path", "checkpointer_from_args", "drop_default_checkpoint", "rng_state", "set_rng_state", "interrupt_message", "forget_progress", "deferred_interrupts",
+__all__ = ["Checkpointer", "Stages", "add_checkpoint_flags", "checkpoint_path", "checkpointer_from_args", "drop_default_checkpoint", "rng_state", "set_rng_state", "interrupt_message", "forget_progress", "resumes_on_rerun", "deferred_interrupts",
            "set_command", "DEFAULT_INTERVAL"]
 
 FORMAT = "condense.Checkpoint/1"
@@ -261,6 +261,7 @@ def _short(value: Any) -> str:
 _ACTIVE: Checkpointer | None = None
 _PENDING: list[int] = []  # the signal whose interrupt waits for the next iteration boundary
 _COMMAND: list[str] = []  # the command line being run, for the resume hint
+_RERUN: list[str] = []  # where a command that resumes by rerunning keeps its finished work
 _OWNER = [0]  # the process that installed the handlers (forked children must not defer)
 
 
@@ -270,6 +271,13 @@ def forget_progress() -> None:
     _ACTIVE = None
     _PENDING.clear()
     _COMMAND.clear()
+    _RERUN.clear()
+
+
+def resumes_on_rerun(kept: str) -> None:
+    """This command keeps its finished work (rows, folds, networks) in ``kept`` and a rerun skips it:
+    an interrupt outside a checkpointed loop says so and gives the command to rerun."""
+    _RERUN[:] = [kept]
 
 
 def set_command(words: Sequence[str]) -> None:
@@ -287,6 +295,8 @@ def _resume_command(ck: Checkpointer) -> str:
 def interrupt_message() -> str:
     """The one line a command prints on Ctrl-C: where it stopped and how to continue."""
     ck = _ACTIVE
+    if _RERUN and (ck is None or ck.saved is None):
+        return f"interrupted; finished work is kept in {_RERUN[0]} - " + (f"resume with: {shlex.join(_COMMAND)}" if _COMMAND else "rerun the same command to resume")
     if ck is None:
         return "interrupted before any checkpointed iteration (nothing to resume)"
     at = f" at iteration {ck.iteration}" if ck.iteration is not None else ""

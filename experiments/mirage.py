@@ -63,6 +63,7 @@ from pathlib import Path
 
 import torch
 
+from condense.checkpoint import resumes_on_rerun
 from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
 from experiments import figures
@@ -472,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="mirage-exp-") as tmp:
             if args.cv:
+                if args.cv_state is not None:
+                    resumes_on_rerun(f"--cv-state {args.cv_state} (finished folds)")
                 print("| dataset | model | folds | accuracy, val-selected (primary) | accuracy, epoch by mean val curve "
                       "| accuracy, epoch by mean CV test (GIN paper protocol) | final epoch | untrained | ROC-AUC val-selected "
                       "| Spearman(score, |V|) | train s |")

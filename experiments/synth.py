@@ -43,6 +43,7 @@ import torch
 from condense.checkpoint import Checkpointer
 from condense.data import ImageDataset, load_dataset, split_validation
 from condense.evaluate import accuracy
+from condense.checkpoint import resumes_on_rerun
 from condense.safeio import CLIParser, check_outputs, cli_main, fingerprint_tensors, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, atomic_write_text, markdown_table
 from experiments import figures
@@ -342,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = hard_toy(ds, args.seeds, args.shift, epochs=30 if args.scale == "cpu" else 200)
             headers = ["row", "clean test acc %", f"translated (±{args.shift} px) test acc %"]
         else:
+            if args.cache:
+                resumes_on_rerun(f"--cache {args.cache} (finished networks)")
             results = run(ds, args.scale, args.seeds, progress=args.progress, teacher_epochs=args.teacher_epochs,
                           only=args.only, meta_ks=args.meta_k, overrides=overrides, meta_grid=meta_grid, cache=args.cache)
             rows = [_cells(r) for r in results]

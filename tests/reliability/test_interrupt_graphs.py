@@ -85,3 +85,17 @@ def test_mirage_sigint_resumes_bit_for_bit(tmp_path: Path, monkeypatch: pytest.M
     resumed = _run(_resume_line(err), tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert len(_table(done.stdout)) == 2 and _table(resumed.stdout) == _table(done.stdout)
+
+
+def test_experiment_interrupt_line_says_a_rerun_resumes() -> None:
+    from condense import checkpoint
+
+    checkpoint.forget_progress()
+    checkpoint.set_command(["python", "-m", "experiments.mirage", "--cv", "--cv-state", "st"])
+    checkpoint.resumes_on_rerun("--cv-state st (finished folds)")
+    try:
+        assert checkpoint.interrupt_message() == ("interrupted; finished work is kept in --cv-state st (finished folds) - "
+                                                  "resume with: python -m experiments.mirage --cv --cv-state st")
+    finally:
+        checkpoint.forget_progress()
+    assert "nothing to resume" in checkpoint.interrupt_message()
