@@ -118,6 +118,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("graphs.g2m", [*G2M, "--out", "s.pt", "--dataset", "cora", "--root", "data/planetoid_payload"]),
     ("graphs.g2m", [*G2M, "--out", "s.pt", "--lamb", "nan"]),
     ("graphs.g2m", [*G2M, "--out", "s.pt", "--device", "cuda:7"]),
+    ("graphs.g2m", ["export", "missing.pt", "--out", "s.pt2", "--onnx", "s.pt2"]),
+    ("graphs.g2m", ["predict", "missing.pt", "--features", "x.npy", "--out", "x.npy"]),
     # ---- python -m synth
     ("synth", ["teacher", "--epochs", "0", "--out", "t.pt", "--no-progress"]),
     ("synth", ["teacher", "--resize", "100000", "--random", "--out", "t.pt"]),

@@ -49,6 +49,8 @@ def _argvs(module: str) -> list[list[str]]:
         return [["--help"], *(["distill", "--method", m] for m in sorted(METHOD_HELP))]
     if module == "graphs.mirage":
         return [[], ["train", "x.pt"]]
+    if module == "graphs.g2m":
+        return [[], ["predict", "x.pt"], ["export", "x.pt"]]
     return [[]]
 
 
