@@ -18,6 +18,8 @@ Writes ``--out`` (markdown: command, date, commit, numbers) and deletes the gene
 """
 from __future__ import annotations
 
+import condense.threads  # noqa: F401  (thread policy before torch)
+
 import argparse
 import json
 import os
