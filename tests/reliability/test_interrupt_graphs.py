@@ -5,6 +5,7 @@ resumed run's outputs must equal an uninterrupted run's exactly.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import shlex
 import signal
@@ -20,8 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+def _run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """Run ``-m MODULE ARGS...`` in this process (the reference and the resumed runs); ``(exit code, stdout)``."""
+    assert args[0] == "-m"
+    main = importlib.import_module(f"{args[1]}.__main__").main
+    capsys.readouterr()
+    rc = main(args[2:])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    return rc, out.out
 
 
 def _interrupt(args: list[str], cwd: Path, ckpt: Path) -> tuple[int, str]:
@@ -43,20 +51,19 @@ def _resume_line(err: str) -> list[str]:
     return words[1:]
 
 
-G2M = ["-m", "graphs.g2m", "--nodes", "600", "--features", "50", "--max-epochs", "100", "--no-progress", "--checkpoint-every", "1"]
+G2M = ["-m", "graphs.g2m", "--nodes", "600", "--features", "50", "--max-epochs", "100", "--no-progress"]
+EVERY = ["--checkpoint-every", "1"]  # the interrupted run: its checkpoint exists once the loop runs
 
 
 @pytest.mark.slow
-def test_g2m_sigint_resumes_bit_for_bit(tmp_path: Path) -> None:
+def test_g2m_sigint_resumes_bit_for_bit(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    done = _run([*G2M, "--out", str(ref / "s.pt")], tmp_path)
-    assert done.returncode == 0, done.stderr
-    rc, err = _interrupt([*G2M, "--out", str(cut / "s.pt")], tmp_path, cut / "s.pt.ckpt")
+    _run([*G2M, "--out", str(ref / "s.pt")], capsys)
+    rc, err = _interrupt([*G2M, *EVERY, "--out", str(cut / "s.pt")], tmp_path, cut / "s.pt.ckpt")
     assert rc == 130, err
     assert "written on the interrupt" in err and "--resume" in err, err
     assert not (cut / "s.pt").exists()
-    resumed = _run(_resume_line(err), tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    _run(_resume_line(err), capsys)
     for name in ("s.pt", "teacher.pt"):
         a, b = torch.load(ref / name, weights_only=True), torch.load(cut / name, weights_only=True)
         for key, value in a["state_dict"].items():
@@ -64,28 +71,25 @@ def test_g2m_sigint_resumes_bit_for_bit(tmp_path: Path) -> None:
         assert a.get("scores") == b.get("scores")
     assert torch.equal(torch.load(ref / "teacher.pt", weights_only=True)["logits"], torch.load(cut / "teacher.pt", weights_only=True)["logits"])
 
-
 def _table(stdout: str) -> list[str]:
     """The result rows without their wall-time column."""
     return [line.rsplit("|", 2)[0] for line in stdout.splitlines() if line.startswith("| mirage") or line.startswith("| random")]
 
 
-MIRAGE = ["-m", "graphs.mirage", "--epochs", "40", "--restarts", "2", "--no-progress", "--checkpoint-every", "1"]
+MIRAGE = ["-m", "graphs.mirage", "--epochs", "20", "--restarts", "2", "--no-progress"]
 
 
 @pytest.mark.slow
-def test_mirage_sigint_resumes_bit_for_bit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mirage_sigint_resumes_bit_for_bit(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(ENV, "XDG_CACHE_HOME", str(tmp_path / "cache"))
-    done = _run([*MIRAGE, "--checkpoint", str(tmp_path / "ref.ckpt")], tmp_path)
-    assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _, done = _run(MIRAGE, capsys)
     ckpt = tmp_path / "cut.ckpt"
-    rc, err = _interrupt([*MIRAGE, "--checkpoint", str(ckpt)], tmp_path, ckpt)
+    rc, err = _interrupt([*MIRAGE, *EVERY, "--checkpoint", str(ckpt)], tmp_path, ckpt)
     assert rc == 130, err
     assert "written on the interrupt" in err and "--resume" in err, err
-    resumed = _run(_resume_line(err), tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert len(_table(done.stdout)) == 2 and _table(resumed.stdout) == _table(done.stdout)
-
+    _, resumed = _run(_resume_line(err), capsys)
+    assert len(_table(done)) == 2 and _table(resumed) == _table(done)
 
 def test_experiment_interrupt_line_says_a_rerun_resumes() -> None:
     from condense import checkpoint
