@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
+import hashlib
 import json
 import os
 import sys
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs
+from condense.checkpoint import DEFAULT_INTERVAL, Checkpointer, resumes_on_rerun
+from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, atomic_write_text, resolve_device
 from experiments import figures
 from graphs.data.planetoid import planetoid_available
@@ -47,8 +49,42 @@ def _default_planetoid_root() -> Path | None:
     return None
 
 
-def run_grid(datasets, teachers, settings, seeds, *, root, preset, device, progress, log=print) -> dict:
-    """Nested results ``[dataset][teacher][setting][column] -> list of score dicts`` (one per seed)."""
+def _state_path(args, scale: dict) -> Path:
+    """Default ``--state``: a file in the user's cache named after the grid."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "condense" / "experiments"
+    grid = repr((sorted(scale.items()), args.preset, str(args.root)))
+    return cache / f"g2m-{hashlib.sha256(grid.encode()).hexdigest()[:16]}.json"
+
+
+class GridState:
+    """Finished (dataset, teacher, setting, seed) runs kept in a JSON file, so that a rerun skips them, and the
+    checkpoint of the run in progress (``PATH.<run>.ckpt``, resumed bit for bit by :func:`graphs.g2m.pipeline.run`)."""
+
+    def __init__(self, path: Path | None, interval: float = DEFAULT_INTERVAL) -> None:
+        self.path, self.interval = path, interval
+        self.rows: dict = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+    def checkpoint(self, key: str) -> Checkpointer | None:
+        if self.path is None:
+            return None
+        ck = Checkpointer(self.path.with_name(f"{self.path.name}.{key.replace('/', '-')}.ckpt"), None, {"run": key},
+                          interval=self.interval)  # fmt: skip
+        ck.check()
+        return ck
+
+    def keep(self, key: str, row: dict, ck: Checkpointer | None) -> None:
+        self.rows[key] = row
+        if self.path is not None:
+            atomic_write_text(json.dumps(self.rows), self.path)
+        if ck is not None:
+            ck.path.unlink(missing_ok=True)
+
+
+def run_grid(datasets, teachers, settings, seeds, *, root, preset, device, progress, log=print, state: GridState | None = None) -> dict:
+    """Nested results ``[dataset][teacher][setting][column] -> list of score dicts`` (one per seed).
+
+    ``state`` keeps every finished run and checkpoints the one in progress (see :class:`GridState`)."""
+    state = state or GridState(None)
     results: dict = {}
     for dataset in datasets:
         if dataset != "csbm" and (root is None or not planetoid_available(dataset, root)):
@@ -59,14 +95,19 @@ def run_grid(datasets, teachers, settings, seeds, *, root, preset, device, progr
             for setting in settings:
                 cell = results.setdefault(dataset, {}).setdefault(teacher, {}).setdefault(setting, {c: [] for c in COLUMNS})
                 for seed in seeds:
-                    start = time.perf_counter()
-                    config = get_preset(dataset, teacher, preset)
-                    split = make_task_split(data, labelled, setting, seed=seed, observed=config.observed)
-                    out = run(data, split, teacher, config, METHODS, seed=seed, device=device, progress=progress)
-                    # full-graph inference seconds (every node's logits; median of 5) for the accuracy-vs-latency figure
-                    cell["teacher"].append({**out.teacher.scores, "latency_s": inference_seconds(out.teacher_model, data)})
-                    for method, (student, res) in out.students.items():
-                        cell[method].append({**res.scores, "latency_s": inference_seconds(student, data)})
+                    start, key = time.perf_counter(), f"{dataset}/{teacher}/{setting}/{seed}"
+                    if key not in state.rows:
+                        config = get_preset(dataset, teacher, preset)
+                        split = make_task_split(data, labelled, setting, seed=seed, observed=config.observed)
+                        ck = state.checkpoint(key)
+                        out = run(data, split, teacher, config, METHODS, seed=seed, device=device, progress=progress, checkpoint=ck)
+                        # full-graph inference seconds (every node's logits; median of 5) for the accuracy-vs-latency figure
+                        row = {"teacher": {**out.teacher.scores, "latency_s": inference_seconds(out.teacher_model, data)}}
+                        for method, (student, res) in out.students.items():
+                            row[method] = {**res.scores, "latency_s": inference_seconds(student, data)}
+                        state.keep(key, row, ck)
+                    for c in COLUMNS:
+                        cell[c].append(state.rows[key][c])
                     key = "tran" if setting == "tran" else "ind"
                     summary = " ".join(f"{c}={100 * cell[c][-1][key]:.1f}" for c in COLUMNS)
                     log(f"{dataset:9s} {teacher:5s} {setting:4s} seed={seed} [{key}] {summary} ({time.perf_counter() - start:.0f}s)")
@@ -109,8 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscription on shared CPUs)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--progress", action="store_true", help="per-epoch progress bars")
+    p.add_argument("--state", default=None, help="file keeping the finished runs (and PATH.*.ckpt the one in progress) so that rerunning "
+                   "the same command resumes (default: a file under ~/.cache/condense/experiments; removed when complete)",
+                   **output_flag(resumable=True))  # fmt: skip
+    p.add_argument("--checkpoint-interval", type=float, default=DEFAULT_INTERVAL, metavar="SECONDS",
+                   help=f"checkpoint the run in progress every SECONDS of wall time (default: {DEFAULT_INTERVAL:g})")
     args = p.parse_args(argv)
-    lock_outputs(check_outputs({"--json": args.json}, roots={"--root": args.root}).values())
+    lock_outputs(check_outputs({"--json": args.json, "--state": args.state}, roots={"--root": args.root}).values())
     scale = dict(SCALES[args.scale])
     for key in ("datasets", "teachers", "settings", "seeds"):
         if getattr(args, key) is not None:
@@ -121,9 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         torch.set_num_threads(max(1, args.threads))
         root = Path(args.root) if args.root else _default_planetoid_root()  # only read, never written
+        state_path = Path(args.state) if args.state else _state_path(args, scale)
+        state = GridState(state_path, args.checkpoint_interval)
+        resumes_on_rerun(f"{state_path} (finished runs)")
         start = time.perf_counter()
-        results = run_grid(scale["datasets"], scale["teachers"], scale["settings"], scale["seeds"], root=root, preset=args.preset, device=device, progress=args.progress)
+        results = run_grid(scale["datasets"], scale["teachers"], scale["settings"], scale["seeds"], root=root, preset=args.preset, device=device,
+                           progress=args.progress, state=state)  # fmt: skip
         wall = time.perf_counter() - start
+        if not args.state:
+            state_path.unlink(missing_ok=True)  # complete: nothing left to resume
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
