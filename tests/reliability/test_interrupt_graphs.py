@@ -91,15 +91,17 @@ def test_mirage_sigint_resumes_bit_for_bit(tmp_path: Path, capsys: pytest.Captur
     _, resumed = _run(_resume_line(err), capsys)
     assert len(_table(done)) == 2 and _table(resumed) == _table(done)
 
-def test_experiment_interrupt_line_says_a_rerun_resumes() -> None:
-    from condense import checkpoint
+def test_experiment_interrupt_line_says_a_rerun_resumes(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in ``experiments.g2m`` between runs: the line names the state file and the command whose rerun resumes."""
+    import experiments.g2m as grid
 
-    checkpoint.forget_progress()
-    checkpoint.set_command(["python", "-m", "experiments.mirage", "--cv", "--cv-state", "st"])
-    checkpoint.resumes_on_rerun("--cv-state st (finished folds)")
-    try:
-        assert checkpoint.interrupt_message() == ("interrupted; finished work is kept in --cv-state st (finished folds) - "
-                                                  "resume with: python -m experiments.mirage --cv --cv-state st")
-    finally:
-        checkpoint.forget_progress()
-    assert "nothing to resume" in checkpoint.interrupt_message()
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(grid, "run_grid", interrupted)
+    state = tmp_path / "state.json"
+    assert grid.main(["--datasets", "csbm", "--state", str(state)]) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (f"interrupted; finished work is kept in {state} (finished runs) - "
+                    f"resume with: python -m experiments.g2m --datasets csbm --state {state}")
