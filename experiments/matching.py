@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import torch
 
+from condense.checkpoint import DEFAULT_INTERVAL, Checkpointer, resumes_on_rerun
 from condense.data import ImageDataset, load_dataset
 from condense.evaluate import evaluate_synset
 from condense.methods import get_method
@@ -146,11 +147,22 @@ def run(
     seed: int, out_dir: Path, progress: bool = True, evaluate_only: bool = False, published: bool = False, log=print,
 ) -> list[dict]:  # fmt: skip
     """Distill with every method (``evaluate_only``: load the sets saved in ``out_dir`` instead), evaluate
-    every set with the same protocol (:func:`evaluate_row`); one result dict per method."""
+    every set with the same protocol (:func:`evaluate_row`); one result dict per method.
+
+    Resumable: a distillation checkpoints to ``SET.ckpt`` on the default time interval (and on Ctrl-C) and a
+    rerun continues it bit for bit; a finished row is kept in ``SET.row.json`` and a rerun with the same
+    settings reuses it (distillation mode only)."""
     rows = []
     for method in methods:
         path = out_dir / f"{dataset.name}_ipc{ipc}_{method}.pt"
         t0 = time.perf_counter()
+        kept = path.with_name(path.name + ".row.json")
+        key = repr((method, dataclasses.asdict(method_config(method, scale, ipc)), dataclasses.asdict(scale), list(archs), published, seed,
+                    dataset.fingerprint, str(device)))  # fmt: skip
+        if not evaluate_only and path.is_file() and kept.is_file() and (old := json.loads(kept.read_text())).get("key") == key:
+            log(f"{dataset.name} ipc={ipc} {method}: kept from an earlier run ({kept})")
+            rows.append(old["row"])
+            continue
         if evaluate_only:
             if not path.is_file():
                 raise UserError(f"--evaluate-only: no saved set {path}")
@@ -160,9 +172,13 @@ def run(
         else:
             cfg = method_config(method, scale, ipc)
             base = VARIANTS.get(method, (method, {}))[0]
-            synset = get_method(base).distill(dataset, ipc, cfg, device=device, seed=seed, progress=progress)
+            ck = Checkpointer(path.with_name(path.name + ".ckpt"), None, {"method": method, "dataset": dataset.name, "ipc": ipc, "seed": seed,
+                              "config": dataclasses.asdict(cfg), "data": dataset.fingerprint}, interval=DEFAULT_INTERVAL)  # fmt: skip
+            ck.check()
+            synset = get_method(base).distill(dataset, ipc, cfg, device=device, seed=seed, progress=progress, checkpoint=ck)
             t_distill, config = time.perf_counter() - t0, dataclasses.asdict(cfg)
             synset.save(path)
+            ck.path.unlink(missing_ok=True)
         t1 = time.perf_counter()
         accs = evaluate_row(synset, dataset, method, scale, archs=archs, published=published, device=device, seed=seed, progress=progress)
         row = {"dataset": dataset.name, "ipc": ipc, "method": method, "accs": accs, "distill_seconds": t_distill,
@@ -170,6 +186,8 @@ def run(
         log(f"{dataset.name} ipc={ipc} {method}: " + ", ".join(f"{a} {_fmt(v)}" for a, v in accs.items())
             + f" (distill {t_distill:.0f}s, eval {row['eval_seconds']:.0f}s)")  # fmt: skip
         rows.append(row)
+        if not evaluate_only:
+            atomic_write_text(json.dumps({"key": key, "row": row}), kept)
     return rows
 
 
@@ -239,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        if not args.figure_only and not args.evaluate_only:
+            resumes_on_rerun(f"{out_dir} (finished rows, *.row.json)")
         start, rows = time.perf_counter(), []
         for name in datasets:
             ds = load_dataset(name, args.root) if not args.figure_only else None
