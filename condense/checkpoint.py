@@ -22,6 +22,7 @@ longest iteration seen, at least :data:`GRACE_SECONDS`), interrupts at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -33,9 +34,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from .distributed import is_main_process
-from .utils import UserError, atomic_save, safe_load
+from .utils import UserError, atomic_save, atomic_write_text, safe_load
 
-__all__ = ["Checkpointer", "Stages", "add_checkpoint_flags", "checkpoint_path", "checkpointer_from_args", "drop_default_checkpoint", "rng_state", "set_rng_state", "interrupt_message", "forget_progress", "resumes_on_rerun", "deferred_interrupts",
+__all__ = ["Checkpointer", "Stages", "add_checkpoint_flags", "checkpoint_path", "checkpointer_from_args", "drop_default_checkpoint", "rng_state", "set_rng_state", "interrupt_message", "forget_progress", "resumes_on_rerun", "kept_result", "deferred_interrupts",
            "set_command", "DEFAULT_INTERVAL"]
 
 FORMAT = "condense.Checkpoint/1"
@@ -251,6 +252,22 @@ def drop_default_checkpoint(args: Any, ckpt: Checkpointer | None) -> None:
     """After the results are written: the default safety checkpoint has served its purpose; an asked-for one is kept."""
     if ckpt is not None and not _explicit(args):
         ckpt.path.unlink(missing_ok=True)
+
+
+def kept_result(path: str | Path, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
+    """A finished unit of work (an experiment's row) kept in ``path`` as JSON: ``(result, True)`` when it holds
+    ``key`` (the settings that determine the result), else ``(compute(), False)`` after writing it there atomically."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            old = {}
+        if isinstance(old, dict) and old.get("key") == key and "result" in old:
+            return old["result"], True
+    result = compute()
+    atomic_write_text(json.dumps({"key": key, "result": result}), path)
+    return result, False
 
 
 def _short(value: Any) -> str:

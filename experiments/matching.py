@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import torch
 
-from condense.checkpoint import DEFAULT_INTERVAL, Checkpointer, resumes_on_rerun
+from condense.checkpoint import DEFAULT_INTERVAL, Checkpointer, kept_result, resumes_on_rerun
 from condense.data import ImageDataset, load_dataset
 from condense.evaluate import evaluate_synset
 from condense.methods import get_method
@@ -155,40 +155,52 @@ def run(
     rows = []
     for method in methods:
         path = out_dir / f"{dataset.name}_ipc{ipc}_{method}.pt"
-        t0 = time.perf_counter()
-        kept = path.with_name(path.name + ".row.json")
+
+        def make(method: str = method, path: Path = path) -> dict:
+            return _row(dataset, ipc, method, scale, path, archs=archs, device=device, seed=seed, progress=progress,
+                        evaluate_only=evaluate_only, published=published, log=log)  # fmt: skip
+
+        if evaluate_only:
+            rows.append(make())
+            continue
+        if not path.is_file():  # a kept row without its set is made again (the set is an output too)
+            Path(f"{path}.row.json").unlink(missing_ok=True)
         key = repr((method, dataclasses.asdict(method_config(method, scale, ipc)), dataclasses.asdict(scale), list(archs), published, seed,
                     dataset.fingerprint, str(device)))  # fmt: skip
-        if not evaluate_only and path.is_file() and kept.is_file() and (old := json.loads(kept.read_text())).get("key") == key:
-            log(f"{dataset.name} ipc={ipc} {method}: kept from an earlier run ({kept})")
-            rows.append(old["row"])
-            continue
-        if evaluate_only:
-            if not path.is_file():
-                raise UserError(f"--evaluate-only: no saved set {path}")
-            synset = SyntheticSet.load(path)
-            t_distill = float(synset.meta.get("wall_time", 0.0))
-            config = synset.meta.get("config", {})
-        else:
-            cfg = method_config(method, scale, ipc)
-            base = VARIANTS.get(method, (method, {}))[0]
-            ck = Checkpointer(path.with_name(path.name + ".ckpt"), None, {"method": method, "dataset": dataset.name, "ipc": ipc, "seed": seed,
-                              "config": dataclasses.asdict(cfg), "data": dataset.fingerprint}, interval=DEFAULT_INTERVAL)  # fmt: skip
-            ck.check()
-            synset = get_method(base).distill(dataset, ipc, cfg, device=device, seed=seed, progress=progress, checkpoint=ck)
-            t_distill, config = time.perf_counter() - t0, dataclasses.asdict(cfg)
-            synset.save(path)
-            ck.path.unlink(missing_ok=True)
-        t1 = time.perf_counter()
-        accs = evaluate_row(synset, dataset, method, scale, archs=archs, published=published, device=device, seed=seed, progress=progress)
-        row = {"dataset": dataset.name, "ipc": ipc, "method": method, "accs": accs, "distill_seconds": t_distill,
-               "eval_seconds": time.perf_counter() - t1, "config": config}  # fmt: skip
-        log(f"{dataset.name} ipc={ipc} {method}: " + ", ".join(f"{a} {_fmt(v)}" for a, v in accs.items())
-            + f" (distill {t_distill:.0f}s, eval {row['eval_seconds']:.0f}s)")  # fmt: skip
+        row, kept = kept_result(f"{path}.row.json", key, make)
+        if kept:
+            log(f"{dataset.name} ipc={ipc} {method}: kept from an earlier run ({path}.row.json)")
         rows.append(row)
-        if not evaluate_only:
-            atomic_write_text(json.dumps({"key": key, "row": row}), kept)
     return rows
+
+
+def _row(dataset: ImageDataset, ipc: int, method: str, scale: Scale, path: Path, *, archs: Sequence[str], device: torch.device,
+         seed: int, progress: bool, evaluate_only: bool, published: bool, log) -> dict:  # fmt: skip
+    """Distill (checkpointed to ``SET.ckpt``) or load one method's set and evaluate it; the row's dict."""
+    t0 = time.perf_counter()
+    if evaluate_only:
+        if not path.is_file():
+            raise UserError(f"--evaluate-only: no saved set {path}")
+        synset = SyntheticSet.load(path)
+        t_distill = float(synset.meta.get("wall_time", 0.0))
+        config = synset.meta.get("config", {})
+    else:
+        cfg = method_config(method, scale, ipc)
+        base = VARIANTS.get(method, (method, {}))[0]
+        ck = Checkpointer(path.with_name(path.name + ".ckpt"), None, {"method": method, "dataset": dataset.name, "ipc": ipc, "seed": seed,
+                          "config": dataclasses.asdict(cfg), "data": dataset.fingerprint}, interval=DEFAULT_INTERVAL)  # fmt: skip
+        ck.check()
+        synset = get_method(base).distill(dataset, ipc, cfg, device=device, seed=seed, progress=progress, checkpoint=ck)
+        t_distill, config = time.perf_counter() - t0, dataclasses.asdict(cfg)
+        synset.save(path)
+        ck.path.unlink(missing_ok=True)
+    t1 = time.perf_counter()
+    accs = evaluate_row(synset, dataset, method, scale, archs=archs, published=published, device=device, seed=seed, progress=progress)
+    row = {"dataset": dataset.name, "ipc": ipc, "method": method, "accs": accs, "distill_seconds": t_distill,
+           "eval_seconds": time.perf_counter() - t1, "config": config}  # fmt: skip
+    log(f"{dataset.name} ipc={ipc} {method}: " + ", ".join(f"{a} {_fmt(v)}" for a, v in accs.items())
+        + f" (distill {t_distill:.0f}s, eval {row['eval_seconds']:.0f}s)")  # fmt: skip
+    return row
 
 
 def _fmt(accs: list[float]) -> str:
