@@ -1,7 +1,7 @@
 """Memory and speed of the on-disk uint8 data path (``condense.data``): not a timed test.
 
 ``python -m experiments.bench_data [--images 1000000] [--workdir /tmp/condense_bench_data]``
-(run it under the shared lock: ``flock /tmp/heavy.lock python -m experiments.bench_data``).
+(run it alone on the machine: it times iterations and measures peak memory).
 
 1. Writes ``--images`` random 32x32x3 uint8 images (labels ``i mod 10``) as an ``arrays`` ``.npz``
    (streamed into the zip member, never whole in memory) plus a 10,000-image test split.
@@ -200,7 +200,7 @@ def report(args: argparse.Namespace, res: dict[str, Any], gen_s: float) -> str:
         [f"MTT expert training, {e['batches']} batches of 256 (DSA)", f"{e['seconds']:.1f} s", f"{e['rss_mib']:.0f}"],
     ]
     thread = os.environ.get("OMP_NUM_THREADS", "default")
-    cmd = "flock /tmp/heavy.lock " + (f"env OMP_NUM_THREADS={thread} " if thread != "default" else "") + "python -m experiments.bench_data " + " ".join(
+    cmd = (f"env OMP_NUM_THREADS={thread} " if thread != "default" else "") + "python -m experiments.bench_data " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in (("images", args.images), ("dm_iterations", args.dm_iterations),
                                                     ("expert_batches", args.expert_batches), ("ratio_images", args.ratio_images),
                                                     ("ratio_iterations", args.ratio_iterations)))  # fmt: skip
