@@ -312,7 +312,7 @@ def _resume_command(ck: Checkpointer) -> str:
 def interrupt_message() -> str:
     """The one line a command prints on Ctrl-C: where it stopped and how to continue."""
     ck = _ACTIVE
-    if _RERUN and (ck is None or ck.saved is None):
+    if _RERUN and (ck is None or ck.saved is None or not ck.path.exists()):  # no checkpoint (left) of the interrupted part
         return f"interrupted; finished work is kept in {_RERUN[0]} - " + (f"resume with: {shlex.join(_COMMAND)}" if _COMMAND else "rerun the same command to resume")
     if ck is None:
         return "interrupted before any checkpointed iteration (nothing to resume)"

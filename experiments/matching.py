@@ -193,9 +193,10 @@ def _row(dataset: ImageDataset, ipc: int, method: str, scale: Scale, path: Path,
         synset = get_method(base).distill(dataset, ipc, cfg, device=device, seed=seed, progress=progress, checkpoint=ck)
         t_distill, config = time.perf_counter() - t0, dataclasses.asdict(cfg)
         synset.save(path)
-        ck.path.unlink(missing_ok=True)
     t1 = time.perf_counter()
     accs = evaluate_row(synset, dataset, method, scale, archs=archs, published=published, device=device, seed=seed, progress=progress)
+    if not evaluate_only:
+        ck.path.unlink(missing_ok=True)  # kept until the row is done: a rerun after Ctrl-C in the evaluation need not distil again
     row = {"dataset": dataset.name, "ipc": ipc, "method": method, "accs": accs, "distill_seconds": t_distill,
            "eval_seconds": time.perf_counter() - t1, "config": config}  # fmt: skip
     log(f"{dataset.name} ipc={ipc} {method}: " + ", ".join(f"{a} {_fmt(v)}" for a, v in accs.items())

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import torch
 
 from condense.augment import AUTO, DSA, resolve_strategy
+from condense.checkpoint import DEFAULT_INTERVAL, Checkpointer, kept_result, resumes_on_rerun
 from condense.data import ClassSampler, ImageDataset, load_dataset
 from condense.evaluate import PROTOCOLS, Summary, evaluate_images, evaluate_synset
 from condense.experts import RECIPES, train_experts
@@ -118,7 +119,8 @@ def _slug(label: str) -> str:
 def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, device: torch.device, seed: int = 0,
         part: str = "all", published: bool = False, log=print) -> list[dict[str, Any]]:  # fmt: skip
     """Returns ``[{"dataset", "ipc", "rows": [row dicts, accuracies in %]}]``; ``published``: the protocols'
-    own evaluation epochs instead of the scale's."""
+    own evaluation epochs instead of the scale's. Resumable: every distillation checkpoints to ``SET.ckpt``
+    (time interval, Ctrl-C) and finished rows are kept in ``work`` (``*.row.json``), so a rerun continues."""
     sections = []
     for name in datasets:
         setting = SCALES[scale][name]
@@ -139,12 +141,17 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
         for ipc in setting.ipcs:
             rows = []
             variants: dict[str, tuple[type, dict[str, Any]]] = {}
-            if part != "ablations":
+            key = repr((dataclasses.asdict(setting), dataset.fingerprint, seed, published, str(device)))  # what a kept row depends on
+
+            def random_real() -> dict[str, Any]:
                 t0 = time.perf_counter()
                 x, y = init_synthetic(dataset, ipc, "real", make_generator(seed))
                 res = evaluate_images(x, y, dataset, lr=0.01, protocol="dc", test_every=dc_every, **ev)["convnet"]
                 ast = evaluate_images(x, y, dataset, lr=0.01, protocol="ast", **ev)["convnet"]
-                rows.append(_row("random real", len(y), res, ast, time.perf_counter() - t0, None))
+                return _row("random real", len(y), res, ast, time.perf_counter() - t0, None)
+
+            if part != "ablations":
+                rows.append(kept_result(work / f"row_{name}_ipc{ipc}_random_real.json", key, random_real)[0])
                 variants.update({"MTT": (MTTConfig, {}), "AST": (ASTConfig, {})})
             if setting.ablate and part != "main":
                 variants.update({k: (ASTConfig, v) for k, v in ABLATIONS.items()})
@@ -153,13 +160,25 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
                 cfg.experts = str(expert_dirs[cfg.expert_recipe])
                 if setting.alpha0_from_experts:
                     cfg.lr_teacher = RECIPES[cfg.expert_recipe].lr
-                t0 = time.perf_counter()
-                synset = distill_mtt(dataset, ipc, cfg, device=device, seed=seed, progress=False)
-                synset.save(work / f"sets_{name}_ipc{ipc}_{_slug(label)}.pt")
-                res = evaluate_synset(synset, dataset, protocol="dc", test_every=dc_every, **ev)["convnet"]
-                ast = evaluate_synset(synset, dataset, protocol="ast", **ev)["convnet"]
-                rows.append(_row(label, len(synset), res, ast, time.perf_counter() - t0, synset.lr))
-                log(f"{name} ipc {ipc} {label}: " + " ".join(_cells(rows[-1])[2:]))
+                out = work / f"sets_{name}_ipc{ipc}_{_slug(label)}.pt"
+
+                def distilled(label: str = label, cfg: MTTConfig = cfg, out: Path = out) -> dict[str, Any]:
+                    t0 = time.perf_counter()
+                    ck = Checkpointer(f"{out}.ckpt", None, {"method": label, "dataset": dataset.name, "ipc": ipc, "seed": seed,
+                                      "config": repr(cfg), "data": dataset.fingerprint}, interval=DEFAULT_INTERVAL)  # fmt: skip
+                    ck.check()
+                    synset = distill_mtt(dataset, ipc, cfg, device=device, seed=seed, progress=False, checkpoint=ck)
+                    synset.save(out)
+                    res = evaluate_synset(synset, dataset, protocol="dc", test_every=dc_every, **ev)["convnet"]
+                    ast = evaluate_synset(synset, dataset, protocol="ast", **ev)["convnet"]
+                    ck.path.unlink(missing_ok=True)  # kept until the row is done: a rerun after Ctrl-C here need not distil again
+                    return _row(label, len(synset), res, ast, time.perf_counter() - t0, synset.lr)
+
+                if not out.is_file():  # a kept row without its set is made again (the set is an output too)
+                    Path(f"{out}.row.json").unlink(missing_ok=True)
+                row, kept = kept_result(f"{out}.row.json", repr((key, repr(cfg))), distilled)
+                rows.append(row)
+                log(f"{name} ipc {ipc} {label}: " + " ".join(_cells(rows[-1])[2:]) + (" (kept from an earlier run)" if kept else ""))
             sections.append({"dataset": name, "ipc": ipc, "rows": rows})
     return sections
 
@@ -185,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.figure_only:
         return figures.redraw("trajectory", args.json)
     started = time.perf_counter()
+    resumes_on_rerun(f"--work {args.work} (finished rows and experts)")
     try:
         torch.set_num_threads(args.threads)
         device = resolve_device(args.device)
