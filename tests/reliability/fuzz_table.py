@@ -89,6 +89,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("graphs.mirage", ["--hops", "1", "--support", "0", *MIRAGE]),
     ("graphs.mirage", ["--hops", "1", "--support", "-1", *MIRAGE]),
     ("graphs.mirage", ["--hops", "0", "--support", "0.5", *MIRAGE]),
+    ("graphs.mirage", ["--hops", "1", "--support", "0.5", *MIRAGE, "--out", "m.pt", "--checkpoint", "m.pt"]),
     ("graphs.mirage", ["--hops", "1", "--support", "0.5", "--epochs", "0", "--restarts", "1", "--no-baseline", "--no-progress"]),
     ("graphs.mirage", ["--hops", "1", "--support", "0.5", "--restarts", "0", "--epochs", "1", "--no-baseline", "--no-progress"]),
     ("graphs.mirage", ["--hops", "1", "--support", "0.5", "--lr", "nan", *MIRAGE]),
@@ -119,6 +120,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("graphs.g2m", [*G2M, "--out", "s.pt", "--lamb", "nan"]),
     ("graphs.g2m", [*G2M, "--out", "s.pt", "--device", "cuda:7"]),
     ("graphs.g2m", ["export", "missing.pt", "--out", "s.pt2", "--onnx", "s.pt2"]),
+    ("graphs.g2m", [*G2M, "--out", "s.pt", "--checkpoint", "s.pt"]),
     ("graphs.g2m", ["predict", "missing.pt", "--features", "x.npy", "--out", "x.npy"]),
     # ---- python -m synth
     ("synth", ["teacher", "--epochs", "0", "--out", "t.pt", "--no-progress"]),
@@ -213,6 +215,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("experiments.bench_unroll", ["--out", "notes.txt/x.md"]),
     ("experiments.bench_unroll", ["--json", "notes.txt/x.json"]),
     ("experiments.g2m", ["--root", "loop"]),
+    ("experiments.g2m", ["--json", "r.json", "--state", "r.json"]),
     ("experiments.matching", ["--root", "loop"]),
     ("experiments.matching", ["--json", "loop/x.json", "--figure-only"]),
     ("experiments.mirage", ["--bins", HUGE]),
