@@ -22,6 +22,7 @@ longest iteration seen, at least :data:`GRACE_SECONDS`), interrupts at once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shlex
@@ -252,6 +253,46 @@ def drop_default_checkpoint(args: Any, ckpt: Checkpointer | None) -> None:
     """After the results are written: the default safety checkpoint has served its purpose; an asked-for one is kept."""
     if ckpt is not None and not _explicit(args):
         ckpt.path.unlink(missing_ok=True)
+
+
+class RunState:
+    """Finished runs of an experiment kept in a JSON file under their keys, so that a rerun skips them, and
+    the checkpoint of the run in progress (``PATH.<key>.ckpt``) for loops that take a :class:`Checkpointer`.
+    ``path=None`` keeps nothing."""
+
+    def __init__(self, path: Path | None, interval: float = DEFAULT_INTERVAL) -> None:
+        self.path, self.interval = path, interval
+        self.rows: dict = {}
+        if path is not None and path.is_file():
+            try:
+                rows = json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError):
+                raise UserError(f"{path} is not a state file of this experiment (not JSON): remove it or pass another --state") from None
+            if not isinstance(rows, dict):
+                raise UserError(f"{path} is not a state file of this experiment: remove it or pass another --state")
+            self.rows = rows
+
+    def checkpoint(self, key: str) -> "Checkpointer | None":
+        if self.path is None:
+            return None
+        ck = Checkpointer(self.path.with_name(f"{self.path.name}.{key.replace('/', '-')}.ckpt"), None, {"run": key},
+                          interval=self.interval)  # fmt: skip
+        ck.check()
+        return ck
+
+    def keep(self, key: str, row: Any, ck: "Checkpointer | None" = None) -> None:
+        self.rows[key] = row
+        if self.path is not None:
+            atomic_write_text(json.dumps(self.rows), self.path)
+        if ck is not None:
+            ck.path.unlink(missing_ok=True)
+
+
+def default_state_path(experiment: str, settings: Any) -> Path:
+    """Default ``--state`` of an experiment: a file in the user's cache named after the settings that
+    determine its results (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``condense/experiments``)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "condense" / "experiments"
+    return cache / f"{experiment}-{hashlib.sha256(repr(settings).encode()).hexdigest()[:16]}.json"
 
 
 def kept_result(path: str | Path, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:

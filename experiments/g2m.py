@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import condense.threads  # noqa: F401  (thread policy before torch)
 
-import hashlib
 import json
 import os
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from condense.checkpoint import DEFAULT_INTERVAL, Checkpointer, resumes_on_rerun
+from condense.checkpoint import DEFAULT_INTERVAL, RunState, default_state_path, resumes_on_rerun
 from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, atomic_write_text, resolve_device
 from experiments import figures
@@ -51,40 +50,14 @@ def _default_planetoid_root() -> Path | None:
 
 def _state_path(args, scale: dict) -> Path:
     """Default ``--state``: a file in the user's cache named after the grid."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "condense" / "experiments"
-    grid = repr((sorted(scale.items()), args.preset, str(args.root)))
-    return cache / f"g2m-{hashlib.sha256(grid.encode()).hexdigest()[:16]}.json"
+    return default_state_path("g2m", (sorted(scale.items()), args.preset, str(args.root)))
 
 
-class GridState:
-    """Finished (dataset, teacher, setting, seed) runs kept in a JSON file, so that a rerun skips them, and the
-    checkpoint of the run in progress (``PATH.<run>.ckpt``, resumed bit for bit by :func:`graphs.g2m.pipeline.run`)."""
-
-    def __init__(self, path: Path | None, interval: float = DEFAULT_INTERVAL) -> None:
-        self.path, self.interval = path, interval
-        self.rows: dict = json.loads(path.read_text()) if path is not None and path.is_file() else {}
-
-    def checkpoint(self, key: str) -> Checkpointer | None:
-        if self.path is None:
-            return None
-        ck = Checkpointer(self.path.with_name(f"{self.path.name}.{key.replace('/', '-')}.ckpt"), None, {"run": key},
-                          interval=self.interval)  # fmt: skip
-        ck.check()
-        return ck
-
-    def keep(self, key: str, row: dict, ck: Checkpointer | None) -> None:
-        self.rows[key] = row
-        if self.path is not None:
-            atomic_write_text(json.dumps(self.rows), self.path)
-        if ck is not None:
-            ck.path.unlink(missing_ok=True)
-
-
-def run_grid(datasets, teachers, settings, seeds, *, root, preset, device, progress, log=print, state: GridState | None = None) -> dict:
+def run_grid(datasets, teachers, settings, seeds, *, root, preset, device, progress, log=print, state: RunState | None = None) -> dict:
     """Nested results ``[dataset][teacher][setting][column] -> list of score dicts`` (one per seed).
 
-    ``state`` keeps every finished run and checkpoints the one in progress (see :class:`GridState`)."""
-    state = state or GridState(None)
+    ``state`` keeps every finished run and checkpoints the one in progress (see :class:`condense.checkpoint.RunState`)."""
+    state = state or RunState(None)
     results: dict = {}
     for dataset in datasets:
         if dataset != "csbm" and (root is None or not planetoid_available(dataset, root)):
@@ -168,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, args.threads))
         root = Path(args.root) if args.root else _default_planetoid_root()  # only read, never written
         state_path = Path(args.state) if args.state else _state_path(args, scale)
-        state = GridState(state_path, args.checkpoint_interval)
+        state = RunState(state_path, args.checkpoint_interval)
         resumes_on_rerun(f"{state_path} (finished runs)")
         start = time.perf_counter()
         results = run_grid(scale["datasets"], scale["teachers"], scale["settings"], scale["seeds"], root=root, preset=args.preset, device=device,

@@ -63,8 +63,8 @@ from pathlib import Path
 
 import torch
 
-from condense.checkpoint import resumes_on_rerun
-from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs
+from condense.checkpoint import RunState, default_state_path, resumes_on_rerun
+from condense.safeio import CLIParser, check_outputs, cli_main, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, atomic_write_text, package_versions, seed_everything
 from experiments import figures
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
@@ -160,12 +160,14 @@ def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, se
                 split: str = "random", max_itemsets: int | None = None, threshold_sweep: bool = False,
                 restarts: int | None = None, baseline_epochs: int | None = None, node_attr: str = "drop",
                 bins: int | None = None, hops: int | None = None, support: tuple[float, ...] | None = None,
-                allow_no_reduction: bool = False, baseline_network: str = "same") -> dict:
+                allow_no_reduction: bool = False, baseline_network: str = "same", state: RunState | None = None) -> dict:
     """All methods x models on one dataset; returns a JSON-able record.
 
     ``hops``/``support`` override the preset (or fix one axis of the sweep); ``allow_no_reduction`` runs
-    a distilled set at or above the training bytes, labelled; ``baseline_network``: see :func:`method_config`.
+    a distilled set at or above the training bytes, labelled; ``baseline_network``: see :func:`method_config`;
+    ``state`` keeps each finished (model, method) row so that a rerun skips it.
     """
+    state = state or RunState(None)
     seed_everything(seed)
     ds = load_graph_dataset(name, root, seed=seed, split=split, node_attr=node_attr)
     mining, mined_on = mining_features(ds, bins)
@@ -188,13 +190,15 @@ def run_dataset(name: str, root: Path | None, *, scale: str, models, methods, se
           f"Mirage tree roots per class {meta['roots_per_class']} -->", flush=True)
     for model in models:
         for method, graphs in sets.items():
-            tcfg = method_config(method, scale, name, model, mcfg.hops, restarts=restarts, baseline_epochs=baseline_epochs,
-                                 baseline_network=baseline_network)
-            s = train_restarts(graphs, ds.subset("valid"), test, dims=(ds.in_dim, ds.edge_dim),
-                               num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed,
-                               device=device, progress=progress, desc=f"{name} {model} {method}", test_curves=False)
-            record["results"].append(_row(model, method, graphs, train_bytes, s, tcfg, ds.num_classes,
-                                          "" if method == "full" else label))
+            key = f"{name}/{split}/{seed}/{model}/{method}"
+            if key not in state.rows:
+                tcfg = method_config(method, scale, name, model, mcfg.hops, restarts=restarts, baseline_epochs=baseline_epochs,
+                                     baseline_network=baseline_network)
+                s = train_restarts(graphs, ds.subset("valid"), test, dims=(ds.in_dim, ds.edge_dim),
+                                   num_classes=ds.num_classes, metric=ds.metric, config=tcfg, seed=seed,
+                                   device=device, progress=progress, desc=f"{name} {model} {method}", test_curves=False)
+                state.keep(key, _row(model, method, graphs, train_bytes, s, tcfg, ds.num_classes, "" if method == "full" else label))
+            record["results"].append(state.rows[key])
             print(_md_row(name, record["results"][-1]), flush=True)
     return record
 
@@ -408,6 +412,9 @@ def build_parser() -> CLIParser:
     p.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     p.add_argument("--shared", type=Path, default=DEFAULT_SHARED, help="read-only shared data directory (tu/NAME, ogb/ogbg_*)", **input_flag(directory=True))
     p.add_argument("--root", type=Path, default=None, help="directory holding NAME/raw (TU) or ogbg_* (OGB); overrides --shared", **input_flag(directory=True))
+    p.add_argument("--state", type=Path, default=None, help="file keeping the finished (model, method) rows so that rerunning the "
+                   "same command resumes (default: a file under ~/.cache/condense/experiments named after the settings; removed when complete)",
+                   **output_flag(resumable=True))
     p.add_argument("--threshold-sweep", action="store_true",
                    help="official two-step per-class threshold sweep (NCI1: 440/570, 420/550), chosen on validation")
     p.add_argument("--max-itemsets", type=int, default=None,
@@ -466,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.cv and (any(v is not None for v in grid.values()) or args.cv_jobs is not None):
         raise UserError("--cv-hidden/--cv-batch-size/--cv-dropout/--cv-jobs need --cv")
     config_grid(TrainConfig(), **grid)  # validate the grid values before any work
-    lock_outputs(check_outputs({"--json": args.json}, roots={"--shared": args.shared}).values())
+    lock_outputs(check_outputs({"--json": args.json, "--state": args.state}, roots={"--shared": args.shared}).values())
     if args.figure_only:
         return figures.redraw("mirage", args.json)
     progress = not args.no_progress
@@ -494,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
                                 hops=args.sweep_hops, supports=args.sweep_supports, mining=mining,
                                 allow_no_reduction=args.allow_no_reduction)
             else:
+                settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("json", "state", "no_progress", "overwrite", "no_verify")}
+                state_path = args.state or default_state_path("mirage", settings)
+                state = RunState(state_path)
+                resumes_on_rerun(f"{state_path} (finished rows)")
                 print(f"| dataset | model | method | {' | '.join(ROW_COLUMNS)} |")
                 print("|" + "---|" * (len(ROW_COLUMNS) + 3))
                 records = []
@@ -505,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
                                           split=args.split, max_itemsets=args.max_itemsets, threshold_sweep=args.threshold_sweep,
                                           restarts=args.restarts, baseline_epochs=args.baseline_epochs,
                                           node_attr=args.node_attr, bins=args.bins, hops=args.hops, support=args.support,
-                                          allow_no_reduction=args.allow_no_reduction, baseline_network=args.baseline_network)
+                                          allow_no_reduction=args.allow_no_reduction, baseline_network=args.baseline_network,
+                                          state=state)
                         rec["wall_time_s"] = time.perf_counter() - t0
                         m = rec["mirage_meta"]
                         print(f"<!-- {name} seed {seed}: distillation {m['time_total_s']:.2f}s (decompose {m['time_decompose_s']:.2f}s, "
@@ -520,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
                     for a in aggregate_splits(records):
                         print(f"| {a['dataset']} | {a['model']} | {a['method']} | {a['graphs']:.1f} | {byte_share(a['fraction'])}% | "
                               f"{f(a['top'])} | {f(a['final'])} |", flush=True)
+                if args.state is None:
+                    state_path.unlink(missing_ok=True)  # complete: nothing left to resume
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

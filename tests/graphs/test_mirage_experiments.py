@@ -348,3 +348,45 @@ def test_equal_bytes_rows_train_one_network_and_the_full_recipe_row_is_the_refer
         assert full != mirage and (full.layers, full.norm) != (mirage.layers, mirage.norm)  # the full-data recipe
     with pytest.raises(UserError, match="--baseline-network must be one of same, recipe"):
         method_config("random", "cpu", "NCI1", "gin", 2, baseline_network="other")
+
+
+def test_experiment_rows_are_kept_and_a_rerun_trains_only_the_missing_ones(monkeypatch, tmp_path: Path, capsys):
+    """The default mode keeps each finished (model, method) row in --state: a rerun after an interruption
+    trains only the rows not yet kept, and the record equals the uninterrupted run's."""
+    import json
+
+    import experiments.mirage as exp
+    from graphs.mirage import presets
+    from tests.graphs._generated import size_dataset
+
+    monkeypatch.setattr(exp, "load_graph_dataset", lambda name, root, **_: size_dataset(120, seed=1))
+    monkeypatch.setitem(presets.PRESETS, "sizes", MirageConfig(hops=1, support=(0.15,)))
+    monkeypatch.setattr(exp, "_writable_root", lambda *a: None)
+    monkeypatch.setitem(presets.SCALES, "cpu", presets.TrainConfig(hidden=8, epochs=3, restarts=1, top=1))
+    trained, real = [], exp.train_restarts
+
+    def counting(*a, **k):
+        trained.append(k["desc"])
+        if len(trained) == stop_at[0]:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(exp, "train_restarts", counting)
+    state, out = tmp_path / "rows.json", tmp_path / "r.json"
+    args = ["--datasets", "sizes", "--models", "gin", "--methods", "random", "mirage", "--no-progress", "--state", str(state)]
+    stop_at = [0]
+    assert exp.main([*args, "--json", str(out)]) == 0 and len(trained) == 2
+    reference = json.loads(out.read_text())["records"][0]["results"]
+    state.unlink()
+    trained.clear()
+    stop_at[0] = 2  # interrupted while training the second row: the first is kept
+    assert exp.main([*args, "--json", str(out), "--overwrite"]) == 130
+    assert "finished rows" in capsys.readouterr().err
+    assert list(json.loads(state.read_text())) == ["sizes/random/0/gin/random"]
+    trained.clear()
+    stop_at[0] = 0
+    assert exp.main([*args, "--json", str(out), "--overwrite"]) == 0
+    assert trained == ["sizes gin mirage"]  # only the missing row
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "train_time_s"} for r in rows]  # noqa: E731
+    assert strip(json.loads(out.read_text())["records"][0]["results"]) == strip(reference)
+    capsys.readouterr()

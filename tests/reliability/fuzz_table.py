@@ -219,6 +219,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("experiments.matching", ["--root", "loop"]),
     ("experiments.matching", ["--json", "loop/x.json", "--figure-only"]),
     ("experiments.mirage", ["--bins", HUGE]),
+    ("experiments.mirage", ["--json", "r.json", "--state", "r.json", "--datasets", "nope"]),
     ("experiments.mirage", ["--cv-batch-size", HUGE]),
     ("experiments.mirage", ["--cv-hidden", HUGE]),
     ("experiments.mirage", ["--hops", HUGE]),
