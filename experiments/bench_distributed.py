@@ -20,7 +20,7 @@ per rank over the wire). Every rank must end with the same images (checked).
 
 Usage::
 
-    flock /tmp/heavy.lock python -m experiments.bench_distributed --ranks 1 2 --out experiments/results/bench_distributed.md
+    python -m experiments.bench_distributed --ranks 1 2 --out experiments/results/bench_distributed.md
     python -m experiments.bench_distributed --device cuda --ranks 1 2 4 8 --out results_gpu.md   # a GPU node
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ the first N test images and ``--epochs`` sets E, to fit a small machine; the tab
 extrapolates to the full scale (``--full-epochs`` passes, the whole test split) from the measured
 costs of training and of one test pass.
 
-    flock /tmp/heavy.lock env OMP_NUM_THREADS=1 python -m experiments.bench_evaluate --root /work/shared/data/fashion_mnist \\
+    env OMP_NUM_THREADS=1 python -m experiments.bench_evaluate --root DATA/fashion_mnist \\
         --epochs 10 --test-size 1000 --out experiments/results/bench_evaluate.md
     python -m experiments.bench_evaluate --root DATA --device cuda --out bench_evaluate_cuda.md   # full scale on a GPU
 """

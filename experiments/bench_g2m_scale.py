@@ -11,7 +11,7 @@ the FLOPs per node and does not fit this benchmark's CPU budget (``--student-hid
 A few epochs each (``--teacher-epochs``, ``--student-epochs``): the figures are seconds per epoch and
 peak memory, and the accuracies after those epochs.
 
-    flock /tmp/heavy.lock env OMP_NUM_THREADS=1 python -m experiments.bench_g2m_scale        # full scale
+    env OMP_NUM_THREADS=1 python -m experiments.bench_g2m_scale        # full scale
     python -m experiments.bench_g2m_scale --nodes 200000 --edges 5000000 --out /tmp/b.md      # scaled
     python -m experiments.bench_g2m_scale --device cuda                                       # on a GPU
 
