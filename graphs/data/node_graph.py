@@ -12,9 +12,11 @@ non-integer or out-of-range labels, empty or overlapping split masks.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -23,9 +25,24 @@ from torch_geometric.data import Data
 
 from condense.utils import UserError
 
-__all__ = ["read_csv_gz", "undirected_edges", "check_node_tensors", "masks_from_indices", "check_masks", "node_data"]
+__all__ = ["gzip_read_errors", "read_csv_gz", "undirected_edges", "check_node_tensors", "masks_from_indices", "check_masks", "node_data"]
 
 _CHUNK = 64 << 20  # decompressed bytes parsed per step
+
+
+@contextlib.contextmanager
+def gzip_read_errors(path: Path) -> Iterator[None]:
+    """Reading a gzip text file: a truncated, non-gzip or garbled file is one line naming it."""
+    try:
+        yield
+    except UserError:
+        raise
+    except EOFError:
+        raise UserError(f"{path} is truncated (incomplete gzip stream)") from None
+    except (OSError, zlib.error) as exc:
+        raise UserError(f"{path} is not a valid gzip file ({exc})") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is garbled: {str(exc).splitlines()[0][:160]}") from None
 
 
 def read_csv_gz(path: Path, dtype: type, columns: int | None = None) -> np.ndarray:
@@ -33,7 +50,7 @@ def read_csv_gz(path: Path, dtype: type, columns: int | None = None) -> np.ndarr
     first line), parsed in 64 MiB chunks with ``np.fromstring`` (no pandas; ~10x faster than
     ``np.loadtxt``). A truncated, non-gzip, garbled or mis-shaped file is one line naming it."""
     parts, tail, lines = [], b"", 0
-    try:
+    with gzip_read_errors(path):
         with gzip.open(path, "rb") as fh:
             if columns is None:
                 columns = fh.readline().count(b",") + 1
@@ -56,12 +73,6 @@ def read_csv_gz(path: Path, dtype: type, columns: int | None = None) -> np.ndarr
                     lines += n_lines
                 if not block:
                     break
-    except EOFError:
-        raise UserError(f"{path} is truncated (incomplete gzip stream)") from None
-    except (OSError, zlib.error) as exc:
-        raise UserError(f"{path} is not a valid gzip file ({exc})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is garbled: {str(exc).splitlines()[0][:160]}") from None
     return np.concatenate(parts) if parts else np.zeros((0, columns or 1), dtype=dtype)
 
 

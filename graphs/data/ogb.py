@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import zlib
 import warnings
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch_geometric.data import Data
 from condense.safeio import check_root, fingerprint_files
 from condense.utils import UserError, atomic_save, safe_load
 from graphs.data.graphsets import GraphDataset
+from graphs.data.node_graph import gzip_read_errors
 
 __all__ = ["load_ogb", "ogb_dir", "ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS"]
 
@@ -50,16 +50,9 @@ def ogb_dir(root: str | os.PathLike, name: str) -> Path:
 
 def _read_csv(path: Path, dtype, columns: int | None = None) -> np.ndarray:
     """A gzip CSV as a 2-D array; a truncated, non-gzip, garbled or mis-shaped file is one line naming it."""
-    try:
-        with gzip.open(path, "rt") as fh, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            arr = np.loadtxt(fh, delimiter=",", dtype=np.float64 if dtype is np.int64 else dtype, ndmin=2)
-    except EOFError:
-        raise UserError(f"{path} is truncated (incomplete gzip stream)") from None
-    except (OSError, zlib.error) as exc:
-        raise UserError(f"{path} is not a valid gzip file ({exc})") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is garbled: {str(exc).splitlines()[0][:160]}") from None
+    with gzip_read_errors(path), gzip.open(path, "rt") as fh, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arr = np.loadtxt(fh, delimiter=",", dtype=np.float64 if dtype is np.int64 else dtype, ndmin=2)
     if columns is not None and arr.size and arr.shape[1] != columns:
         raise UserError(f"{path} has {arr.shape[1]} columns, expected {columns}")
     if dtype is np.int64:
