@@ -159,6 +159,13 @@ def _destroy_process_group() -> None:
 
 
 # ----------------------------------------------------------------------------- differentiable collectives
+def _all_reduced(x: torch.Tensor) -> torch.Tensor:
+    """A summed-over-ranks copy of ``x`` (the input is left as it is)."""
+    out = x.contiguous().clone()
+    dist.all_reduce(out)
+    return out
+
+
 class _Replicate(torch.autograd.Function):
     """Identity forward; backward sums the gradient over ranks (Megatron's ``f``)."""
 
@@ -168,9 +175,7 @@ class _Replicate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad
+        return _all_reduced(grad)
 
 
 class _SumShards(torch.autograd.Function):
@@ -178,9 +183,7 @@ class _SumShards(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out = x.contiguous().clone()
-        dist.all_reduce(out)
-        return out
+        return _all_reduced(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -192,15 +195,11 @@ class _SumOverRanks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out = x.contiguous().clone()
-        dist.all_reduce(out)
-        return out
+        return _all_reduced(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad)
-        return grad
+        return _all_reduced(grad)
 
 
 def replicate(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
