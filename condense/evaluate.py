@@ -345,6 +345,17 @@ def fit_batched(
     return stack
 
 
+def _tests_after(ep: int, every: int | None, epochs: int) -> bool:
+    """An intermediate test after 0-based pass ``ep`` (the final test is always run, once)."""
+    return bool(every) and ep % every == 0 and ep != epochs
+
+
+def _result(history: list[tuple[int, float]], epochs: int, final: float, seconds: float) -> EvalResult:
+    """The final test appended to ``history``; the max column over every test."""
+    history.append((epochs, final))
+    return EvalResult(final_acc=final, max_acc=max(a for _, a in history), history=history, seconds=seconds)
+
+
 def train_and_test(
     net: nn.Module,
     x: torch.Tensor,
@@ -369,7 +380,7 @@ def train_and_test(
     history: list[tuple[int, float]] = []
 
     def checkpoint(ep: int) -> None:
-        if every and ep % every == 0 and ep != epochs:
+        if _tests_after(ep, every, epochs):
             history.append((ep, accuracy(net, test_x, test_y, device=device, precision=precision)))
         if on_epoch is not None:
             on_epoch(ep)
@@ -377,8 +388,7 @@ def train_and_test(
     start = time.perf_counter()
     fit(net, x, y, epochs=epochs, protocol=proto, device=device, precision=precision, on_epoch=checkpoint, **fit_kwargs)
     final = accuracy(net, test_x, test_y, device=device, precision=precision)
-    history.append((epochs, final))
-    return EvalResult(final_acc=final, max_acc=max(a for _, a in history), history=history, seconds=time.perf_counter() - start)
+    return _result(history, epochs, final, time.perf_counter() - start)
 
 
 def train_and_test_batched(
@@ -403,7 +413,7 @@ def train_and_test_batched(
     histories: list[list[tuple[int, float]]] = [[] for _ in nets]
 
     def checkpoint(ep: int, stack: NetworkStack, active: list[int]) -> None:
-        if every and ep % every == 0 and ep != epochs:
+        if _tests_after(ep, every, epochs):
             accs = _stack_accuracies(stack, test_x, test_y, device=device)
             for k in active:
                 histories[k].append((ep, accs[k]))
@@ -414,11 +424,7 @@ def train_and_test_batched(
     stack = fit_batched(nets, x, y, epochs=epochs, protocol=proto, device=device, on_epoch=checkpoint, **fit_kwargs)
     finals = _stack_accuracies(stack, test_x, test_y, device=device)
     seconds = (time.perf_counter() - start) / len(nets)
-    out = []
-    for hist, final in zip(histories, finals):
-        hist.append((epochs, final))
-        out.append(EvalResult(final_acc=final, max_acc=max(a for _, a in hist), history=hist, seconds=seconds))
-    return out
+    return [_result(hist, epochs, final, seconds) for hist, final in zip(histories, finals)]
 
 
 def eval_dsa(dsa: bool | DSA | None, dataset: ImageDataset, protocol: Protocol) -> DSA | None:
