@@ -53,8 +53,12 @@ def _load(args: argparse.Namespace) -> ImageDataset:
     return check_image_dataset(load_from_args(args), test=False)  # distilling needs no test split
 
 
-def _summary_cells(s: Summary) -> list[str]:
-    return [f"{100 * s.mean:.2f} ± {100 * s.std:.2f}", f"{100 * s.max_mean:.2f}"]
+def _score_table(label_headers: list[str], rows: list[tuple[list[Any], Summary]], final_header: str) -> str:
+    """Final accuracy per row; the labelled max-over-checkpoints column only when intermediate tests ran."""
+    maxed = [s for _, s in rows if s.test_every]
+    header = [*label_headers, final_header] + ([maxed[0].max_label] if maxed else [])
+    cells = lambda s: [f"{100 * s.mean:.2f} ± {100 * s.std:.2f}"] + ([f"{100 * s.max_mean:.2f}"] if maxed else [])  # noqa: E731
+    return markdown_table(header, [[*labels, *cells(s)] for labels, s in rows])
 
 
 def _log(msg: str) -> None:
@@ -165,9 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 130
     if state is not None:
         state.unlink(missing_ok=True)  # complete: nothing left to resume
-    maxed = [s for s in res.values() if s.test_every]
-    header = ["model", "final acc % (mean ± std)"] + ([maxed[0].max_label] if maxed else [])
-    print(markdown_table(header, [[m, *_summary_cells(s)[: len(header) - 1]] for m, s in res.items()]))
+    print(_score_table(["model"], [([m], s) for m, s in res.items()], "final acc % (mean ± std)"))
     if synset.meta.get("full_size"):
         print(f"note: {synset.meta['full_size']} (not a condensed set)")
     used = "; ".join(f"{m}: {s.augment}" for m, s in res.items())
@@ -256,12 +258,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _log("[4/4] training on the full training set ...")
     full_res = evaluate_images(dataset.train_x, dataset.train_y, dataset, **dict(ev, epochs=args.full_epochs))["convnet"]
     rows = [
-        [f"{args.method} synthetic set", len(synset), *_summary_cells(syn_res)],
-        ["random real images", len(random_set), *_summary_cells(rnd_res)],
-        ["full training set", len(dataset.train_y), *_summary_cells(full_res)],
+        ([f"{args.method} synthetic set", len(synset)], syn_res),
+        (["random real images", len(random_set)], rnd_res),
+        (["full training set", len(dataset.train_y)], full_res),
     ]
     print(f"\ndigits, ConvNet-{width}, {args.num_evals} networks each, DSA training, seed {args.seed}:")
-    print(markdown_table(["training data", "images", "final test acc % (mean ± std)", "max-over-checkpoints %"], rows))
+    print(_score_table(["training data", "images"], rows, "final test acc % (mean ± std)"))
     out_dir.mkdir(parents=True, exist_ok=True)
     pt = synset.save(out_dir / f"digits_{args.method}_ipc{args.ipc}.pt")
     png = synset.to_png(out_dir / f"digits_{args.method}_ipc{args.ipc}.png")
