@@ -33,13 +33,14 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .utils import UserError
+from .utils import UserError, atomic_write_bytes
 
 __all__ = [
     "DistContext",
@@ -55,6 +56,11 @@ __all__ = [
     "require_shares",
     "rank_failure_guard",
     "join_run",
+    "broadcast_object",
+    "on_main",
+    "kept_on_main",
+    "split_evaluation",
+    "check_shared_directory",
 ]
 
 
@@ -337,3 +343,105 @@ def join_run(device: torch.device, method: str, dataset: Any, ipc: int, seed: in
     check_agreement(ctx, settings)
     require_shares(ctx, units, what)
     return ctx
+
+# ----------------------------------------------------------------------------- commands of many steps (experiments)
+T = TypeVar("T")
+
+
+def broadcast_object(ctx: DistContext, obj: Any = None) -> Any:
+    """Rank 0's ``obj`` on every rank (the others' argument is ignored); ``obj`` itself without a group."""
+    if not ctx.active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_main(ctx: DistContext, work: Callable[[], T]) -> T:
+    """``work()`` run by rank 0 alone (it reads files rank 0 owns), its result on every rank; a
+    :class:`UserError` it raises is raised on every rank."""
+    if not ctx.active:
+        return work()
+    outcome: tuple[bool, Any] | None = None
+    if ctx.is_main:
+        try:
+            outcome = (True, work())
+        except UserError as exc:
+            outcome = (False, str(exc))
+    ok, value = broadcast_object(ctx, outcome)
+    if not ok:
+        raise UserError(value)
+    return value
+
+
+def kept_on_main(ctx: DistContext, keep: Callable[[Callable[[], T]], tuple[T, bool]], compute: Callable[[], T]) -> tuple[T, bool]:
+    """A result kept in a file that rank 0 alone reads and writes: ``keep(compute)`` returns ``(result, kept)``
+    (:func:`condense.checkpoint.kept_result` with its path and key bound). Under a group rank 0 runs ``keep`` and
+    every rank gets its decision: the kept result, or ``compute()`` run by every rank together (rank 0 keeps it)."""
+    if not ctx.active:
+        return keep(compute)
+    if not ctx.is_main:
+        decision, value = broadcast_object(ctx)
+        if decision == "error":
+            raise UserError(value)
+        return (value, True) if decision == "kept" else (compute(), False)
+    started = []
+
+    def together() -> T:
+        started.append(True)
+        broadcast_object(ctx, ("compute", None))
+        return compute()
+
+    try:
+        result, kept = keep(together)
+    except UserError as exc:
+        if not started:
+            broadcast_object(ctx, ("error", str(exc)))
+        raise
+    if kept:
+        broadcast_object(ctx, ("kept", result))
+    return result, kept
+
+
+def split_evaluation(ctx: DistContext, num_evals: int, evaluate: Callable[[list[int]], dict[str, Any]]) -> dict[str, Any]:
+    """An evaluation of ``num_evals`` networks per architecture, the networks split over the ranks.
+
+    ``evaluate(eval_ids)`` (:func:`condense.evaluate.evaluate_images` given ``eval_ids``) trains this rank's
+    share (:meth:`DistContext.share`); its ``{model: Summary}`` come back on every rank with ``accs`` and
+    ``max_accs`` gathered in network order, the lists of one process (network ``i`` is seeded by ``i``
+    whichever rank trains it); ``seconds``: the slowest rank's."""
+    local = evaluate(ctx.share(num_evals))
+    if not ctx.active:
+        return local
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, {m: (s.accs, s.max_accs, s.seconds) for m, s in local.items()})
+    owner = {i: (r, k) for r in range(ctx.world_size) for k, i in enumerate(DistContext(r, ctx.world_size).share(num_evals))}
+
+    def in_order(model: str, field: int) -> list[float]:
+        return [gathered[owner[i][0]][model][field][owner[i][1]] for i in range(num_evals)]
+
+    return {m: dataclasses.replace(s, accs=in_order(m, 0), max_accs=in_order(m, 1), seconds=max(g[m][2] for g in gathered))
+            for m, s in local.items()}  # fmt: skip
+
+
+def check_shared_directory(ctx: DistContext, directory: str | os.PathLike, flag: str) -> None:
+    """Refuse, on every rank with one line, unless every rank sees the files rank 0 writes into ``directory``
+    (rank 0 creates it and writes a marker file with a fresh token; every rank reads it back)."""
+    if not ctx.active:
+        return
+    marker = Path(directory) / f".condense-shared-{broadcast_object(ctx, os.urandom(8).hex())}"
+    if ctx.is_main:
+        atomic_write_bytes(marker.name.encode(), marker, what="marker file")  # creates the directory
+    ctx.barrier()
+    try:
+        seen = marker.read_bytes() == marker.name.encode()
+    except OSError:
+        seen = False
+    views: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(views, seen)
+    if ctx.is_main:
+        marker.unlink(missing_ok=True)
+    blind = [r for r, ok in enumerate(views) if not ok]
+    if blind:
+        raise UserError(f"{flag} {directory}: rank {blind[0]} cannot see the files rank 0 writes there; "
+                        f"on several machines give {flag} a directory on storage every machine mounts")  # fmt: skip

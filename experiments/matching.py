@@ -20,6 +20,12 @@ batch 64; DC/DSA 1000 it. batch 256; 1000 DSA training epochs; 10 evaluation net
     python -m experiments.matching --datasets digits --ipcs 1,10
     python -m experiments.matching --datasets fashion_mnist --root DIR --ipcs 1,10
     python -m experiments.matching --evaluate-only --epochs published --out-dir runs/matching   # the saved sets, published epochs
+    torchrun --standalone --nproc-per-node 2 -m experiments.matching --datasets digits --ipcs 10   # one process per device
+
+Under ``torchrun`` every distillation is sharded by its method, the evaluation networks are split over
+the ranks (network ``i`` seeded ``seed + i``: the rows of one process) and rank 0 alone reads and writes
+``--out-dir`` (sets, rows, checkpoints, results, figures); every rank reads the checkpoints, so on
+several machines ``--out-dir`` must be on storage every machine mounts (checked at the start).
 """
 from __future__ import annotations
 
@@ -37,6 +43,8 @@ import torch
 
 from condense.checkpoint import DEFAULT_INTERVAL, Checkpointer, kept_result, resumes_on_rerun
 from condense.data import ImageDataset, load_dataset
+from condense.distributed import (broadcast_object, check_agreement, check_shared_directory, current_context, kept_on_main, launch_context,
+                                  on_main, rank_failure_guard, split_evaluation)  # fmt: skip
 from condense.evaluate import evaluate_synset
 from condense.methods import get_method
 from condense.synset import SyntheticSet
@@ -128,17 +136,20 @@ def evaluate_row(
     without; ``datadam``: 1800) instead of the scale's."""
     base = VARIANTS.get(method, (method, {}))[0]
     width = {"convnet": {"width": scale.width}}
-    ev = dict(device=device, seed=seed, progress=progress)
+    ctx = current_context()  # under a process group each rank trains its share of the networks
+
+    def split(arch: str, n: int, **kw: Any) -> list[float]:
+        return split_evaluation(ctx, n, lambda ids: evaluate_synset(synset, dataset, models=(arch,), num_evals=n, eval_ids=ids,
+                                                                    device=device, seed=seed, progress=progress, **kw))[arch].accs  # fmt: skip
+
     accs: dict[str, list[float]] = {}
     for arch in archs:
         n, epochs = (scale.num_evals, scale.eval_epochs) if arch == "convnet" else (scale.cross_evals, scale.cross_epochs)
-        accs[arch] = evaluate_synset(synset, dataset, models=(arch,), num_evals=n, epochs=None if published else epochs, dsa=True,
-                                     model_kwargs=width if arch == "convnet" else {}, protocol="dc", **ev)[arch].accs  # fmt: skip
+        accs[arch] = split(arch, n, epochs=None if published else epochs, dsa=True, model_kwargs=width if arch == "convnet" else {},
+                           protocol="dc")  # fmt: skip
     if base in OWN_COLUMNS and "convnet" in archs:  # the method's own protocol and DSA, beside the shared one
-        accs[OWN_COLUMNS[base][0]] = evaluate_synset(
-            synset, dataset, models=("convnet",), num_evals=scale.num_evals, epochs=None if published else scale.eval_epochs,
-            model_kwargs=width, **OWN_COLUMNS[base][2], **ev,
-        )["convnet"].accs  # fmt: skip
+        accs[OWN_COLUMNS[base][0]] = split("convnet", scale.num_evals, epochs=None if published else scale.eval_epochs,
+                                           model_kwargs=width, **OWN_COLUMNS[base][2])  # fmt: skip
     return accs
 
 
@@ -151,7 +162,9 @@ def run(
 
     Resumable: a distillation checkpoints to ``SET.ckpt`` on the default time interval (and on Ctrl-C) and a
     rerun continues it bit for bit; a finished row is kept in ``SET.row.json`` and a rerun with the same
-    settings reuses it (distillation mode only)."""
+    settings reuses it (distillation mode only). Under a process group rank 0 alone reads and writes these
+    files and tells the other ranks which rows are kept."""
+    ctx = current_context()
     rows = []
     for method in methods:
         path = out_dir / f"{dataset.name}_ipc{ipc}_{method}.pt"
@@ -163,11 +176,15 @@ def run(
         if evaluate_only:
             rows.append(make())
             continue
-        if not path.is_file():  # a kept row without its set is made again (the set is an output too)
-            Path(f"{path}.row.json").unlink(missing_ok=True)
         key = repr((method, dataclasses.asdict(method_config(method, scale, ipc)), dataclasses.asdict(scale), list(archs), published, seed,
                     dataset.fingerprint, str(device)))  # fmt: skip
-        row, kept = kept_result(f"{path}.row.json", key, make)
+
+        def keep(compute, path: Path = path, key: str = key) -> tuple[dict, bool]:
+            if not path.is_file():  # a kept row without its set is made again (the set is an output too)
+                Path(f"{path}.row.json").unlink(missing_ok=True)
+            return kept_result(f"{path}.row.json", key, compute)
+
+        row, kept = kept_on_main(ctx, keep, make)
         if kept:
             log(f"{dataset.name} ipc={ipc} {method}: kept from an earlier run ({path}.row.json)")
         rows.append(row)
@@ -178,10 +195,15 @@ def _row(dataset: ImageDataset, ipc: int, method: str, scale: Scale, path: Path,
          seed: int, progress: bool, evaluate_only: bool, published: bool, log) -> dict:  # fmt: skip
     """Distill (checkpointed to ``SET.ckpt``) or load one method's set and evaluate it; the row's dict."""
     t0 = time.perf_counter()
+    ctx = current_context()
     if evaluate_only:
-        if not path.is_file():
-            raise UserError(f"--evaluate-only: no saved set {path}")
-        synset = SyntheticSet.load(path)
+
+        def load() -> SyntheticSet:
+            if not path.is_file():
+                raise UserError(f"--evaluate-only: no saved set {path}")
+            return SyntheticSet.load(path)
+
+        synset = on_main(ctx, load)
         t_distill = float(synset.meta.get("wall_time", 0.0))
         config = synset.meta.get("config", {})
     else:
@@ -192,10 +214,12 @@ def _row(dataset: ImageDataset, ipc: int, method: str, scale: Scale, path: Path,
         ck.check()
         synset = get_method(base).distill(dataset, ipc, cfg, device=device, seed=seed, progress=progress, checkpoint=ck)
         t_distill, config = time.perf_counter() - t0, dataclasses.asdict(cfg)
-        synset.save(path)
+        if ctx.is_main:
+            synset.save(path)
+        synset = broadcast_object(ctx, synset)  # every rank evaluates the set rank 0 saved
     t1 = time.perf_counter()
     accs = evaluate_row(synset, dataset, method, scale, archs=archs, published=published, device=device, seed=seed, progress=progress)
-    if not evaluate_only:
+    if not evaluate_only and ctx.is_main:
         ck.path.unlink(missing_ok=True)  # kept until the row is done: a rerun after Ctrl-C in the evaluation need not distil again
     row = {"dataset": dataset.name, "ipc": ipc, "method": method, "accs": accs, "distill_seconds": t_distill,
            "eval_seconds": time.perf_counter() - t1, "config": config}  # fmt: skip
@@ -244,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(METHOD_ORDER), help=f"comma-separated subset of {','.join(METHOD_ORDER)}")
     p.add_argument("--archs", default=",".join(ARCHS), help="evaluation architectures (default: all four)")
     p.add_argument("--seed", type=int, default=0, help="distillation and evaluation seed (default: 0)")
-    p.add_argument("--out-dir", default="runs/matching", help="synthetic sets, results JSON and figures (default: runs/matching)", **output_flag(directory=True))
+    p.add_argument("--out-dir", default="runs/matching", help="synthetic sets, results JSON and figures (default: runs/matching; under torchrun "
+                   "on several machines: on storage every machine mounts)", **output_flag(directory=True))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -257,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     check_outputs({"--out-dir": args.out_dir}, directories=("--out-dir",), roots={"--root": args.root})
     try:
-        device = resolve_device(args.device)
+        ctx, device = launch_context(resolve_device(args.device))  # under torchrun: this rank's device, the joined group
+        check_agreement(ctx, vars(args))
         datasets, ipcs = parse_list("--datasets", args.datasets), parse_list("--ipcs", args.ipcs, int)
         methods, archs = parse_list("--methods", args.methods), parse_list("--archs", args.archs)
         for m in methods:
@@ -269,18 +295,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
         out_dir = Path(args.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if args.figure_only and not ctx.is_main:
+            return 0
+        if ctx.is_main:  # the ranks share the outputs; rank 0 writes them
+            out_dir.mkdir(parents=True, exist_ok=True)
         if not args.figure_only and not args.evaluate_only:
             resumes_on_rerun(f"{out_dir} (finished rows, *.row.json)")
+            check_shared_directory(ctx, out_dir, "--out-dir")  # every rank resumes from rank 0's checkpoints
+        log = (lambda m: print(m, file=sys.stderr, flush=True)) if ctx.is_main else (lambda m: None)
         start, rows = time.perf_counter(), []
         for name in datasets:
             ds = load_dataset(name, args.root) if not args.figure_only else None
             key = ds.name if ds is not None else name
             for ipc in ipcs:
                 if ds is not None:
-                    rows += run(ds, ipc, methods, _scale_for(args.scale, ds.name), archs=archs, device=device, seed=args.seed,
-                                out_dir=out_dir, progress=not args.no_progress, evaluate_only=args.evaluate_only,
-                                published=args.epochs == "published", log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+                    with rank_failure_guard(ctx):
+                        rows += run(ds, ipc, methods, _scale_for(args.scale, ds.name), archs=archs, device=device, seed=args.seed,
+                                    out_dir=out_dir, progress=not args.no_progress and ctx.is_main, evaluate_only=args.evaluate_only,
+                                    published=args.epochs == "published", log=log)  # fmt: skip
+                if not ctx.is_main:
+                    continue
                 files = {m: out_dir / f"{key}_ipc{ipc}_{m}.pt" for m in METHOD_ORDER}  # every set made so far, in order
                 sets = {m: SyntheticSet.load(f) for m, f in files.items() if f.exists()}
                 if not sets:
@@ -291,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not ctx.is_main:
+        return 0
     if args.figure_only:
         return figures.redraw("matching", args.json) if args.json else 0
     wall = time.perf_counter() - start

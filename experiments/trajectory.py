@@ -14,6 +14,13 @@ Each distilled set is saved in ``--work`` (``sets_<dataset>_ipc<N>_<row>.pt``).
     python -m experiments.trajectory                                   # --scale cpu (see SCALES)
     python -m experiments.trajectory --datasets digits --out experiments/results/trajectory_digits.md
     python -m experiments.trajectory --scale paper --root DIR           # published settings, GPU
+    torchrun --standalone --nproc-per-node 8 -m experiments.trajectory --scale paper --root DIR --device cuda
+
+Under ``torchrun`` each rank trains its share of the experts into ``--work``, every distillation splits
+its student batches over the ranks, the evaluation networks are split over the ranks (network ``i``
+seeded ``seed + i``: the rows of one process), and rank 0 alone writes the sets, rows, tables and
+figures. Every rank reads the experts and checkpoints in ``--work``: on several machines it must be on
+storage every machine mounts (checked at the start).
 
 Nothing here looks at the test split except the final evaluation.
 """
@@ -26,14 +33,17 @@ import json
 import sys
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from condense.augment import AUTO, DSA, resolve_strategy
 from condense.checkpoint import DEFAULT_INTERVAL, Checkpointer, kept_result, resumes_on_rerun
 from condense.data import ClassSampler, ImageDataset, load_dataset
+from condense.distributed import (DistContext, broadcast_object, check_agreement, check_shared_directory, current_context, distributed_context,
+                                  kept_on_main, launch_context, rank_failure_guard, split_evaluation)  # fmt: skip
 from condense.evaluate import PROTOCOLS, Summary, evaluate_images, evaluate_synset
 from condense.experts import RECIPES, train_experts
 from condense.methods.base import init_synthetic
@@ -92,11 +102,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _experts(dataset: ImageDataset, setting: Setting, recipe: str, work: Path, device: torch.device, seed: int) -> Path:
+def _experts(dataset: ImageDataset, setting: Setting, recipe: str, work: Path, device: torch.device, seed: int, ctx: DistContext) -> Path:
     directory = work / f"experts_{dataset.name}_n{len(dataset.train_y)}_{recipe}_w{setting.width}_b{setting.expert_batch}"
     train_experts(dataset, directory, num_experts=setting.num_experts, epochs=setting.expert_epochs_train,
                   recipe=replace(RECIPES[recipe], batch_size=setting.expert_batch),
-                  model_kwargs={"width": setting.width}, device=device, seed=seed, progress=False)  # fmt: skip
+                  model_kwargs={"width": setting.width}, device=device, seed=seed, progress=False, context=ctx)  # fmt: skip
     return directory
 
 
@@ -120,7 +130,11 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
         part: str = "all", published: bool = False, log=print) -> list[dict[str, Any]]:  # fmt: skip
     """Returns ``[{"dataset", "ipc", "rows": [row dicts, accuracies in %]}]``; ``published``: the protocols'
     own evaluation epochs instead of the scale's. Resumable: every distillation checkpoints to ``SET.ckpt``
-    (time interval, Ctrl-C) and finished rows are kept in ``work`` (``*.row.json``), so a rerun continues."""
+    (time interval, Ctrl-C) and finished rows are kept in ``work`` (``*.row.json``), so a rerun continues.
+    Under a process group each rank trains its share of the experts, rank 0 alone reads and writes the rows
+    and sets and tells the other ranks which rows are kept, and every rank must see ``work``."""
+    ctx = current_context()
+    check_shared_directory(ctx, work, "--work")
     sections = []
     for name in datasets:
         setting = SCALES[scale][name]
@@ -131,12 +145,16 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
             keep = torch.cat([sampler.sample(c, setting.train_subset // dataset.num_classes, gen) for c in range(dataset.num_classes)])
             dataset.train_x, dataset.train_y = dataset.train_x[keep], dataset.train_y[keep]
         t0 = time.perf_counter()
-        expert_dirs = {r: _experts(dataset, setting, r, work, device, seed) for r in RECIPES}
+        expert_dirs = {r: _experts(dataset, setting, r, work, device, seed, ctx) for r in RECIPES}
         log(f"{name}: experts ready ({time.perf_counter() - t0:.0f}s)")
         mtt_dsa = DSA(resolve_strategy(AUTO, dataset.name), align_corners=True)  # what the MTT/AST sets record
         epochs = None if published else setting.eval_epochs
         ev = dict(models=("convnet",), num_evals=setting.num_evals, epochs=epochs, dsa=mtt_dsa, device=device, seed=seed,
                   progress=False, model_kwargs={"convnet": {"width": setting.width}})  # fmt: skip
+
+        def split(evaluate: Callable[..., dict[str, Summary]], *data: Any, **kw: Any) -> Summary:  # each rank: its share of the networks
+            return split_evaluation(ctx, setting.num_evals, lambda ids: evaluate(*data, dataset, eval_ids=ids, **kw, **ev))["convnet"]
+
         dc_every = max(1, (epochs or PROTOCOLS["dc"].epochs_dsa) // 10)  # the labelled dc max column: a test every E // 10 passes
         for ipc in setting.ipcs:
             rows = []
@@ -146,12 +164,12 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
             def random_real() -> dict[str, Any]:
                 t0 = time.perf_counter()
                 x, y = init_synthetic(dataset, ipc, "real", make_generator(seed))
-                res = evaluate_images(x, y, dataset, lr=0.01, protocol="dc", test_every=dc_every, **ev)["convnet"]
-                ast = evaluate_images(x, y, dataset, lr=0.01, protocol="ast", **ev)["convnet"]
+                res = split(evaluate_images, x, y, lr=0.01, protocol="dc", test_every=dc_every)
+                ast = split(evaluate_images, x, y, lr=0.01, protocol="ast")
                 return _row("random real", len(y), res, ast, time.perf_counter() - t0, None)
 
             if part != "ablations":
-                rows.append(kept_result(work / f"row_{name}_ipc{ipc}_random_real.json", key, random_real)[0])
+                rows.append(kept_on_main(ctx, partial(kept_result, work / f"row_{name}_ipc{ipc}_random_real.json", key), random_real)[0])
                 variants.update({"MTT": (MTTConfig, {}), "AST": (ASTConfig, {})})
             if setting.ablate and part != "main":
                 variants.update({k: (ASTConfig, v) for k, v in ABLATIONS.items()})
@@ -168,15 +186,21 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
                                       "config": repr(cfg), "data": dataset.fingerprint}, interval=DEFAULT_INTERVAL)  # fmt: skip
                     ck.check()
                     synset = distill_mtt(dataset, ipc, cfg, device=device, seed=seed, progress=False, checkpoint=ck)
-                    synset.save(out)
-                    res = evaluate_synset(synset, dataset, protocol="dc", test_every=dc_every, **ev)["convnet"]
-                    ast = evaluate_synset(synset, dataset, protocol="ast", **ev)["convnet"]
-                    ck.path.unlink(missing_ok=True)  # kept until the row is done: a rerun after Ctrl-C here need not distil again
+                    if ctx.is_main:
+                        synset.save(out)
+                    synset = broadcast_object(ctx, synset)  # every rank evaluates the set rank 0 saved
+                    res = split(evaluate_synset, synset, protocol="dc", test_every=dc_every)
+                    ast = split(evaluate_synset, synset, protocol="ast")
+                    if ctx.is_main:  # kept until the row is done: a rerun after Ctrl-C here need not distil again
+                        ck.path.unlink(missing_ok=True)
                     return _row(label, len(synset), res, ast, time.perf_counter() - t0, synset.lr)
 
-                if not out.is_file():  # a kept row without its set is made again (the set is an output too)
-                    Path(f"{out}.row.json").unlink(missing_ok=True)
-                row, kept = kept_result(f"{out}.row.json", repr((key, repr(cfg))), distilled)
+                def keep(compute, out: Path = out, cfg: MTTConfig = cfg) -> tuple[dict[str, Any], bool]:
+                    if not out.is_file():  # a kept row without its set is made again (the set is an output too)
+                        Path(f"{out}.row.json").unlink(missing_ok=True)
+                    return kept_result(f"{out}.row.json", repr((key, repr(cfg))), compute)
+
+                row, kept = kept_on_main(ctx, keep, distilled)
                 rows.append(row)
                 log(f"{name} ipc {ipc} {label}: " + " ".join(_cells(rows[-1])[2:]) + (" (kept from an earlier run)" if kept else ""))
             sections.append({"dataset": name, "ipc": ipc, "rows": rows})
@@ -189,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     parser.add_argument("--datasets", nargs="+", default=["digits", "fashion_mnist"], choices=["digits", "fashion_mnist"])
     parser.add_argument("--root", default="../shared/data/fashion_mnist", help="Fashion-MNIST files (default: ../shared/data/fashion_mnist)", **input_flag(directory=True))
-    parser.add_argument("--work", default="trajectory_work", help="expert cache directory (reused across runs)", **output_flag(directory=True))
+    parser.add_argument("--work", default="trajectory_work", help="expert cache directory (reused across runs; under torchrun on several "
+                        "machines: on storage every machine mounts)", **output_flag(directory=True))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
@@ -199,20 +224,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the markdown tables here", **output_flag())
     figures.add_flags(parser, "the results JSON", "training")
     args = parser.parse_args(argv)
-    lock_outputs(check_outputs({"--out": args.out}, roots={"--root": args.root}).values())
+    outputs = check_outputs({"--out": args.out}, roots={"--root": args.root})
     check_outputs({"--work": args.work}, directories=("--work",))
-    if args.figure_only:
+    if args.figure_only:  # rank 0 redraws (under torchrun), nothing else to do
+        if not distributed_context().is_main:
+            return 0
+        lock_outputs(outputs.values())
         return figures.redraw("trajectory", args.json)
     started = time.perf_counter()
     resumes_on_rerun(f"--work {args.work} (finished rows and experts)")
     try:
         torch.set_num_threads(args.threads)
-        device = resolve_device(args.device)
-        sections = run(args.scale, args.datasets, root=args.root, work=Path(args.work), device=device, seed=args.seed,
-                       part=args.part, published=args.epochs == "published", log=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+        ctx, device = launch_context(resolve_device(args.device))  # under torchrun: this rank's device, the joined group
+        check_agreement(ctx, vars(args))
+        if ctx.is_main:  # the ranks share the outputs; rank 0 writes them
+            lock_outputs(outputs.values())
+        log = (lambda m: print(m, file=sys.stderr, flush=True)) if ctx.is_main else (lambda m: None)
+        with rank_failure_guard(ctx):
+            sections = run(args.scale, args.datasets, root=args.root, work=Path(args.work), device=device, seed=args.seed,
+                           part=args.part, published=args.epochs == "published", log=log)  # fmt: skip
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not ctx.is_main:
+        return 0
     header = ["training set", "images", "dc: final acc % (mean ± std)", "dc: max-over-checkpoints %", "ast: final acc % (mean ± std)",
               "ast: AST max-over-test %", "learned lr", "distill+eval s"]  # fmt: skip
     text = "\n\n".join(f"### {s['dataset']}, IPC {s['ipc']}\n\n{markdown_table(header, [_cells(r) for r in s['rows']])}" for s in sections)
