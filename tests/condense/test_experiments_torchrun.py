@@ -23,8 +23,8 @@ from experiments import matching, trajectory
 REPO = Path(__file__).resolve().parents[2]
 MATCHING_TINY = matching.Scale(width=8, eval_epochs=3, num_evals=3, cross_evals=2, cross_epochs=2,
                                overrides={"dm": {"iterations": 4, "batch_real": 16}})  # fmt: skip
-TRAJECTORY_TINY = trajectory.Setting((1,), 4, 2, 2, dict(iterations=2, syn_steps=2, expert_epochs=1, max_start_epoch=1, lr_img=10.0),
-                                     num_evals=3, eval_epochs=3, expert_batch=64)  # fmt: skip
+TRAJECTORY_TINY = trajectory.Setting((1,), 4, 2, 2, dict(iterations=1, syn_steps=2, expert_epochs=1, max_start_epoch=1, lr_img=10.0),
+                                     num_evals=3, eval_epochs=2, expert_batch=64)  # fmt: skip
 # each rank: log every file it writes (atomic writes end with os.replace), patch the tiny scale in, run the CLI
 RANK_SCRIPT = """
 import os, sys
@@ -124,7 +124,8 @@ def test_trajectory_two_ranks_equal_one_process_and_share_the_experts(tmp_path: 
     assert [r.returncode for r in ranks] == [0, 0], [r.stderr for r in ranks]
     got = json.loads((tmp_path / "two.json").read_text())["sections"]
     assert [r["name"] for r in got[0]["rows"]] == ["random real", "MTT", "AST"]
-    for g, r in zip(got[0]["rows"], ref[0]["rows"]):
+    assert _without_times(got[0]["rows"][:1]) == _without_times(ref[0]["rows"][:1])  # random real images: bit for bit
+    for g, r in zip(got[0]["rows"][1:], ref[0]["rows"][1:]):  # MTT, AST: the same up to summation order
         assert g["images"] == r["images"]
         for k in ("mean", "std", "max_mean", "ast_mean", "ast_std", "ast_max_mean", "lr"):
             assert g[k] == pytest.approx(r[k], rel=1e-5, abs=1e-9), (g["name"], k)
