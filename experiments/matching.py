@@ -283,7 +283,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_outputs({"--out-dir": args.out_dir}, directories=("--out-dir",), roots={"--root": args.root})
     try:
         ctx, device = launch_context(resolve_device(args.device))  # under torchrun: this rank's device, the joined group
-        check_agreement(ctx, vars(args))
         datasets, ipcs = parse_list("--datasets", args.datasets), parse_list("--ipcs", args.ipcs, int)
         methods, archs = parse_list("--methods", args.methods), parse_list("--archs", args.archs)
         for m in methods:
@@ -299,29 +298,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if ctx.is_main:  # the ranks share the outputs; rank 0 writes them
             out_dir.mkdir(parents=True, exist_ok=True)
-        if not args.figure_only and not args.evaluate_only:
-            resumes_on_rerun(f"{out_dir} (finished rows, *.row.json)")
-            check_shared_directory(ctx, out_dir, "--out-dir")  # every rank resumes from rank 0's checkpoints
-        log = (lambda m: print(m, file=sys.stderr, flush=True)) if ctx.is_main else (lambda m: None)
-        start, rows = time.perf_counter(), []
-        for name in datasets:
-            ds = load_dataset(name, args.root) if not args.figure_only else None
-            key = ds.name if ds is not None else name
-            for ipc in ipcs:
-                if ds is not None:
-                    with rank_failure_guard(ctx):
+        with rank_failure_guard(ctx):  # a rank that dies: one line on the others
+            check_agreement(ctx, vars(args))
+            if not args.figure_only and not args.evaluate_only:
+                resumes_on_rerun(f"{out_dir} (finished rows, *.row.json)")
+                check_shared_directory(ctx, out_dir, "--out-dir")  # every rank resumes from rank 0's checkpoints
+            log = (lambda m: print(m, file=sys.stderr, flush=True)) if ctx.is_main else (lambda m: None)
+            start, rows = time.perf_counter(), []
+            for name in datasets:
+                ds = load_dataset(name, args.root) if not args.figure_only else None
+                key = ds.name if ds is not None else name
+                for ipc in ipcs:
+                    if ds is not None:
                         rows += run(ds, ipc, methods, _scale_for(args.scale, ds.name), archs=archs, device=device, seed=args.seed,
                                     out_dir=out_dir, progress=not args.no_progress and ctx.is_main, evaluate_only=args.evaluate_only,
                                     published=args.epochs == "published", log=log)  # fmt: skip
-                if not ctx.is_main:
-                    continue
-                files = {m: out_dir / f"{key}_ipc{ipc}_{m}.pt" for m in METHOD_ORDER}  # every set made so far, in order
-                sets = {m: SyntheticSet.load(f) for m, f in files.items() if f.exists()}
-                if not sets:
-                    if args.figure_only and args.json:
+                    if not ctx.is_main:
                         continue
-                    raise UserError(f"no synthetic sets for {key} ipc {ipc} in {out_dir}")
-                print(f"wrote {plot_grid(sets, out_dir / f'{key}_ipc{ipc}.png')}", file=sys.stderr)
+                    files = {m: out_dir / f"{key}_ipc{ipc}_{m}.pt" for m in METHOD_ORDER}  # every set made so far, in order
+                    sets = {m: SyntheticSet.load(f) for m, f in files.items() if f.exists()}
+                    if not sets:
+                        if args.figure_only and args.json:
+                            continue
+                        raise UserError(f"no synthetic sets for {key} ipc {ipc} in {out_dir}")
+                    print(f"wrote {plot_grid(sets, out_dir / f'{key}_ipc{ipc}.png')}", file=sys.stderr)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -331,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return figures.redraw("matching", args.json) if args.json else 0
     wall = time.perf_counter() - start
     print(table(rows, archs))
-    print(f"\nscale={args.scale} epochs={args.epochs} seed={args.seed} wall={wall / 60:.1f} min (shared 2-core CPU; timings are noisy)")
+    ranks = f" ranks={ctx.world_size}" if ctx.active else ""
+    print(f"\nscale={args.scale} epochs={args.epochs} seed={args.seed}{ranks} wall={wall / 60:.1f} min (shared 2-core CPU; timings are noisy)")
     tag = "_".join(datasets) + "_ipc" + "-".join(map(str, ipcs)) + "_" + "-".join(methods) + ("_published" if args.epochs == "published" else "")
     result_json = out_dir / f"results_{args.scale}_{tag}.json"
     atomic_write_text(json.dumps({"scale": args.scale, "epochs": args.epochs, "seed": args.seed, "wall_seconds": wall, "rows": rows}, indent=1), result_json)

@@ -236,11 +236,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         torch.set_num_threads(args.threads)
         ctx, device = launch_context(resolve_device(args.device))  # under torchrun: this rank's device, the joined group
-        check_agreement(ctx, vars(args))
         if ctx.is_main:  # the ranks share the outputs; rank 0 writes them
             lock_outputs(outputs.values())
         log = (lambda m: print(m, file=sys.stderr, flush=True)) if ctx.is_main else (lambda m: None)
-        with rank_failure_guard(ctx):
+        with rank_failure_guard(ctx):  # a rank that dies: one line on the others
+            check_agreement(ctx, vars(args))
             sections = run(args.scale, args.datasets, root=args.root, work=Path(args.work), device=device, seed=args.seed,
                            part=args.part, published=args.epochs == "published", log=log)  # fmt: skip
     except UserError as exc:
@@ -253,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = "\n\n".join(f"### {s['dataset']}, IPC {s['ipc']}\n\n{markdown_table(header, [_cells(r) for r in s['rows']])}" for s in sections)
     cfg = {k: dataclasses.asdict(v) for k, v in SCALES[args.scale].items() if k in args.datasets}
     wall = time.perf_counter() - started
-    text += f"\n\nscale {args.scale}: {cfg}\nevaluation epochs: {args.epochs}; seed {args.seed}, threads {args.threads}, wall time {wall:.0f} s\n"
+    ranks = f", {ctx.world_size} ranks" if ctx.active else ""
+    text += f"\n\nscale {args.scale}: {cfg}\nevaluation epochs: {args.epochs}; seed {args.seed}, threads {args.threads}{ranks}, wall time {wall:.0f} s\n"
     print(text)
     if args.out:
         atomic_write_text(text, args.out)
