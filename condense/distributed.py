@@ -56,6 +56,7 @@ __all__ = [
     "require_shares",
     "rank_failure_guard",
     "join_run",
+    "share_files",
     "broadcast_object",
     "on_main",
     "kept_on_main",
@@ -173,7 +174,12 @@ def _all_reduced(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Replicate(torch.autograd.Function):
-    """Identity forward; backward sums the gradient over ranks (Megatron's ``f``)."""
+    """Identity forward; backward sums the gradient over ranks (Megatron's ``f``).
+
+    The backward is itself :class:`_SumShards` (Megatron's ``g``), so a gradient taken with
+    ``create_graph=True`` through it (``higher``'s step) is the sum over ranks and stays
+    differentiable; an ordinary backward computes the same all-reduce.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
@@ -181,7 +187,7 @@ class _Replicate(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return _all_reduced(grad)
+        return _SumShards.apply(grad)
 
 
 class _SumShards(torch.autograd.Function):
@@ -343,6 +349,30 @@ def join_run(device: torch.device, method: str, dataset: Any, ipc: int, seed: in
     check_agreement(ctx, settings)
     require_shares(ctx, units, what)
     return ctx
+
+
+def share_files(ctx: DistContext, files: Sequence[tuple[str | os.PathLike, int]]) -> None:
+    """Give every rank every ``(path, owner)`` file through the process group (no shared file system needed).
+
+    Per file, the owner broadcasts its length and then its bytes as a ``uint8`` tensor (on this rank's
+    CUDA device under NCCL); every other rank writes them to its own ``path`` atomically. Every rank
+    calls this with the same files in the same order (each with its own paths).
+    """
+    if not ctx.active:
+        return
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    for path, owner in files:
+        mine = ctx.rank == owner
+        data = bytearray(Path(path).read_bytes() if mine else b"")
+        size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+        dist.broadcast(size, src=owner)
+        buf = torch.empty(int(size), dtype=torch.uint8, device=device)
+        if mine and data:
+            buf.copy_(torch.frombuffer(data, dtype=torch.uint8))
+        dist.broadcast(buf, src=owner)
+        if not mine:
+            atomic_write_bytes(buf.cpu().numpy().tobytes(), path, what=f"file from rank {owner}")
+
 
 # ----------------------------------------------------------------------------- commands of many steps (experiments)
 T = TypeVar("T")

@@ -47,7 +47,10 @@ batch size). Each step enters :math:`\theta_i` into the rank-local gradient with
 :func:`condense.distributed.sum_shards` - one all-reduce of the parameter vector per step forward,
 one per step backward - so every rank follows the same :math:`\theta_i` while holding the graph of
 its own share only. Gradients reaching the batch tensors are this rank's part (sum them over ranks);
-those reaching ``lr`` and :math:`\theta_0` are complete on every rank. Needs backend ``func``.
+those reaching ``lr`` and :math:`\theta_0` are complete on every rank. Backend ``higher`` takes the
+same path: its loss sees ``replicate(θ_i)``, whose backward (the differentiable shard sum) makes the
+gradient ``higher`` takes with ``create_graph`` the summed one; ``higher``'s ``grad_callback`` alone
+(summing the gradients after the fact) would miss the other ranks' Hessian-vector products.
 
 Backends: ``"func"`` computes :math:`g_i` with :func:`torch.func.grad`; ``"higher"`` steps a
 ``higher`` differentiable ``SGD`` (``full`` and ``truncated`` only) and exists to cross-check the
@@ -204,7 +207,7 @@ def _forward(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int, batc
              ) -> tuple[dict[int, Params], list[torch.Tensor]]:  # fmt: skip
     first_graph_step = steps - truncate if mode == "truncated" else 0
     if backend == "higher":
-        return _unroll_higher(loss_fn, params, lr, steps, batches, optimizer.momentum, first_graph_step, set(rec))
+        return _unroll_higher(loss_fn, params, lr, steps, batches, optimizer.momentum, first_graph_step, set(rec), sharded)
     return _unroll_func(loss_fn, params, lr, steps, batches, optimizer.momentum, first_graph_step, set(rec), sharded)
 
 
@@ -233,8 +236,15 @@ def _unroll_func(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int, 
 
 
 def _unroll_higher(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int, batches: BatchFn, momentum: float,
-                   first_graph_step: int, rec: set[int]) -> tuple[dict[int, Params], list[torch.Tensor]]:  # fmt: skip
-    """The same unroll stepped by ``higher.optim.DifferentiableSGD`` (a cross-check of the update rule)."""
+                   first_graph_step: int, rec: set[int], sharded: bool = False
+                   ) -> tuple[dict[int, Params], list[torch.Tensor]]:  # fmt: skip
+    """The same unroll stepped by ``higher.optim.DifferentiableSGD`` (a cross-check of the update rule).
+
+    ``sharded``: the loss is evaluated at :func:`~condense.distributed.replicate` of the iterate, so the
+    gradient ``higher`` takes (``create_graph``) with respect to the iterate is the sum of the ranks'
+    gradients (replicate's backward is the differentiable shard sum) and the outer backward sums the
+    ranks' Hessian-vector products, as :func:`_func_step`; the inner losses are summed over ranks.
+    """
     import higher
 
     names = list(params)
@@ -259,10 +269,12 @@ def _unroll_higher(loss_fn: LossFn, params: Params, lr: torch.Tensor, steps: int
             recorded[i] = dict(zip(names, current))
         if not all(p.requires_grad for p in current):
             current = [p if p.requires_grad else p.detach().requires_grad_() for p in current]
-        loss = loss_fn(dict(zip(names, current)), batches(i))
+        loss = loss_fn(dict(zip(names, replicate(current) if sharded else current)), batches(i))
         current = opt.step(loss, params=current)
         losses.append(loss.detach())
     recorded[steps] = dict(zip(names, current))
+    if sharded:  # the reported loss is the whole batch's, as the func backend's (one all-reduce for all steps)
+        losses = list(sum_shards([torch.stack(losses)])[0].unbind())
     return recorded, losses
 
 
@@ -297,8 +309,6 @@ def unroll_backward(
     """
     lr, rec = _check(params, lr, steps, mode, truncate, backend, record)
     sharded = sharded and current_context().active
-    if sharded and backend != "func":
-        raise UserError("sharded inner gradients need backend='func'")
     if mode != "constant_memory":
         recorded, losses = _forward(loss_fn, params, lr, steps, batches, optimizer, mode, truncate, rec, backend, sharded)
         loss = outer_loss(recorded)

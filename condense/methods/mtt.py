@@ -65,8 +65,8 @@ from torch.func import functional_call
 from ..augment import AUTO, DSA, DSAParams, make_dsa
 from ..checkpoint import Checkpointer
 from ..data import ImageDataset
-from ..distributed import DistContext, join_run
-from ..experts import RECIPES, ExpertBuffer, train_experts
+from ..distributed import DistContext, join_run, share_files
+from ..experts import RECIPES, ExpertBuffer, expert_path, train_experts
 from ..synset import SyntheticSet, dsa_record
 from ..unroll import BACKENDS, MODES, InnerSGD, unroll_backward
 from ..utils import UserError, make_generator
@@ -319,7 +319,7 @@ def distill_mtt(
     gen = make_generator(seed)
     model_kwargs = {"width": config.width} if config.model.lower().startswith("convnet") else {}
     with tempfile.TemporaryDirectory(prefix="condense-experts-") as tmp:
-        buffer = _expert_buffer(dataset, config, model_kwargs, tmp, device, seed, progress)
+        buffer = _expert_buffer(dataset, config, model_kwargs, tmp, device, seed, progress, ctx)
         buffer.require_epochs(config.max_start_epoch - 1 + config.expert_epochs)
         if isinstance(config, ASTConfig):
             _warn_if_not_smooth(buffer)
@@ -390,8 +390,13 @@ def _warn_if_not_smooth(buffer: ExpertBuffer) -> None:
 
 
 def _expert_buffer(dataset: ImageDataset, config: MTTConfig, model_kwargs: dict[str, Any], tmp: str, device: torch.device,
-                   seed: int, progress: bool) -> ExpertBuffer:  # fmt: skip
-    """The configured expert directory, or (``train_experts > 0``) freshly trained experts in ``tmp``."""
+                   seed: int, progress: bool, ctx: DistContext) -> ExpertBuffer:  # fmt: skip
+    """The configured expert directory, or (``train_experts > 0``) freshly trained experts in ``tmp``.
+
+    Under several ranks each rank trains its share of the experts (``i = rank, rank + world, ...``; expert
+    ``i`` is seeded ``seed + 1_000_000 + i`` on any rank) and the files are then broadcast to every rank's
+    own ``tmp`` (:func:`~condense.distributed.share_files`): the same set as one process trains.
+    """
     directory = config.experts
     if not directory:
         if config.train_experts < 1:
@@ -401,7 +406,8 @@ def _expert_buffer(dataset: ImageDataset, config: MTTConfig, model_kwargs: dict[
         train_experts(dataset, tmp, num_experts=config.train_experts,
                       epochs=config.train_expert_epochs or config.max_start_epoch + config.expert_epochs,
                       recipe=RECIPES[config.expert_recipe], model=config.model, model_kwargs=model_kwargs, device=device,
-                      seed=seed + 1_000_000, progress=progress)  # fmt: skip
+                      seed=seed + 1_000_000, progress=progress, context=ctx)  # fmt: skip
+        share_files(ctx, [(expert_path(tmp, i), i % ctx.world_size) for i in range(config.train_experts)])  # owners: ctx.share
     return ExpertBuffer(directory, dataset, model=config.model, model_kwargs=model_kwargs, load_all=config.load_all)
 
 

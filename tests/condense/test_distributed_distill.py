@@ -7,13 +7,15 @@ and one float32 rounding (the stored images).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -22,7 +24,7 @@ from condense.data import load_dataset
 from condense.distributed import DistContext, require_shares
 from condense.methods import get_method
 from condense.methods.mtt import ASTConfig, MTTConfig
-from condense.utils import UserError
+from condense.utils import UserError, safe_load
 
 RTOL = 1e-9  # float64, summation order only
 WIDTH = 8
@@ -45,6 +47,10 @@ CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
     "ast_full": ("ast", {**TM, "unroll_mode": "full", "init": "real"}, False),
     "ast_constant": ("ast", {**TM, "unroll_mode": "constant_memory", "init": "real"}, False),
     "ast_truncated": ("ast", {**TM, "unroll_mode": "truncated", "truncate": 3, "init": "real"}, False),
+    "mtt_higher_full": ("mtt", {**TM, "unroll_mode": "full", "backend": "higher"}, False),
+    "mtt_higher_truncated": ("mtt", {**TM, "unroll_mode": "truncated", "truncate": 2, "backend": "higher"}, False),
+    "ast_higher_truncated": ("ast", {**TM, "unroll_mode": "truncated", "truncate": 3, "init": "real", "backend": "higher"}, False),
+    "mtt_train_experts2": ("mtt", {**TM, "train_experts": 2}, False),
 }
 IPC = 2
 # refusals, run in the same spawned job: name -> (method, config kwargs per rank, expected message)
@@ -63,8 +69,36 @@ def _dataset():
 def _run(name: str, ds, rank: int = 0) -> dict[str, Any]:
     method, cfg = CASES[name][:2] if name in CASES else (REFUSALS[name][0], REFUSALS[name][1](rank))
     spec = get_method(method)
-    s = spec.distill(ds, IPC, spec.config_cls(**cfg), device="cpu", seed=3, progress=False)
-    return {"images": s.images, "lr": s.lr, "history": s.meta["loss_history"]}
+    with _expert_log() as experts:
+        s = spec.distill(ds, IPC, spec.config_cls(**cfg), device="cpu", seed=3, progress=False)
+    return {"images": s.images, "lr": s.lr, "history": s.meta["loss_history"], **experts}
+
+
+@contextlib.contextmanager
+def _expert_log() -> Iterator[dict[str, list]]:
+    """Record the seeds of the experts this process trains (``trained``) and the (seed, trajectory) of
+    every expert file MTT/AST read (``experts``), by wrapping the real functions."""
+    import condense.experts as experts_mod
+    import condense.methods.mtt as mtt_mod
+
+    log: dict[str, list] = {"trained": [], "experts": []}
+    train_one, buffer_cls = experts_mod.train_expert, mtt_mod.ExpertBuffer
+
+    def train_expert(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        log["trained"].append(kwargs["seed"])
+        return train_one(*args, **kwargs)
+
+    def buffer(directory: str, *args: Any, **kwargs: Any) -> Any:
+        for f in sorted(Path(directory).glob("expert_*.pt")):
+            payload = safe_load(f, what="expert trajectory")
+            log["experts"].append((f.name, payload["seed"], payload["trajectory"]))
+        return buffer_cls(directory, *args, **kwargs)
+
+    experts_mod.train_expert, mtt_mod.ExpertBuffer = train_expert, buffer
+    try:
+        yield log
+    finally:
+        experts_mod.train_expert, mtt_mod.ExpertBuffer = train_one, buffer_cls
 
 
 def _free_port() -> int:
@@ -77,6 +111,8 @@ def _worker(rank: int, world: int, port: int, out: str, names: list[str]) -> Non
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
+    # a gradient taken through an all-reduce with no autograd formula (higher's create_graph step) must fail
+    warnings.filterwarnings("error", message="c10d::allreduce_: an autograd kernel was not registered")
     ds = _dataset()
     results = {}
     for name in names:
@@ -125,6 +161,17 @@ def test_two_ranks_equal_one_process(two_rank: list[dict[str, Any]], name: str) 
         torch.testing.assert_close(torch.tensor(got["history"]), torch.tensor(ref["history"]), rtol=RTOL, atol=0)
     if ref["lr"] is not None:
         assert got["lr"] == pytest.approx(ref["lr"], rel=RTOL)
+    if "train_experts" in CASES[name][1]:  # each rank trained its share; every rank read the one-process set
+        k, base = CASES[name][1]["train_experts"], 3 + 1_000_000
+        assert ref["trained"] == [base + i for i in range(k)]
+        assert [r[name]["trained"] for r in two_rank] == [[base + i for i in range(r, k, 2)] for r in range(2)]
+        names = [(f"expert_{i:05d}.pt", base + i) for i in range(k)]
+        for rank_results in two_rank:
+            seen = rank_results[name]["experts"]
+            assert [e[:2] for e in seen] == [e[:2] for e in ref["experts"]] == names
+            for (*_, traj), (*_, ref_traj), (*_, traj0) in zip(seen, ref["experts"], got["experts"]):
+                assert all(torch.equal(traj[p], traj0[p]) for p in traj)  # the same bytes on every rank
+                torch.testing.assert_close(traj, ref_traj, rtol=RTOL, atol=1e-12)
 
 
 @pytest.mark.slow
