@@ -283,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_outputs({"--out-dir": args.out_dir}, directories=("--out-dir",), roots={"--root": args.root})
     try:
         ctx, device = launch_context(resolve_device(args.device))  # under torchrun: this rank's device, the joined group
+        with rank_failure_guard(ctx):
+            check_agreement(ctx, vars(args))
         datasets, ipcs = parse_list("--datasets", args.datasets), parse_list("--ipcs", args.ipcs, int)
         methods, archs = parse_list("--methods", args.methods), parse_list("--archs", args.archs)
         for m in methods:
@@ -299,7 +301,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ctx.is_main:  # the ranks share the outputs; rank 0 writes them
             out_dir.mkdir(parents=True, exist_ok=True)
         with rank_failure_guard(ctx):  # a rank that dies: one line on the others
-            check_agreement(ctx, vars(args))
             if not args.figure_only and not args.evaluate_only:
                 resumes_on_rerun(f"{out_dir} (finished rows, *.row.json)")
                 check_shared_directory(ctx, out_dir, "--out-dir")  # every rank resumes from rank 0's checkpoints
