@@ -323,12 +323,12 @@ def unroll_backward(
     if k is None:
         k = auto_checkpoint_every(loss_fn, params, batches, steps, optimizer.momentum)
         if sharded:  # every rank must recompute the same steps (each one is a collective)
-            k = _max_over_ranks(k)
+            k = _max_over_ranks(k, next(iter(params.values())).device)
     return _constant_memory(outer_loss, loss_fn, params, lr, steps, batches, optimizer.momentum, rec, inputs, k, hessian, sharded)
 
 
-def _max_over_ranks(k: int) -> int:
-    t = torch.tensor([k], dtype=torch.long)
+def _max_over_ranks(k: int, device: torch.device) -> int:
+    t = torch.tensor([k], dtype=torch.long, device=device)  # NCCL reduces CUDA tensors only
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return int(t)
 
