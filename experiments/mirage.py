@@ -69,7 +69,7 @@ from condense.utils import UserError, atomic_write_text, package_versions, seed_
 from experiments import figures
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
 from graphs.mirage.baselines import herding_subset, random_subset
-from graphs.mirage.distill import MirageConfig, byte_share, check_reduction, mirage_distill
+from graphs.mirage.distill import MirageConfig, byte_share, check_classes, check_reduction, missing_classes, mirage_distill
 from graphs.mirage.cv import config_grid, cross_validate, select_config
 from graphs.mirage.presets import (NODE_ATTR, PRESETS, SCALES, SPLITS, load_graph_dataset, mining_features, mirage_preset,
                                    parse_floats, recipe, train_preset)
@@ -109,10 +109,9 @@ def _training_sets(ds: GraphDataset, mcfg: MirageConfig, methods, seed: int, pro
                    allow_no_reduction: bool = False) -> tuple[dict, dict]:
     train = ds.subset("train")
     distilled = mirage_distill(train, ds.num_classes, mcfg, progress=progress)
-    missing = missing_classes(distilled.graphs, ds.num_classes)
-    if missing:
-        raise UserError(f"{ds.name}: the Mirage set at hops {mcfg.hops}, support {list(mcfg.support)} has no graph of class(es) "
-                        f"{missing}; lower their support (--support, one value per class) or choose --hops")
+    check_classes(distilled.graphs, ds.num_classes, allow=False,
+                  hint=f"{ds.name} at hops {mcfg.hops}, support {list(mcfg.support)}: lower their support (--support, one value per class) "
+                       "or choose --hops", allow_flag=None)  # fmt: skip
     label = check_reduction(distilled.nbytes, graphs_nbytes(train), allow=allow_no_reduction,
                             hint=f"{ds.name} at hops {mcfg.hops}, support {list(mcfg.support)}: raise --support or lower --hops")
     budget = distilled.nbytes
@@ -125,12 +124,6 @@ def _training_sets(ds: GraphDataset, mcfg: MirageConfig, methods, seed: int, pro
     if label:
         meta["no_reduction"] = label
     return {m: sets[m] for m in methods}, meta
-
-
-def missing_classes(graphs, num_classes: int) -> list[int]:
-    """Classes without a graph in ``graphs``."""
-    present = {int(g.y) for g in graphs}
-    return [c for c in range(num_classes) if c not in present]
 
 
 def method_config(method: str, scale: str, name: str, model: str, hops: int, *, restarts: int | None = None,

@@ -37,7 +37,7 @@ from condense.safeio import CLIParser, check_outputs, fingerprint_tensors, cli_m
 from condense.utils import UserError, resolve_device, seed_everything
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
 from graphs.mirage.baselines import random_subset
-from graphs.mirage.distill import CODERS, DistilledSet, MirageConfig, check_reduction, load_set, mirage_distill
+from graphs.mirage.distill import CODERS, DistilledSet, MirageConfig, check_classes, check_reduction, load_set, mirage_distill
 from graphs.mirage.presets import (NODE_ATTR, PRESETS, SCALES, SPLITS, load_graph_dataset, mining_features, mirage_preset,
                                    parse_floats, train_preset)
 from graphs.mirage.sanity import ROW_COLUMNS, result_record, roots_per_class, row_cells, size_only
@@ -73,7 +73,8 @@ def _epilog() -> str:
         f"presets (--hops/--support override them):\n{presets}\n"
         f"models (--model): {models}\n"
         "training (--scale): cpu (hidden 64, 40 epochs, 4 restarts, top 2: minutes) or paper (official molbace/molhiv configs)\n"
-        "a set at or above the training bytes is refused (--allow-no-reduction: run it, labelled in every output).\n\n"
+        "a set at or above the training bytes is refused (--allow-no-reduction: run it, labelled in every output), and so is\n"
+        "a set without a graph of some class (--allow-missing-classes).\n\n"
         "saved sets: python -m graphs.mirage train SET --model gcn trains any GNN on a set written by --out\n"
         "(train --help); in Python graphs.mirage.load_set(path) loads it back"
     )
@@ -115,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-itemsets", type=int, default=None, help="per-class cap on mined itemsets (guard at low support)")
     p.add_argument("--allow-no-reduction", action="store_true",
                    help="run a distilled set at or above the training set's bytes (refused by default), labelled in every output")
+    p.add_argument("--allow-missing-classes", action="store_true",
+                   help="run a distilled set without a graph of some class (refused by default), labelled in every output")
     _add_training_flags(p)
     p.add_argument("--no-baseline", action="store_true", help="skip the random-subset baseline at equal bytes")
     p.add_argument("--out", default=None, help="save the distilled set here (atomic; load it back with graphs.mirage.load_set)", **output_flag())
@@ -197,13 +200,18 @@ def main(argv: list[str] | None = None) -> int:
         distilled = mirage_distill(train, ds.num_classes, mcfg, progress=progress)
     if not distilled.graphs:
         raise UserError(f"no itemset reaches support {list(mcfg.support)}; lower --support")
+    missing = check_classes(distilled.graphs, ds.num_classes, allow=args.allow_missing_classes)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     total = distilled.meta["train_nbytes"]
-    label = check_reduction(distilled.nbytes, total, allow=args.allow_no_reduction)
-    if label:
-        print(f"warning: {label} (--allow-no-reduction): this run distils nothing", file=sys.stderr)
-        distilled.meta["no_reduction"] = label
+    no_reduction = check_reduction(distilled.nbytes, total, allow=args.allow_no_reduction)
+    if no_reduction:
+        print(f"warning: {no_reduction} (--allow-no-reduction): this run distils nothing", file=sys.stderr)
+        distilled.meta["no_reduction"] = no_reduction
+    if missing:
+        print(f"warning: {missing} (--allow-missing-classes): a network trained on this set cannot predict them", file=sys.stderr)
+        distilled.meta["missing_classes"] = missing
+    label = _labels(distilled.meta)
     distilled.meta.update(dataset=ds.name, seed=args.seed, split=args.split, node_attr=args.node_attr,
                           root=None if args.root is None else str(Path(args.root).resolve()), train_config=asdict(tcfg))
     if args.out:
@@ -250,7 +258,7 @@ def _train(argv: list[str]) -> int:
                                                           if torch.is_tensor(v)}),
            "dataset": ds.name, "train": asdict(tcfg), "seed": seed}  # fmt: skip
     ckpt = _checkpointer(args, None, sig)
-    label = meta.get("no_reduction", "")
+    label = _labels(meta)
     print(f"{ds.summary()}; split {ds.info.get('split', meta.get('split', 'random'))}; set {args.set}: {len(distilled.graphs)} graphs, "
           f"hops {meta['config']['hops']}, support {meta['config']['support']}" + (f" ({label})" if label else ""))
     s = train_restarts(distilled.graphs, ds.subset("valid"), ds.subset("test"), dims=(ds.in_dim, ds.edge_dim), num_classes=ds.num_classes,
@@ -261,6 +269,11 @@ def _train(argv: list[str]) -> int:
     _print_table(ds, args.model, [("mirage", result_record(distilled.graphs, total, s, ds.num_classes, label=label))], tcfg)
     drop_default_checkpoint(args, ckpt)
     return 0
+
+
+def _labels(meta: dict) -> str:
+    """The labels a set's outputs must carry (no reduction, missing classes), joined."""
+    return "; ".join(meta[k] for k in ("no_reduction", "missing_classes") if meta.get(k))
 
 
 def _check_layout(distilled: DistilledSet, ds: GraphDataset, path: str) -> None:

@@ -36,7 +36,8 @@ from graphs.mirage.trees import computation_tree, in_neighbours, tree_codes, tre
 from graphs.mirage.wl import wl_tree_items
 
 __all__ = ["MirageConfig", "Decomposition", "decompose", "DistilledSet", "mirage_distill", "load_set", "check_reduction",
-           "smallest_fitting_support", "byte_share", "FORMAT", "NO_REDUCTION"]
+           "smallest_fitting_support", "byte_share", "FORMAT", "NO_REDUCTION",
+           "MISSING_CLASSES", "missing_classes", "check_classes"]
 
 FORMAT = "condense.mirage-distilled/v1"
 CODERS = ("wl", "trees")
@@ -169,6 +170,7 @@ def load_set(path: str | os.PathLike) -> DistilledSet:
 
 #: the label a distilled set at or above the training set's bytes carries in every output
 NO_REDUCTION = "NO REDUCTION"
+MISSING_CLASSES = "MISSING CLASSES"
 
 
 def check_reduction(nbytes: int, train_nbytes: int, *, allow: bool, hint: str = "raise --support or lower --hops") -> str:
@@ -184,6 +186,29 @@ def check_reduction(nbytes: int, train_nbytes: int, *, allow: bool, hint: str = 
         raise UserError(f"the distilled set takes {nbytes} bytes, {share} ({train_nbytes}): no reduction, and an equal-bytes "
                         f"baseline would be the whole training set; {hint} (--allow-no-reduction runs it anyway, labelled)")
     return f"{NO_REDUCTION}: {share}"
+
+
+def missing_classes(graphs: list, num_classes: int) -> list[int]:
+    """Classes without a graph in ``graphs``."""
+    present = {int(g.y) for g in graphs}
+    return [c for c in range(num_classes) if c not in present]
+
+
+def check_classes(graphs: list, num_classes: int, *, allow: bool, hint: str = "lower their support (--support, one value per class)",
+                  allow_flag: str | None = "--allow-missing-classes") -> str:
+    """``""`` when every class has a graph; a set lacking a class is refused, or with ``allow`` returns the
+    label (``"MISSING CLASSES: [1]"``) that every output must carry. ``allow_flag``: the caller's flag that
+    sets ``allow``, named in the refusal (``None``: the caller has none).
+
+    A classifier trained on such a set can never predict the missing classes.
+    """
+    missing = missing_classes(graphs, num_classes)
+    if not missing:
+        return ""
+    if not allow:
+        raise UserError(f"the distilled set has no graph of class(es) {missing}: a network trained on it can never predict them; "
+                        f"{hint}" + (f" ({allow_flag} runs it anyway, labelled)" if allow_flag else ""))
+    return f"{MISSING_CLASSES}: {missing}"
 
 
 def byte_share(fraction: float) -> str:

@@ -13,7 +13,7 @@ import torch
 from condense.utils import UserError
 from graphs.data.graphsets import GraphDataset, random_split
 from graphs.data.motifs import make_motif_dataset
-from graphs.mirage.__main__ import main
+from graphs.mirage.__main__ import build_parser, main
 from graphs.mirage.distill import MirageConfig, mirage_distill
 from graphs.mirage.mining import TooManyItemsets, fp_growth
 from tests.graphs._generated import size_dataset, size_graph, write_tu
@@ -63,6 +63,27 @@ def test_cli_refuses_a_set_at_or_above_the_training_bytes_and_labels_it_when_all
     from graphs.mirage import load_set
 
     assert load_set(out).meta["no_reduction"] == label
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Mean of empty slice", "ignore:Degrees of freedom")  # one restart of one epoch: no spread
+def test_cli_refuses_a_set_lacking_a_class_and_labels_it_when_allowed(tmp_path: Path, capsys):
+    root = write_tu(tmp_path / "data", "THREE", _three_classes().graphs)
+    argv = ["--dataset", "THREE", "--root", str(root), "--hops", "1", "--support", "0.5", "--no-baseline", *TINY]  # class 2 mines nothing
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no graph of class(es) [2]" in err and len(err.splitlines()) == 1
+    _flags_exist(err, build_parser())
+    out = tmp_path / "two.pt"
+    assert main([*argv, "--allow-missing-classes", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    rows = [line for line in captured.out.splitlines() if line.startswith("| mirage")]
+    assert len(rows) == 1 and "MISSING CLASSES: [2]" in rows[0] and "--allow-missing-classes" in captured.err
+    from graphs.mirage import load_set
+
+    assert load_set(out).meta["missing_classes"] == "MISSING CLASSES: [2]"
+    assert main(["train", str(out), "--root", str(root), "--model", "gin", *TINY]) == 0
+    assert "MISSING CLASSES: [2]" in capsys.readouterr().out
 
 
 def test_experiment_refuses_no_reduction_and_labels_every_row_when_allowed(monkeypatch, tmp_path: Path, capsys):
