@@ -22,10 +22,12 @@ batch 64; DC/DSA 1000 it. batch 256; 1000 DSA training epochs; 10 evaluation net
     python -m experiments.matching --evaluate-only --epochs published --out-dir runs/matching   # the saved sets, published epochs
     torchrun --standalone --nproc-per-node 2 -m experiments.matching --datasets digits --ipcs 10   # one process per device
 
-Under ``torchrun`` every distillation is sharded by its method, the evaluation networks are split over
-the ranks (network ``i`` seeded ``seed + i``: the rows of one process) and rank 0 alone reads and writes
-``--out-dir`` (sets, rows, checkpoints, results, figures); every rank reads the checkpoints, so on
-several machines ``--out-dir`` must be on storage every machine mounts (checked at the start).
+Under ``torchrun`` every distillation is sharded by its method and the evaluation networks are split
+over the ranks (network ``i`` seeded ``seed + i``: one process's accuracies for the same set). The sets
+are one process's bit for bit for random, herding, DC, DSA and DM (no BatchNorm), and the same up to
+float summation order for DataDAM. Rank 0 alone reads and writes ``--out-dir`` (sets, rows, checkpoints,
+results, figures); every rank reads the checkpoints, so on several machines ``--out-dir`` must be on
+storage every machine mounts (checked at the start).
 """
 from __future__ import annotations
 

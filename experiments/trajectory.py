@@ -18,8 +18,10 @@ Each distilled set is saved in ``--work`` (``sets_<dataset>_ipc<N>_<row>.pt``).
 
 Under ``torchrun`` each rank trains its share of the experts into ``--work``, every distillation splits
 its student batches over the ranks, the evaluation networks are split over the ranks (network ``i``
-seeded ``seed + i``: the rows of one process), and rank 0 alone writes the sets, rows, tables and
-figures. Every rank reads the experts and checkpoints in ``--work``: on several machines it must be on
+seeded ``seed + i``: the accuracies of one process for the same set), and rank 0 alone writes the sets,
+rows, tables and figures. The random-real row equals one process's bit for bit; the MTT and AST sets
+differ in float32 summation order, which the iterations amplify (digits CPU scale: accuracies within
+0.8 points of one process's). Every rank reads the experts and checkpoints in ``--work``: on several machines it must be on
 storage every machine mounts (checked at the start).
 
 Nothing here looks at the test split except the final evaluation.
