@@ -37,7 +37,7 @@ import torch
 from .distributed import is_main_process
 from .utils import UserError, atomic_save, atomic_write_text, safe_load
 
-__all__ = ["Checkpointer", "Stages", "add_checkpoint_flags", "checkpoint_path", "checkpointer_from_args", "drop_default_checkpoint", "rng_state", "set_rng_state", "interrupt_message", "forget_progress", "resumes_on_rerun", "kept_result", "deferred_interrupts",
+__all__ = ["Checkpointer", "Stages", "add_checkpoint_flags", "checkpoint_path", "checkpointer_from_args", "drop_default_checkpoint", "rng_state", "set_rng_state", "interrupt_message", "forget_progress", "resumes_on_rerun", "kept_result", "user_cache", "default_state_path", "deferred_interrupts",
            "set_command", "DEFAULT_INTERVAL"]
 
 FORMAT = "condense.Checkpoint/1"
@@ -288,11 +288,15 @@ class RunState:
             ck.path.unlink(missing_ok=True)
 
 
+def user_cache(*parts: str) -> Path:
+    """A directory in the user's cache: ``$XDG_CACHE_HOME`` (or ``~/.cache``), then ``condense/PARTS...``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "condense", *parts)
+
+
 def default_state_path(experiment: str, settings: Any) -> Path:
-    """Default ``--state`` of an experiment: a file in the user's cache named after the settings that
-    determine its results (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``condense/experiments``)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "condense" / "experiments"
-    return cache / f"{experiment}-{hashlib.sha256(repr(settings).encode()).hexdigest()[:16]}.json"
+    """Default ``--state`` of an experiment: a file in the user's cache (:func:`user_cache`, ``experiments``)
+    named after the settings that determine its results."""
+    return user_cache("experiments") / f"{experiment}-{hashlib.sha256(repr(settings).encode()).hexdigest()[:16]}.json"
 
 
 def kept_result(path: str | Path, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 
-from .checkpoint import DEFAULT_INTERVAL, Checkpointer
+from .checkpoint import DEFAULT_INTERVAL, Checkpointer, user_cache
 from .distributed import launch_context, rank_failure_guard
 from .data import ImageDataset, load_dataset
 from .flags import add_config_flags, add_dataset_flags, config_from_args, load_from_args, load_recorded
@@ -180,9 +180,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_state(file: str) -> Path:
     """Default ``--state`` of ``evaluate``: a file in the user's cache named after the set's absolute path."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "condense" / "evaluate"
     key = hashlib.sha256(os.fsencode(Path(file).resolve())).hexdigest()[:16]  # bytes: any file name
-    return cache / f"{Path(file).stem}-{key}.pt"
+    return user_cache("evaluate") / f"{Path(file).stem}-{key}.pt"
 
 
 def _meta_rows(path: str, synset: SyntheticSet) -> list[list[str]]:

@@ -11,9 +11,10 @@ A class-stratified 20 % of the training split is held out (``condense.data.split
 seed 0): every model trains on the remaining 80 %. ``--split val`` scores on the held-out images --
 use it to choose hyper-parameters -- and ``--split test`` (default) scores the same runs on the test
 split for the final table. ``--set GROUP.KEY=VALUE`` and ``--meta-grid MODE:K:LR_META`` change a
-scale's settings for a selection candidate (named in the row label); ``--cache DIR`` stores every
-trained network, so a killed run resumes and the ``--split test`` run of the chosen settings
-re-scores the networks their ``--split val`` run trained (:class:`ModelCache`).
+scale's settings for a selection candidate (named in the row label); every trained network is stored
+in the cache (``--cache DIR``, default the user's cache directory ``condense/synth``; ``--no-cache``
+keeps none), so a killed run resumes and the ``--split test`` run of the chosen settings re-scores the
+networks their ``--split val`` run trained (:class:`ModelCache`).
 
 Images are resized to 32x32 by default, the input LeNet-5 was designed for and the MNIST setting of
 the DAFL / DFAD papers: below 32 px LeNet-5's third conv needs padding, and at 16x16 its second conv
@@ -40,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from condense.checkpoint import Checkpointer
+from condense.checkpoint import Checkpointer, user_cache
 from condense.data import ImageDataset, load_dataset, split_validation
 from condense.evaluate import accuracy
 from condense.checkpoint import resumes_on_rerun
@@ -317,11 +318,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a setting of the scale (dafl, dfad, zskt or meta), e.g. dafl.lr_g=0.02; named in the row label")
     p.add_argument("--meta-grid", nargs="+", default=None, metavar="MODE:K:LR_META",
                    help="replace the scale's meta grid, e.g. fomaml:2:0.005 exact:2:0.002 (lr_meta is named in the row label)")
-    p.add_argument("--cache", default=None, help="directory for the trained networks: a rerun resumes, and --split test re-scores "
-                   "what --split val trained (same training images, seeds and settings)", **output_flag(directory=True))
+    p.add_argument("--cache", default=None, help="directory for the trained networks, each stored under a hash of its settings: a rerun "
+                   "resumes, and --split test re-scores what --split val trained (same training images, seeds and settings) "
+                   "(default: $XDG_CACHE_HOME or ~/.cache, then condense/synth)", **output_flag(directory=True))
+    p.add_argument("--no-cache", action="store_true", help="keep no trained network (an interrupted run starts over)")
     p.add_argument("--shift", type=int, default=2, help="toy: max translation of the test digits in pixels")
     args = p.parse_args(argv)
-    lock_outputs(check_outputs({"--out": args.out, "--cache": args.cache}, roots={"--root": args.root}, directories=["--cache"]).values())
+    if args.no_cache and args.cache:
+        raise UserError("--cache and --no-cache contradict each other: drop one")
+    if args.toy and args.cache:
+        raise UserError("--cache is for the benchmark, not the --toy")
+    cache = None if args.no_cache or args.toy else args.cache or str(user_cache("synth"))
+    lock_outputs(check_outputs({"--out": args.out, "--cache": cache}, roots={"--root": args.root}, directories=["--cache"]).values())
     if args.figure_only:
         return figures.redraw("synth", args.json)
     torch.set_num_threads(1)
@@ -332,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         meta_grid = parse_meta_grid(args.meta_grid) if args.meta_grid is not None else None
         if args.toy and args.json:
             raise UserError("--json (results JSON and figure) is for the benchmark; the --toy table has no figure")
-        if args.toy and (args.cache or overrides or meta_grid):
-            raise UserError("--cache, --set and --meta-grid are for the benchmark, not the --toy")
+        if args.toy and (overrides or meta_grid):
+            raise UserError("--set and --meta-grid are for the benchmark, not the --toy")
         full = load_dataset(args.dataset, args.root, resize=args.resize)
         fit, val = split_validation(full, args.val_fraction, seed=0)
         ds = val if args.split == "val" else fit  # same training images either way; only the scored split differs
@@ -343,10 +351,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = hard_toy(ds, args.seeds, args.shift, epochs=30 if args.scale == "cpu" else 200)
             headers = ["row", "clean test acc %", f"translated (±{args.shift} px) test acc %"]
         else:
-            if args.cache:
-                resumes_on_rerun(f"--cache {args.cache} (finished networks)")
+            if cache:
+                resumes_on_rerun(f"--cache {cache} (finished networks)")
             results = run(ds, args.scale, args.seeds, progress=args.progress, teacher_epochs=args.teacher_epochs,
-                          only=args.only, meta_ks=args.meta_k, overrides=overrides, meta_grid=meta_grid, cache=args.cache)
+                          only=args.only, meta_ks=args.meta_k, overrides=overrides, meta_grid=meta_grid, cache=cache)
             rows = [_cells(r) for r in results]
             headers = ["row", f"{args.split} acc % (final, mean ± std)", "seconds / seed"]
     except UserError as exc:

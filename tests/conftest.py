@@ -17,6 +17,13 @@ os.environ.setdefault("OMP_NUM_THREADS", _THREADS)  # inherited by the CLI subpr
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_user_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The commands' default caches (resumable state, trained networks) go to a directory of this test
+    run, never the user's ``~/.cache``: tests stay hermetic and one run cannot resume another's work."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 def device_under_test() -> torch.device:
     """``$CONDENSE_TEST_DEVICE`` (default ``cpu``; e.g. ``cuda``) - the device of the tests that take one."""
     from condense.utils import UserError, resolve_device

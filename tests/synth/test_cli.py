@@ -135,3 +135,20 @@ def test_experiment_cache_refuses_a_file_stored_for_other_settings(tmp_path, cap
     assert exp.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error:") and "other settings" in err[-1] and not any("Traceback" in line for line in err)
+
+
+def test_experiment_keeps_trained_networks_by_default_and_a_rerun_loads_them(tmp_path, monkeypatch, capsys):
+    from experiments import synth as exp
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    argv = ["--only", "real", "--teacher-epochs", "1", "--seeds", "0", "--resize", "16"]
+    assert exp.main(argv) == 0
+    first = capsys.readouterr()
+    stored = sorted((tmp_path / "cache" / "condense" / "synth").glob("*.pt"))
+    assert stored and "cached" not in first.err  # the default cache holds what the run trained
+    assert exp.main(argv) == 0
+    second = capsys.readouterr()
+    assert "cached" in second.err and second.out.split("total")[1].split("\n", 1)[1] == first.out.split("total")[1].split("\n", 1)[1]
+    assert exp.main([*argv, "--no-cache"]) == 0 and "cached" not in capsys.readouterr().err  # --no-cache: trains again
+    assert exp.main([*argv, "--no-cache", "--cache", str(tmp_path / "c")]) == 2
+    assert "contradict" in capsys.readouterr().err
