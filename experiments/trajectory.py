@@ -11,9 +11,9 @@ epochs, or with ``--epochs published`` the protocols' own (1000 each: ``dc`` wit
 default). Every row trains with MTT's DSA (``align_corners=True``, the dataset's default strategy).
 Each distilled set is saved in ``--work`` (``sets_<dataset>_ipc<N>_<row>.pt``).
 
-    python -m experiments.trajectory                                   # --scale cpu (see SCALES)
+    python -m experiments.trajectory --root DIR                        # --scale cpu (see SCALES); DIR: Fashion-MNIST's files
     python -m experiments.trajectory --datasets digits --out experiments/results/trajectory_digits.md
-    python -m experiments.trajectory --scale paper --root DIR           # published settings, GPU
+    python -m experiments.trajectory --scale paper --root DIR           # published settings, GPU (DIR: Fashion-MNIST's files)
     torchrun --standalone --nproc-per-node 8 -m experiments.trajectory --scale paper --root DIR --device cuda
 
 Under ``torchrun`` each rank trains its share of the experts into ``--work``, every distillation splits
@@ -214,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = CLIParser(prog="python -m experiments.trajectory", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="cpu", choices=sorted(SCALES))
     parser.add_argument("--datasets", nargs="+", default=["digits", "fashion_mnist"], choices=["digits", "fashion_mnist"])
-    parser.add_argument("--root", default="../shared/data/fashion_mnist", help="Fashion-MNIST files (default: ../shared/data/fashion_mnist)", **input_flag(directory=True))
+    parser.add_argument("--root", default=None, help="directory with the Fashion-MNIST files (needed for --datasets fashion_mnist; "
+                        "digits needs no files)", **input_flag(directory=True))
     parser.add_argument("--work", default="trajectory_work", help="expert cache directory (reused across runs; under torchrun on several "
                         "machines: on storage every machine mounts)", **output_flag(directory=True))
     parser.add_argument("--device", default="cpu")
@@ -226,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the markdown tables here", **output_flag())
     figures.add_flags(parser, "the results JSON", "training")
     args = parser.parse_args(argv)
+    if "fashion_mnist" in args.datasets and args.root is None and not args.figure_only:
+        raise UserError("--datasets fashion_mnist needs --root DIR, the directory with its files (nothing is downloaded); "
+                        "--datasets digits runs without files")
     outputs = check_outputs({"--out": args.out}, roots={"--root": args.root})
     check_outputs({"--work": args.work}, directories=("--work",))
     if args.figure_only:  # rank 0 redraws (under torchrun), nothing else to do

@@ -153,7 +153,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("experiments.matching", ["--out-dir", "notes.txt", "--figure-only"]),
     ("experiments.matching", ["--methods", ",", "--figure-only"]),
     ("experiments.matching", ["--seed", HUGE, "--figure-only"]),
-    ("experiments.trajectory", ["--threads", "0"]),
+    ("experiments.trajectory", ["--threads", "0", "--datasets", "digits"]),
+    ("experiments.trajectory", ["--datasets", "fashion_mnist"]),  # no --root: nothing to read, said before any work
     ("experiments.trajectory", ["--out", "notes.txt/x.md", "--datasets", "digits"]),
     ("experiments.trajectory", ["--work", "notes.txt", "--datasets", "digits"]),
     ("experiments.mirage", ["--json", "notes.txt/x.json", "--datasets", "nope"]),
