@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from .augment import AUTO, make_dsa
 from .data import ImageDataset
 from .flags import load_from_args
-from .distributed import DistContext, distributed_context
+from .distributed import DistContext, distributed_context, split_evaluation
 from .evaluate import Summary, accuracy, evaluate_images
 from .nets import get_network
 from .utils import UserError, atomic_save, check_positive, make_generator, package_versions, resolve_device, safe_load
@@ -310,22 +310,11 @@ class ExpertBuffer:
 # ----------------------------------------------------------------------------- distributed evaluation
 def evaluate_distributed(x: torch.Tensor, y: torch.Tensor, dataset: ImageDataset, *, num_evals: int = 5,
                          context: DistContext | None = None, **kwargs) -> dict[str, Summary]:  # fmt: skip
-    """:func:`condense.evaluate.evaluate_images` with the ``num_evals`` networks split over ranks.
-
-    Network ``i`` is seeded ``seed + i`` on whichever rank trains it, so the gathered accuracies are
-    those of a single-process run (in a different order).
-    """
+    """:func:`condense.evaluate.evaluate_images` with the ``num_evals`` networks split over ranks
+    (:func:`condense.distributed.split_evaluation`): network ``i`` is seeded ``seed + i`` on whichever rank
+    trains it, so the gathered accuracies are a single-process run's, in network order."""
     ctx = context or DistContext()
-    local = evaluate_images(x, y, dataset, num_evals=num_evals, eval_ids=ctx.share(num_evals), **kwargs)
-    if not ctx.active:
-        return local
-    gathered: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(gathered, {m: (s.accs, s.max_accs, s.seconds) for m, s in local.items()})
-    return {  # protocol, augmentation, test passes and engine as this rank's
-        m: replace(s, accs=[a for g in gathered for a in g[m][0]], max_accs=[a for g in gathered for a in g[m][1]],
-                   seconds=max(g[m][2] for g in gathered))  # fmt: skip
-        for m, s in local.items()
-    }
+    return split_evaluation(ctx, num_evals, lambda ids: evaluate_images(x, y, dataset, num_evals=num_evals, eval_ids=ids, **kwargs))
 
 
 # ----------------------------------------------------------------------------- CLI
