@@ -149,3 +149,20 @@ def test_evaluate_synset_defaults_to_recorded_protocol_and_dsa(monkeypatch, digi
     plain = SyntheticSet(digits.train_x[:20], digits.train_y[:20], meta={"dataset": digits.describe()})
     evaluate_synset(plain, digits, models=("mlp",), num_evals=1, epochs=1, dsa=True, progress=False)
     assert seen[-1]["protocol"].name == "dc" and seen[-1]["augment"].strategy == DIGITS_STRATEGY and not seen[-1]["augment"].align_corners
+
+
+def test_cpu_test_batch_keeps_the_largest_activation_cache_sized_and_changes_no_logit():
+    from condense.evaluate import CPU_TEST_BYTES, accuracy, test_batch_size
+
+    torch.manual_seed(0)
+    x = torch.randn(300, 1, 28, 28)
+    y = torch.randint(0, 10, (300,))
+    net = get_network("convnet", 1, 10, (28, 28), width=64).eval()
+    b = test_batch_size(net, x, torch.device("cpu"))
+    largest = 64 * 32 * 32 * 4  # the first block's output (28x28 padded to 32x32), bytes per image
+    assert b == CPU_TEST_BYTES // largest and 8 <= b < 300  # several forwards here, each cache-sized
+    with torch.inference_mode():
+        whole, pieces = net(x), torch.cat([net(x[i : i + b]) for i in range(0, len(x), b)])
+    assert torch.equal(whole, pieces)  # test forwards are per image: the batch changes no logit
+    assert accuracy(net, x, y, device="cpu") == accuracy(net, x, y, device="cpu", batch_size=1024)
+    assert test_batch_size(get_network("mlp", 1, 10, (28, 28)).eval(), x, torch.device("cpu")) == 1024  # small activations: capped
