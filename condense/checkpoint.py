@@ -401,19 +401,20 @@ def _on_alarm(signum: int, frame: Any) -> None:
 def deferred_interrupts() -> Iterator[None]:
     """Within this block SIGINT/SIGTERM stop a checkpointed loop after its current iteration (see the module docstring).
 
-    Outside the main thread, or where SIGINT is ignored (a background job), nothing changes.
+    A signal that is ignored or handled by someone else is left alone: a background job (``nohup CMD &``)
+    ignores SIGINT, and its SIGTERM still saves. Outside the main thread nothing changes.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
-    if previous[signal.SIGALRM] not in (signal.SIG_DFL, None):
-        yield  # somebody else's alarm handler: leave it alone
+    take = [s for s, ours in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)) if previous[s] == ours]
+    if not take or previous[signal.SIGALRM] not in (signal.SIG_DFL, None):
+        yield  # nothing of ours to handle, or somebody else's alarm handler: leave it alone
         return
     _OWNER[0] = os.getpid()
-    signal.signal(signal.SIGINT, _on_signal)
-    if previous[signal.SIGTERM] == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_signal)
+    for s in take:
+        signal.signal(s, _on_signal)
     signal.signal(signal.SIGALRM, _on_alarm)
     try:
         yield

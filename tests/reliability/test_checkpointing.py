@@ -43,6 +43,8 @@ def _loop(checkpoint: Checkpointer, iterations: int, signal_at: int, signum: int
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_the_iteration_it_interrupted(tmp_path, signum):
+    if signal.getsignal(signum) is signal.SIG_IGN:
+        pytest.skip("this test process ignores the signal (a background job ignores SIGINT)")
     path = tmp_path / "c.ckpt"
     with deferred_interrupts():
         c = Checkpointer(path, None, {"run": 1}, interval=600)  # nothing would be due for ten minutes
@@ -53,6 +55,21 @@ def test_signal_saves_the_iteration_it_interrupted(tmp_path, signum):
     obj = safe_load(path, what="checkpoint")
     assert obj["iteration"] == 4 and obj["state"]["done"] == [0, 1, 2, 3]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_a_background_job_ignoring_sigint_still_saves_on_sigterm(tmp_path):
+    """``nohup CMD &`` starts CMD with SIGINT ignored: it stays ignored, and SIGTERM still saves and stops."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with deferred_interrupts():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # left alone
+            c = Checkpointer(tmp_path / "c.ckpt", None, {"run": 1}, interval=600)
+            with pytest.raises(KeyboardInterrupt) as exc:
+                _loop(c, 100, 3, signal.SIGTERM)
+        assert exc.value.args == (signal.SIGTERM,) and c.saved == 4
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_time_interval_saves_without_an_iteration_count(tmp_path):
