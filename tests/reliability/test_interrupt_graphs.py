@@ -34,7 +34,8 @@ def _run(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
 
 def _interrupt(args: list[str], cwd: Path, ckpt: Path) -> tuple[int, str]:
     """Start ``args``, send SIGINT as soon as ``ckpt`` exists; returns ``(exit code, stderr)``."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job's children ignore SIGINT
     deadline = time.monotonic() + 240
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
