@@ -299,11 +299,12 @@ def default_state_path(experiment: str, settings: Any) -> Path:
     return user_cache("experiments") / f"{experiment}-{hashlib.sha256(repr(settings).encode()).hexdigest()[:16]}.json"
 
 
-def kept_result(path: str | Path, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
+def kept_result(path: str | Path, key: str, compute: Callable[[], Any], *, needs: str | Path | None = None) -> tuple[Any, bool]:
     """A finished unit of work (an experiment's row) kept in ``path`` as JSON: ``(result, True)`` when it holds
-    ``key`` (the settings that determine the result), else ``(compute(), False)`` after writing it there atomically."""
+    ``key`` (the settings that determine the result), else ``(compute(), False)`` after writing it there atomically.
+    ``needs``: another output of the same work (a row's saved set); while it is missing the work is done again."""
     path = Path(path)
-    if path.is_file():
+    if path.is_file() and (needs is None or Path(needs).is_file()):
         try:
             old = json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError):

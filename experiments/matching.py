@@ -38,6 +38,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -180,13 +181,8 @@ def run(
             continue
         key = repr((method, dataclasses.asdict(method_config(method, scale, ipc)), dataclasses.asdict(scale), list(archs), published, seed,
                     dataset.fingerprint, str(device)))  # fmt: skip
-
-        def keep(compute, path: Path = path, key: str = key) -> tuple[dict, bool]:
-            if not path.is_file():  # a kept row without its set is made again (the set is an output too)
-                Path(f"{path}.row.json").unlink(missing_ok=True)
-            return kept_result(f"{path}.row.json", key, compute)
-
-        row, kept = kept_on_main(ctx, keep, make)
+        # a kept row without its set is made again (the set is an output too)
+        row, kept = kept_on_main(ctx, partial(kept_result, f"{path}.row.json", key, needs=path), make)
         if kept:
             log(f"{dataset.name} ipc={ipc} {method}: kept from an earlier run ({path}.row.json)")
         rows.append(row)

@@ -197,12 +197,8 @@ def run(scale: str, datasets: Sequence[str], *, root: str | None, work: Path, de
                         ck.path.unlink(missing_ok=True)
                     return _row(label, len(synset), res, ast, time.perf_counter() - t0, synset.lr)
 
-                def keep(compute, out: Path = out, cfg: MTTConfig = cfg) -> tuple[dict[str, Any], bool]:
-                    if not out.is_file():  # a kept row without its set is made again (the set is an output too)
-                        Path(f"{out}.row.json").unlink(missing_ok=True)
-                    return kept_result(f"{out}.row.json", repr((key, repr(cfg))), compute)
-
-                row, kept = kept_on_main(ctx, keep, distilled)
+                # a kept row without its set is made again (the set is an output too)
+                row, kept = kept_on_main(ctx, partial(kept_result, f"{out}.row.json", repr((key, repr(cfg))), needs=out), distilled)
                 rows.append(row)
                 log(f"{name} ipc {ipc} {label}: " + " ".join(_cells(rows[-1])[2:]) + (" (kept from an earlier run)" if kept else ""))
             sections.append({"dataset": name, "ipc": ipc, "rows": rows})

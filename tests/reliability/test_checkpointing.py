@@ -230,3 +230,15 @@ def test_sigterm_through_cli_main_is_143_with_the_resume_command(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err == (f"interrupted at iteration 6; the last checkpoint is {tmp_path / 'c.ckpt'} (iteration 6, written on the interrupt) - "
                    "resume with: python -m tests.reliability.test_checkpointing run --out 'x y' --resume")
+
+
+def test_kept_result_is_done_again_while_the_output_it_needs_is_missing(tmp_path):
+    from condense.checkpoint import kept_result
+
+    row, out, calls = tmp_path / "row.json", tmp_path / "set.pt", []
+    compute = lambda: calls.append(1) or {"acc": len(calls)}  # noqa: E731
+    assert kept_result(row, "k", compute, needs=out) == ({"acc": 1}, False)
+    assert kept_result(row, "k", compute, needs=out) == ({"acc": 2}, False)  # the set is missing: made again
+    out.write_bytes(b"set")
+    assert kept_result(row, "k", compute, needs=out) == ({"acc": 2}, True)
+    assert kept_result(row, "other", compute) == ({"acc": 3}, False)  # other settings
