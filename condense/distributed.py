@@ -58,6 +58,7 @@ __all__ = [
     "join_run",
     "share_files",
     "broadcast_object",
+    "gather_object",
     "on_main",
     "kept_on_main",
     "split_evaluation",
@@ -280,8 +281,7 @@ def check_agreement(ctx: DistContext, settings: dict[str, Any]) -> None:
     if not ctx.active:
         return
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    hashes: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(hashes, digest)
+    hashes = gather_object(ctx, digest)
     differ = [r for r, h in enumerate(hashes) if h != hashes[0]]
     if differ:
         raise UserError(f"the ranks were started with different settings (rank {differ[0]} differs from rank 0); "
@@ -387,6 +387,15 @@ def broadcast_object(ctx: DistContext, obj: Any = None) -> Any:
     return box[0]
 
 
+def gather_object(ctx: DistContext, obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank; ``[obj]`` without a group."""
+    if not ctx.active:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def on_main(ctx: DistContext, work: Callable[[], T]) -> T:
     """``work()`` run by rank 0 alone (it reads files rank 0 owns), its result on every rank; a
     :class:`UserError` it raises is raised on every rank."""
@@ -443,8 +452,7 @@ def split_evaluation(ctx: DistContext, num_evals: int, evaluate: Callable[[list[
     local = evaluate(ctx.share(num_evals))
     if not ctx.active:
         return local
-    gathered: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(gathered, {m: (s.accs, s.max_accs, s.seconds) for m, s in local.items()})
+    gathered = gather_object(ctx, {m: (s.accs, s.max_accs, s.seconds) for m, s in local.items()})
     owner = {i: (r, k) for r in range(ctx.world_size) for k, i in enumerate(DistContext(r, ctx.world_size).share(num_evals))}
 
     def in_order(model: str, field: int) -> list[float]:
@@ -467,8 +475,7 @@ def check_shared_directory(ctx: DistContext, directory: str | os.PathLike, flag:
         seen = marker.read_bytes() == marker.name.encode()
     except OSError:
         seen = False
-    views: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(views, seen)
+    views = gather_object(ctx, seen)
     if ctx.is_main:
         marker.unlink(missing_ok=True)
     blind = [r for r, ok in enumerate(views) if not ok]

@@ -43,6 +43,7 @@ import torch
 import torch.distributed as dist
 
 from condense.data import load_dataset
+from condense.distributed import DistContext, gather_object
 from condense.experts import RECIPES, train_experts
 from condense.methods import get_method
 from condense.methods.mtt import ASTConfig, MTTConfig
@@ -108,6 +109,7 @@ def _worker(rank: int, world: int, port: int, device_type: str, experts: str, qu
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     counter = _CommCounter()
+    ctx = DistContext(rank, world)
     ds = load_dataset("digits", None, resize=32)
     rows = []
     for label, method, ipc, kwargs in cells(quick):
@@ -135,8 +137,7 @@ def _worker(rank: int, world: int, port: int, device_type: str, experts: str, qu
             w2, c2, b2, s = timed(1 + EXTRA)
             per_it.append(((w2 - w1) / EXTRA, (c2 - c1) / EXTRA, (b2 - b1) / EXTRA))
         secs, cpus, comm = min(p[0] for p in per_it), min(p[1] for p in per_it), per_it[0][2]
-        cpu = [0.0] * world
-        dist.all_gather_object(cpu, cpus)
+        cpu = gather_object(ctx, cpus)
         peak = _peak(lambda: run(1), device)
         same = torch.tensor([float(s.images.double().sum()), float(s.images.double().square().sum())])
         gathered = [torch.zeros(2, dtype=same.dtype) for _ in range(world)]
@@ -146,8 +147,7 @@ def _worker(rank: int, world: int, port: int, device_type: str, experts: str, qu
         if rank == 0:
             print(f"k={world} {label:28s} {rows[-1]['seconds']:7.2f}s (CPU {rows[-1]['cpu_seconds']:.2f}s)  peak {rows[-1]['peak_mb']:8.1f} MB  "
                   f"all-reduce {rows[-1]['comm_mb']:7.2f} MB/it", file=sys.stderr, flush=True)  # fmt: skip
-    peaks = [None] * world
-    dist.all_gather_object(peaks, [r["peak_mb"] for r in rows])
+    peaks = gather_object(ctx, [r["peak_mb"] for r in rows])
     for i, r in enumerate(rows):
         r["peak_mb"] = max(p[i] for p in peaks)  # the largest rank
     if rank == 0:
