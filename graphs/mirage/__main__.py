@@ -24,7 +24,6 @@ import condense.threads  # noqa: F401  (thread policy before torch)
 
 import argparse
 import hashlib
-import os
 import sys
 import warnings
 from dataclasses import asdict
@@ -32,7 +31,8 @@ from pathlib import Path
 
 import torch
 
-from condense.checkpoint import Checkpointer, Stages, add_checkpoint_flags, checkpoint_path, checkpointer_from_args, drop_default_checkpoint
+from condense.checkpoint import (Checkpointer, Stages, add_checkpoint_flags, checkpoint_path, checkpointer_from_args, drop_default_checkpoint,
+                                 user_cache)
 from condense.safeio import CLIParser, check_outputs, fingerprint_tensors, cli_main, input_flag, lock_outputs, output_flag
 from condense.utils import UserError, resolve_device, seed_everything
 from graphs.data.graphsets import GraphDataset, graphs_nbytes
@@ -154,9 +154,8 @@ def _print_table(ds: GraphDataset, model: str, rows: list[tuple[str, dict]], tcf
 
 def _checkpointer(args: argparse.Namespace, out: str | None, signature: dict) -> Checkpointer | None:
     """The training checkpoint (checked before work): ``--checkpoint``, ``OUT.ckpt``, or a file in the user's cache named after the run."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "condense" / "mirage"
     key = hashlib.sha256(repr(sorted(signature.items())).encode()).hexdigest()[:16]
-    path = checkpoint_path(args, Path(out + ".ckpt") if out else cache / f"{signature['command']}-{key}.ckpt")
+    path = checkpoint_path(args, Path(out + ".ckpt") if out else user_cache("mirage") / f"{signature['command']}-{key}.ckpt")
     check_outputs({"--checkpoint": path}, {"--out": out})
     return checkpointer_from_args(args, path, signature)
 
